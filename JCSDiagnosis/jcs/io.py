@@ -205,6 +205,17 @@ def _sitk_read(path: Path) -> sitk.Image:
         raise CorruptFileError(f"{path}: cannot read the file ({_first_line(exc)})") from exc
 
 
+def _hu_pixel_type(image: sitk.Image) -> sitk.Image:
+    """HU images as int16 when the values fit (integer types), float32 otherwise."""
+    if image.GetPixelID() in (sitk.sitkInt16, sitk.sitkFloat32):
+        return image
+    array = sitk.GetArrayViewFromImage(image)
+    integral = array.dtype.kind in "iu"
+    if integral and array.size and array.min() >= -32768 and array.max() <= 32767:
+        return sitk.Cast(image, sitk.sitkInt16)
+    return sitk.Cast(image, sitk.sitkFloat32)
+
+
 def _first_line(exc: Exception) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
@@ -223,8 +234,7 @@ def _read_volume_file(path: Path) -> CTVolume:
     if dim not in (2, 3):
         raise NotVolumeError(f"{path}: a {dim}-D image; a 3-D CT volume is needed")
     _check_axis_aligned(image.GetDirection(), dim, path)
-    if image.GetPixelID() not in (sitk.sitkInt16, sitk.sitkFloat32):
-        image = sitk.Cast(image, sitk.sitkFloat32)
+    image = _hu_pixel_type(image)
     ct = CTVolume(image=image, is_hu=True, path=path)
     array = sitk.GetArrayViewFromImage(image)
     if array.size and (array.dtype.kind != "f" or np.isfinite(array).all()):
@@ -267,23 +277,43 @@ def _is_dicom_file(path: Path) -> bool:
         return False
 
 
-def _read_header(path: Path) -> pydicom.Dataset:
+def _read_header(path: Path) -> pydicom.Dataset | None:
+    """The header of a DICOM image file (pixel data checked for truncation, then dropped).
+
+    Returns None for DICOM objects that are not images (reports, presentation states, ...).
+    """
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path)
     except Exception as exc:  # pydicom raises many types on damaged headers
         raise CorruptFileError(f"{path}: damaged DICOM header ({_first_line(exc)})") from exc
+    if "PixelData" not in ds:
+        sop_class = ds.get("SOPClassUID")
+        if sop_class is not None and "Image Storage" in getattr(sop_class, "name", ""):
+            raise CorruptFileError(f"{path}: truncated DICOM file (image without pixel data)")
+        return None
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is not None and not syntax.is_compressed and "Rows" in ds:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1))
+        expected = int(ds.Rows) * int(ds.Columns) * samples * int(ds.BitsAllocated) // 8 * frames
+        if len(ds.PixelData) < expected:
+            raise CorruptFileError(
+                f"{path}: truncated DICOM file (pixel data has {len(ds.PixelData)} of {expected} bytes)"
+            )
+    del ds.PixelData
+    return ds
 
 
 def _read_dicom_file(path: Path) -> CTVolume:
     header = _read_header(path)
+    if header is None:
+        raise InputError(f"{path}: the DICOM file holds no image")
     modality = str(header.get("Modality", "")).upper()
     if modality != "CT":
         raise NotCTError(f"{path}: DICOM modality is {modality or 'missing'}, not CT")
-    if "Rows" not in header:
-        raise InputError(f"{path}: the DICOM file holds no image")
     if "ImageOrientationPatient" in header:
         _axial_normal([header], path)
-    image = _sitk_read(path)
+    image = _hu_pixel_type(_sitk_read(path))
     if image.GetDimension() == 3 and image.GetSize()[2] > 1:
         _check_axis_aligned(image.GetDirection(), 3, path)
     uid = str(header.get("SeriesInstanceUID", "")) or None
@@ -313,7 +343,7 @@ def _read_dicom_dir(folder: Path) -> CTVolume:
                 raise CorruptFileError(f"{file}: not a valid DICOM file (truncated or damaged)")
             continue
         header = _read_header(file)
-        if "Rows" not in header:
+        if header is None:
             continue  # presentation states, reports and other non-image objects
         series[str(header.get("SeriesInstanceUID", "unknown"))].append(_Slice(file, header))
     if not series:
@@ -341,7 +371,8 @@ def _read_dicom_dir(folder: Path) -> CTVolume:
     try:
         image = reader.Execute()
     except RuntimeError as exc:
-        _raise_for_bad_file(files, exc)
+        raise _bad_file_error(files, exc) from exc
+    image = _hu_pixel_type(image)
     ct = CTVolume(image=image, is_hu=True, path=folder, series_instance_uid=uid, skipped_series=skipped)
     axial = ct.axial_image()
     order = [
@@ -352,13 +383,14 @@ def _read_dicom_dir(folder: Path) -> CTVolume:
     return ct
 
 
-def _raise_for_bad_file(files: list[Path], exc: RuntimeError) -> None:
+def _bad_file_error(files: list[Path], exc: RuntimeError) -> CorruptFileError:
+    """The error naming the first file of a series that cannot be decoded on its own."""
     for file in files:
         try:
             sitk.ReadImage(str(file))
         except RuntimeError as inner:
-            raise CorruptFileError(f"{file}: cannot decode the pixel data ({_first_line(inner)})") from inner
-    raise CorruptFileError(f"{files[0].parent}: cannot read the series ({_first_line(exc)})") from exc
+            return CorruptFileError(f"{file}: cannot decode the pixel data ({_first_line(inner)})")
+    return CorruptFileError(f"{files[0].parent}: cannot read the series ({_first_line(exc)})")
 
 
 def _axial_normal(headers: list[pydicom.Dataset], source: Path) -> np.ndarray:
@@ -374,7 +406,8 @@ def _axial_normal(headers: list[pydicom.Dataset], source: Path) -> np.ndarray:
             plane = "sagittal" if abs(normal[0]) >= limit else "coronal"
             raise ObliqueSeriesError(f"{source}: a {plane} series; only axial series are accepted")
         raise ObliqueSeriesError(
-            f"{source}: an oblique series (ImageOrientationPatient {list(orientations[0])}); "
+            f"{source}: an oblique series (ImageOrientationPatient "
+            f"{' '.join(f'{v:.3g}' for v in orientations[0])}); "
             "only axial series are accepted"
         )
     if max(abs(row[0]), abs(col[1])) < limit and max(abs(row[1]), abs(col[0])) < limit:
@@ -405,12 +438,14 @@ def _sort_and_check_series(folder: Path, slices: list[_Slice]) -> list[Path]:
             f"{folder}: two slices at the same position {distance[k]:.2f} mm "
             f"({slices[order[k]].path.name}, {slices[order[k + 1]].path.name}); several acquisitions mixed?"
         )
-    in_plane = (positions - positions[0]) - np.outer(distance - distance[0], normal)
-    if np.abs(in_plane).max() > max(0.05 * float(np.median(gaps)), 0.01):
+    in_plane = np.linalg.norm((positions - positions[0]) - np.outer(distance - distance[0], normal), axis=1)
+    pixel = min(float(v) for v in headers[0].get("PixelSpacing", [1.0, 1.0]))
+    if in_plane.max() > pixel / 2:
         raise ObliqueSeriesError(
-            f"{folder}: slice positions drift in-plane along the stack (gantry tilt or sheared series)"
+            f"{folder}: slice positions drift {in_plane.max():.1f} mm in-plane along the stack (gantry "
+            "tilt or sheared series); only stacks perpendicular to the slices are accepted"
         )
-    step = float(np.median(gaps))
+    step = float(np.median(gaps[gaps <= 1.5 * gaps.min()]))  # the regular gap, robust to a few gaps
     bad = np.abs(gaps - step) > max(SPACING_REL_TOL * step, 0.01)
     if bad.any():
         k = int(np.argmax(bad))
