@@ -54,6 +54,8 @@ MAX_OBLIQUE_DEG = 1.0
 """Largest angle (degrees) between an image axis and the nearest patient axis still taken as aligned."""
 SPACING_REL_TOL = 0.05
 """Relative tolerance on DICOM slice gaps before they count as non-uniform."""
+MIN_AIR_FRACTION = 0.005
+"""Smallest fraction of voxels in the air/lung HU range for a volume file to count as chest CT."""
 AXIAL_ORIENTATION = "LPS"
 
 _LUMA_601 = (0.299, 0.587, 0.114)
@@ -156,16 +158,18 @@ def read_ct(path: str | os.PathLike[str], *, allow_2d: bool = True) -> CTVolume:
 def check_hu_range(values: np.ndarray, source: Path) -> None:
     """Refuse arrays whose values do not look like Hounsfield units of a chest CT.
 
-    A chest CT contains air and lung (about -1000 HU): the 1st percentile must be at or below -500.
-    Tissue rarely exceeds a few thousand HU: the 99th percentile must be at or below 4000. Raw stored
-    values (air = 0), MR or PET intensities and 8-bit images fail these tests.
+    A chest CT holds air and lung: at least :data:`MIN_AIR_FRACTION` of the voxels must lie in
+    [-1150, -500] HU (padding such as -3024 outside the field of view is allowed). Tissue and bone
+    stay below a few thousand HU: the 99th percentile must be at most 4000. Raw stored values
+    (air = 0), MR or PET intensities, scaled units and 8-bit images fail these tests.
     """
     sample = values[:: max(1, values.shape[0] // 32)] if values.ndim == 3 else values
-    low, high = np.percentile(sample, [1, 99])
-    if low > -500 or high > 4000:
+    air = float(np.count_nonzero((sample >= -1150) & (sample <= -500))) / max(sample.size, 1)
+    high = float(np.percentile(sample, 99))
+    if air < MIN_AIR_FRACTION or high > 4000:
         raise NotCTError(
-            f"{source}: values do not look like CT Hounsfield units (1st percentile {low:.0f}, "
-            f"99th percentile {high:.0f}; a chest CT has air/lung near -1000 HU)"
+            f"{source}: values do not look like CT Hounsfield units ({100 * air:.2f}% of voxels in the "
+            f"air/lung range -1150..-500, 99th percentile {high:.0f}; a chest CT has lung near -850 HU)"
         )
 
 
@@ -287,7 +291,8 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
     except Exception as exc:  # pydicom raises many types on damaged headers
         raise CorruptFileError(f"{path}: damaged DICOM header ({_first_line(exc)})") from exc
     if "PixelData" not in ds:
-        sop_class = ds.get("SOPClassUID")
+        meta = getattr(ds, "file_meta", None)
+        sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
         if sop_class is not None and "Image Storage" in getattr(sop_class, "name", ""):
             raise CorruptFileError(f"{path}: truncated DICOM file (image without pixel data)")
         return None
