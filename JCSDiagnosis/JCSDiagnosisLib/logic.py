@@ -1,0 +1,575 @@
+"""Qt-free scene logic of the JCS Diagnosis module: diagnose, update results, export DICOM-SEG.
+
+Driven by the module widget in Slicer and by tests/the web viewer on slicer-core, with any
+application logic that provides the scene (`appLogic.GetMRMLScene()`). The engine runs in a child
+process (`jcs.cli diagnose`, paper §III: per-slice classification, Grad-CAM explanation, lesion
+segmentation); its files are loaded into new nodes, so re-running never overwrites an edited
+segmentation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+
+from . import display, tables, volumes
+from .process import EngineError, EngineProcess
+from .terminology import SegmentSpec, lesionSpec, lungSpecs
+
+ATTRIBUTE_PREFIX = "JCSDiagnosis."
+ENGINE_ATTRIBUTE = ATTRIBUTE_PREFIX + "engine"
+AUTOMATIC_HASH_ATTRIBUTE = ATTRIBUTE_PREFIX + "automaticLesionSha256"
+RESULTS_HASH_ATTRIBUTE = ATTRIBUTE_PREFIX + "resultsLesionSha256"
+ROLE_HEATMAP = "jcsHeatmap"
+ROLE_SUMMARY = "jcsSummaryTable"
+ROLE_LESIONS = "jcsLesionTable"
+ROLE_SLICES = "jcsSliceTable"
+ROLE_CHART = "jcsPlotChart"
+
+POLICIES = ("positive-only", "always")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Summary fields (jcs.quantify / results.json) that go into the SR report.
+SUMMARY_LESION_VOLUME = "lesion_volume_ml"
+SUMMARY_PERCENT_OF_LUNG = "lesion_percent_of_lung_pct"
+SUMMARY_POSITIVE_SLICES = "positive_slice_count"
+
+
+class InputVolumeError(ValueError):
+    """The selected node cannot be diagnosed; the message says why."""
+
+
+@dataclass
+class DiagnosisNodes:
+    """Nodes created by one diagnosis (`nodes.heatmapNode` or `nodes["heatmapNode"]`)."""
+
+    volumeNode: slicer.vtkMRMLScalarVolumeNode
+    heatmapNode: slicer.vtkMRMLScalarVolumeNode
+    segmentationNode: slicer.vtkMRMLSegmentationNode
+    summaryTableNode: slicer.vtkMRMLTableNode
+    lesionTableNode: slicer.vtkMRMLTableNode
+    sliceTableNode: slicer.vtkMRMLTableNode
+    plotChartNode: slicer.vtkMRMLPlotChartNode
+    results: dict = field(default_factory=dict)
+
+    def __getitem__(self, key: str):
+        return getattr(self, key)
+
+
+@dataclass
+class DiagnosisRun:
+    """A started engine run: the process and its working folder."""
+
+    volumeNode: slicer.vtkMRMLScalarVolumeNode
+    process: EngineProcess
+    workDir: Path
+    name: str
+
+    @property
+    def outputDir(self) -> Path:
+        return self.workDir / "out"
+
+
+def inputProblem(volumeNode) -> str | None:
+    """Why `volumeNode` cannot be diagnosed, or None when it can (the widget shows this reason)."""
+    if volumeNode is None:
+        return "Select a CT volume."
+    if not volumeNode.IsA("vtkMRMLScalarVolumeNode") or volumeNode.IsA("vtkMRMLLabelMapVolumeNode"):
+        return f"'{volumeNode.GetName()}' is not a scalar (CT) volume."
+    imageData = volumeNode.GetImageData()
+    if imageData is None or imageData.GetPointData().GetScalars() is None:
+        return f"'{volumeNode.GetName()}' has no voxel data."
+    if imageData.GetNumberOfScalarComponents() != 1:
+        return f"'{volumeNode.GetName()}' is a colour/vector image, not a CT."
+    dims = imageData.GetDimensions()
+    if min(dims[:2]) < 16:
+        return f"'{volumeNode.GetName()}' is too small ({dims[0]}x{dims[1]} pixels per slice)."
+    low, high = imageData.GetScalarRange()
+    if high <= low:
+        return f"'{volumeNode.GetName()}' is constant (all voxels {low:g})."
+    if low > -200 or high < 0:
+        return (
+            f"'{volumeNode.GetName()}' does not look like a CT in Hounsfield units (range {low:g}..{high:g})."
+        )
+    return None
+
+
+def maskSha256(mask: np.ndarray) -> str:
+    """Fingerprint of a binary mask (to tell an edited segment from the automatic one)."""
+    return hashlib.sha256(np.ascontiguousarray(mask > 0, dtype=np.uint8).tobytes()).hexdigest()
+
+
+class JCSDiagnosisSceneLogic:
+    """Diagnosis, result update and DICOM export on one MRML scene."""
+
+    def __init__(self, appLogic, *, python: str | None = None) -> None:
+        self.appLogic = appLogic
+        self.scene: slicer.vtkMRMLScene = appLogic.GetMRMLScene()
+        if self.scene is None:
+            raise ValueError("the application logic has no MRML scene")
+        self.python = python
+        #: Maps a SOP Instance UID to its file (Slicer sets `slicer.dicomDatabase.fileForInstance`).
+        self.dicomFileForInstance: Callable[[str], str] | None = None
+
+    # ---------------------------------------------------------------- diagnose
+    def startDiagnosis(
+        self,
+        volumeNode: slicer.vtkMRMLScalarVolumeNode,
+        *,
+        device: str = "auto",
+        threshold: int | None = None,
+        policy: str = "positive-only",
+        classifier: str | None = None,
+        segmenter: str | None = None,
+        onProgress: Callable[[str, float], None] | None = None,
+    ) -> DiagnosisRun:
+        """Write the volume to a temporary NRRD and start the engine on it (returns at once)."""
+        problem = inputProblem(volumeNode)
+        if problem:
+            raise InputVolumeError(problem)
+        if policy not in POLICIES:
+            raise ValueError(f"segmentation policy must be one of {POLICIES}, got '{policy}'")
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got '{device}'")
+        if threshold is not None and threshold < 1:
+            raise ValueError(f"positive-slice threshold must be at least 1, got {threshold}")
+        workDir = Path(tempfile.mkdtemp(prefix="JCSDiagnosis-"))
+        inputPath = workDir / "volume.nrrd"
+        sitk.WriteImage(volumes.imageFromVolume(volumeNode), str(inputPath), useCompression=True)
+        arguments = [
+            "diagnose",
+            str(inputPath),
+            "--out",
+            str(workDir / "out"),
+            "--device",
+            device,
+            "--policy",
+            policy,
+            "--progress",
+        ]
+        if threshold is not None:
+            arguments += ["--threshold", str(threshold)]
+        if classifier:
+            arguments += ["--classifier", classifier]
+        if segmenter:
+            arguments += ["--segmenter", segmenter]
+        process = EngineProcess(arguments, python=self.python, onProgress=onProgress)
+        process.start()
+        return DiagnosisRun(volumeNode, process, workDir, volumeNode.GetName())
+
+    def diagnose(
+        self, volumeNode: slicer.vtkMRMLScalarVolumeNode, *, timeout: float | None = None, **options
+    ) -> DiagnosisNodes:
+        """Run the engine on `volumeNode`, wait for it and load its results into new nodes.
+
+        Options: device ("auto"/"cpu"/"cuda"/"mps"), threshold (positive slices for a positive
+        case; default the weights' card), policy ("positive-only"/"always"), classifier/segmenter
+        (registry names), onProgress (callable(stage, fraction)).
+        """
+        run = self.startDiagnosis(volumeNode, **options)
+        try:
+            run.process.wait(timeout=timeout)
+            return self.loadResults(run)
+        finally:
+            shutil.rmtree(run.workDir, ignore_errors=True)
+
+    def loadResults(self, run: DiagnosisRun) -> DiagnosisNodes:
+        """Turn the engine's output folder into heatmap, segmentation, tables and chart nodes."""
+        out = run.outputDir
+        resultsPath = out / "results.json"
+        if not resultsPath.is_file():
+            raise EngineError(f"the engine wrote no {resultsPath.name}:\n{run.process.output()}")
+        results = json.loads(resultsPath.read_text(encoding="utf-8"))
+        volumeNode = run.volumeNode
+        heatmap = self._readOnVolumeGrid(out / "heatmap.nrrd", volumeNode).astype(np.float32)
+        lesions = self._readOnVolumeGrid(out / "lesions.nrrd", volumeNode) > 0
+        lungsPath = out / "lungs.nrrd"
+        lungs = self._readOnVolumeGrid(lungsPath, volumeNode) if lungsPath.is_file() else None
+
+        name = f"{run.name} JCS"
+        heatmapNode = self.scene.AddNewNodeByClass(
+            "vtkMRMLScalarVolumeNode", self.scene.GenerateUniqueName(f"{name} heatmap")
+        )
+        volumes.setVolumeArray(heatmapNode, np.clip(heatmap, 0.0, 1.0), volumes.ijkToRasMatrix(volumeNode))
+        display.styleHeatmap(heatmapNode)
+
+        segmentationNode = self._createSegmentation(
+            volumeNode, self.scene.GenerateUniqueName(f"{name} segmentation"), lesions, lungs
+        )
+        segmentationNode.SetAttribute(AUTOMATIC_HASH_ATTRIBUTE, maskSha256(lesions))
+        segmentationNode.SetAttribute(RESULTS_HASH_ATTRIBUTE, maskSha256(lesions))
+        segmentationNode.SetAttribute(ENGINE_ATTRIBUTE, json.dumps(_engineInfo(results)))
+
+        summaryNode = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} summary")
+        lesionNode = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} lesions")
+        sliceNode = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} slices")
+        tables.fillTable(summaryNode, tables.summaryRecords(_summaryOf(results)))
+        tables.fillTable(lesionNode, results.get("lesions", []))
+        tables.fillTable(sliceNode, sliceRecords(results.get("slices", [])))
+        chartNode = tables.makeProbabilityPlot(self.scene, sliceNode, name)
+
+        for role, node in (
+            (ROLE_HEATMAP, heatmapNode),
+            (ROLE_SUMMARY, summaryNode),
+            (ROLE_LESIONS, lesionNode),
+            (ROLE_SLICES, sliceNode),
+            (ROLE_CHART, chartNode),
+        ):
+            segmentationNode.SetNodeReferenceID(role, node.GetID())
+        self._placeInStudy(
+            volumeNode, [heatmapNode, segmentationNode, summaryNode, lesionNode, sliceNode, chartNode]
+        )
+        display.showHeatmap(volumeNode, heatmapNode)
+        return DiagnosisNodes(
+            volumeNode, heatmapNode, segmentationNode, summaryNode, lesionNode, sliceNode, chartNode, results
+        )
+
+    @staticmethod
+    def _readOnVolumeGrid(path: Path, volumeNode) -> np.ndarray:
+        if not path.is_file():
+            raise EngineError(f"the engine did not write {path.name}")
+        image = sitk.ReadImage(str(path))
+        if not volumes.sameGeometry(image, volumeNode):
+            raise EngineError(f"{path.name} does not have the geometry of '{volumeNode.GetName()}'")
+        return sitk.GetArrayFromImage(image)
+
+    def _createSegmentation(
+        self, volumeNode, name: str, lesions: np.ndarray, lungs: np.ndarray | None
+    ) -> slicer.vtkMRMLSegmentationNode:
+        node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        node.CreateDefaultDisplayNodes()
+        node.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        segmentation = node.GetSegmentation()
+        segmentation.SetSourceRepresentationName(
+            slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
+        )
+        self._addSegment(node, lesionSpec(), lesions, volumeNode)
+        if lungs is not None:
+            for spec in lungSpecs():
+                self._addSegment(node, spec, lungs == spec.label, volumeNode)
+                node.GetDisplayNode().SetSegmentVisibility(spec.segmentId, False)
+        return node
+
+    @staticmethod
+    def _addSegment(node, spec: SegmentSpec, mask: np.ndarray, volumeNode) -> None:
+        segment = slicer.vtkSegment()
+        segment.SetName(spec.name)
+        segment.SetColor(*spec.color)
+        segment.SetTerminology(spec.terminologyEntry())
+        node.GetSegmentation().AddSegment(segment, spec.segmentId)
+        volumes.setSegmentArray(node, spec.segmentId, mask, volumeNode)
+
+    def _placeInStudy(self, volumeNode, nodes: list) -> None:
+        """Put result nodes beside the CT in the subject hierarchy (its study), as DICOM export needs."""
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
+        if shNode is None:
+            return
+        parent = shNode.GetItemParent(shNode.GetItemByDataNode(volumeNode))
+        for node in nodes:
+            item = shNode.GetItemByDataNode(node)
+            if item and parent:
+                shNode.SetItemParent(item, parent)
+
+    # ---------------------------------------------------------------- results
+    def resultNodes(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> DiagnosisNodes:
+        """The nodes of the diagnosis that created `segmentationNode` (also after scene reload)."""
+        volumeNode = self.sourceVolume(segmentationNode)
+        refs = {
+            role: segmentationNode.GetNodeReference(role)
+            for role in (ROLE_HEATMAP, ROLE_SUMMARY, ROLE_LESIONS, ROLE_SLICES, ROLE_CHART)
+        }
+        missing = [role for role, node in refs.items() if node is None]
+        if missing:
+            raise ValueError(
+                f"'{segmentationNode.GetName()}' is not a JCS Diagnosis result (missing {missing})"
+            )
+        return DiagnosisNodes(
+            volumeNode,
+            refs[ROLE_HEATMAP],
+            segmentationNode,
+            refs[ROLE_SUMMARY],
+            refs[ROLE_LESIONS],
+            refs[ROLE_SLICES],
+            refs[ROLE_CHART],
+            {"engine": self.engineInfo(segmentationNode)},
+        )
+
+    @staticmethod
+    def sourceVolume(segmentationNode: slicer.vtkMRMLSegmentationNode) -> slicer.vtkMRMLScalarVolumeNode:
+        """The CT the segmentation was made on."""
+        node = segmentationNode.GetNodeReference(
+            slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+        )
+        if node is None:
+            raise ValueError(f"segmentation '{segmentationNode.GetName()}' is not linked to a CT volume")
+        return node
+
+    @staticmethod
+    def engineInfo(segmentationNode: slicer.vtkMRMLSegmentationNode) -> dict:
+        """Engine version, weights and decision stored on the segmentation at diagnosis time."""
+        text = segmentationNode.GetAttribute(ENGINE_ATTRIBUTE)
+        return json.loads(text) if text else {}
+
+    def lesionMask(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> np.ndarray:
+        """The current (possibly edited) lesion segment on the CT grid, (K, J, I) uint8."""
+        spec = lesionSpec()
+        if segmentationNode.GetSegmentation().GetSegment(spec.segmentId) is None:
+            raise ValueError(f"'{segmentationNode.GetName()}' has no '{spec.name}' segment (was it deleted?)")
+        return volumes.segmentArray(segmentationNode, spec.segmentId, self.sourceVolume(segmentationNode))
+
+    def isEdited(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> bool:
+        """Whether the lesion segment differs from what the engine produced."""
+        automatic = segmentationNode.GetAttribute(AUTOMATIC_HASH_ATTRIBUTE)
+        return automatic is None or maskSha256(self.lesionMask(segmentationNode)) != automatic
+
+    def lungLabels(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> np.ndarray:
+        """Lung labels (0, 1 right, 2 left) on the CT grid: the lung segments, else jcs.lung."""
+        volumeNode = self.sourceVolume(segmentationNode)
+        segmentation = segmentationNode.GetSegmentation()
+        specs = lungSpecs()
+        if all(segmentation.GetSegment(spec.segmentId) is not None for spec in specs):
+            labels = np.zeros(tuple(reversed(volumeNode.GetImageData().GetDimensions())), np.uint8)
+            for spec in specs:
+                labels[volumes.segmentArray(segmentationNode, spec.segmentId, volumeNode) > 0] = spec.label
+            if labels.any():
+                return labels
+        from jcs.lung import segment_lungs
+
+        ct = _ctVolume(volumeNode)
+        axial = segment_lungs(ct.axial_array(), tuple(reversed(ct.axial_image().GetSpacing())))
+        return sitk.GetArrayFromImage(ct.from_axial(axial.astype(np.uint8)))
+
+    def updateResults(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> DiagnosisNodes:
+        """Recompute every table from the current (edited) lesion segment with jcs.quantify."""
+        from jcs.quantify import quantify
+
+        nodes = self.resultNodes(segmentationNode)
+        ct = _ctVolume(nodes.volumeNode)
+
+        def toAxial(array: np.ndarray) -> np.ndarray:
+            return sitk.GetArrayFromImage(_axialImage(volumes.imageFromVolume(nodes.volumeNode, array)))
+
+        mask = self.lesionMask(segmentationNode)
+        lesion = toAxial(mask)
+        lungs = toAxial(self.lungLabels(segmentationNode))
+        heatmap = toAxial(volumes.arrayFromVolume(nodes.heatmapNode).astype(np.float32))
+        previousSlices = tables.readTable(nodes.sliceTableNode)
+        probabilities = np.array([row[tables.PROBABILITY_COLUMN] for row in previousSlices], dtype=np.float64)
+        quantification = quantify(
+            lesion,
+            lungs,
+            ct.axial_image(),
+            hu=ct.axial_array(),
+            slice_probabilities=probabilities,
+            heatmap=heatmap,
+        )
+        previousSummary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+        summary = {**previousSummary, **dict(quantification.summary)}
+        edited = self.isEdited(segmentationNode)
+        summary["segmentation"] = "edited" if edited else "automatic"
+        tables.fillTable(nodes.summaryTableNode, tables.summaryRecords(summary))
+        tables.fillTable(nodes.lesionTableNode, list(quantification.lesions))
+        tables.fillTable(nodes.sliceTableNode, sliceRecords(list(quantification.slices), probabilities))
+        segmentationNode.SetAttribute(RESULTS_HASH_ATTRIBUTE, maskSha256(mask))
+        nodes.results = {
+            "summary": summary,
+            "lesions": list(quantification.lesions),
+            "slices": list(quantification.slices),
+        }
+        return nodes
+
+    # ---------------------------------------------------------------- navigation
+    def axialSliceCenter(self, volumeNode, axialIndex: int) -> tuple[float, float, float]:
+        """RAS centre of axial slice `axialIndex` (inferior to superior, as in the slice table)."""
+        matrix = volumes.ijkToRasMatrix(volumeNode)
+        dims = volumeNode.GetImageData().GetDimensions()
+        axis = int(np.argmax(np.abs(matrix[2, :3])))  # IJK axis closest to superior
+        count = dims[axis]
+        if not 0 <= axialIndex < count:
+            raise IndexError(f"axial slice {axialIndex} is outside 0..{count - 1}")
+        ijk = np.array([(d - 1) / 2 for d in dims] + [1.0])
+        ijk[axis] = axialIndex if matrix[2, axis] > 0 else count - 1 - axialIndex
+        ras = matrix @ ijk
+        return (float(ras[0]), float(ras[1]), float(ras[2]))
+
+    def jumpToSlice(self, volumeNode, axialIndex: int) -> None:
+        """Show axial slice `axialIndex` in every slice view (click on a slice row or plot point)."""
+        display.jumpToPoint(self.scene, self.axialSliceCenter(volumeNode, axialIndex))
+
+    def jumpToLesion(self, segmentationNode, lesionRow: int) -> tuple[float, float, float]:
+        """Centre the views on lesion `lesionRow` of the lesion table; returns its RAS centroid."""
+        nodes = self.resultNodes(segmentationNode)
+        rows = tables.readTable(nodes.lesionTableNode)
+        if not 0 <= lesionRow < len(rows):
+            raise IndexError(f"lesion row {lesionRow} is outside 0..{len(rows) - 1}")
+        ras = lesionCentroidRas(rows[lesionRow])
+        display.jumpToPoint(self.scene, ras)
+        return ras
+
+    def setHeatmapOpacity(self, opacity: float) -> None:
+        """Opacity of the heatmap layer in all slice views."""
+        display.setHeatmapOpacity(self.scene, opacity)
+
+    # ---------------------------------------------------------------- export
+    def exportDicomSeg(
+        self,
+        segmentationNode: slicer.vtkMRMLSegmentationNode,
+        outputDir: str | Path,
+        sourceDicomDir: str | Path | None = None,
+    ):
+        """Write the current lesion segment as DICOM-SEG plus a TID 1500 SR report into `outputDir`.
+
+        Source CT files: `sourceDicomDir` if given, else the instances the volume was loaded from
+        (Slicer's DICOM database, or the DICOM files of its storage node). Returns the written paths.
+        """
+        from .dicomseg import exportSegAndReport
+
+        volumeNode = self.sourceVolume(segmentationNode)
+        sourceFiles = self.sourceDicomFiles(volumeNode, sourceDicomDir)
+        mask = self.lesionMask(segmentationNode)
+        if segmentationNode.GetAttribute(RESULTS_HASH_ATTRIBUTE) != maskSha256(mask):
+            self.updateResults(segmentationNode)  # the report must describe the exported mask
+        nodes = self.resultNodes(segmentationNode)
+        summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+        return exportSegAndReport(
+            mask=mask,
+            volumeIjkToRas=volumes.ijkToRasMatrix(volumeNode),
+            sourceFiles=sourceFiles,
+            outputDir=Path(outputDir),
+            engine=self.engineInfo(segmentationNode),
+            edited=self.isEdited(segmentationNode),
+            values=reportValues(summary, nodes.lesionTableNode.GetNumberOfRows()),
+        )
+
+    def sourceDicomFiles(self, volumeNode, sourceDicomDir: str | Path | None = None) -> list[Path]:
+        """The DICOM files of the CT series behind `volumeNode` (clear error when there are none)."""
+        if sourceDicomDir is not None:
+            folder = Path(sourceDicomDir)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"source DICOM folder {folder} does not exist")
+            files = sorted(p for p in folder.rglob("*") if p.is_file() and _isDicom(p))
+            if not files:
+                raise FileNotFoundError(f"no DICOM files in {folder}")
+            return files
+        shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
+        uids = ""
+        if shNode is not None:
+            item = shNode.GetItemByDataNode(volumeNode)
+            uids = shNode.GetItemAttribute(item, "DICOM.instanceUIDs") or ""
+        if uids.split() and self.dicomFileForInstance is not None:
+            files = [Path(self.dicomFileForInstance(uid)) for uid in uids.split()]
+            missing = [str(f) for f in files if not f.is_file()]
+            if missing:
+                raise FileNotFoundError(
+                    f"source DICOM files are missing from the DICOM database: {missing[:3]}"
+                )
+            return files
+        storage = volumeNode.GetStorageNode()
+        if storage is not None:
+            names = [storage.GetFileName()] + [
+                storage.GetNthFileName(i) for i in range(storage.GetNumberOfFileNames())
+            ]
+            files = sorted({Path(n) for n in names if n and Path(n).is_file() and _isDicom(Path(n))})
+            if files:
+                return files
+        raise ValueError(
+            f"'{volumeNode.GetName()}' was not loaded from DICOM, so a DICOM-SEG cannot reference its source "
+            "images: load the CT series through the DICOM module, or give the CT series folder "
+            "(sourceDicomDir)."
+        )
+
+
+def sliceRecords(slices: list[dict], probabilities: np.ndarray | None = None) -> list[dict]:
+    """Slice-table rows with a `slice` index and `covid_probability` column first (plot axes)."""
+    rows = []
+    for index, record in enumerate(slices):
+        row = {tables.SLICE_COLUMN: int(record.get("slice", record.get("index", record.get("z", index))))}
+        probability = record.get(tables.PROBABILITY_COLUMN, record.get("probability"))
+        if probabilities is not None:
+            probability = float(probabilities[index])
+        row[tables.PROBABILITY_COLUMN] = float(probability) if probability is not None else float("nan")
+        row.update({k: v for k, v in record.items() if k not in ("slice", "index", "z", "probability", *row)})
+        rows.append(row)
+    return rows
+
+
+def lesionCentroidRas(row: dict) -> tuple[float, float, float]:
+    """RAS centroid of a lesion-table row (jcs.quantify gives it in LPS mm)."""
+    try:
+        lps = [float(row[f"centroid_{axis}_mm"]) for axis in ("x", "y", "z")]
+    except KeyError as exc:
+        raise KeyError(f"lesion table has no centroid column {exc}") from None
+    return (-lps[0], -lps[1], lps[2])
+
+
+def _summaryOf(results: dict) -> dict:
+    summary = dict(results.get("summary", {}))
+    case = results.get("case", {})
+    for key in ("positive", "positive_slice_count", "threshold", "segmented"):
+        if key in case and key not in summary:
+            summary[key] = case[key]
+    summary.setdefault("segmentation", "automatic")
+    return summary
+
+
+def _engineInfo(results: dict) -> dict:
+    case = results.get("case", {})
+    return {
+        "engine_version": results.get("engine_version", ""),
+        "weights": results.get("weights", {}),
+        "device": case.get("device", ""),
+        "threshold": case.get("threshold"),
+        "positive": case.get("positive"),
+    }
+
+
+def _axialImage(image: sitk.Image) -> sitk.Image:
+    from jcs.io import AXIAL_ORIENTATION
+
+    return sitk.DICOMOrient(image, AXIAL_ORIENTATION)
+
+
+def _ctVolume(volumeNode):
+    from jcs.io import CTVolume
+
+    return CTVolume(image=volumes.imageFromVolume(volumeNode), is_hu=True, path=Path(volumeNode.GetName()))
+
+
+def _isDicom(path: Path) -> bool:
+    try:
+        with path.open("rb") as file:
+            file.seek(128)
+            return file.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def reportValues(summary: dict, lesionCount: int):
+    """SR measurements from the summary table (jcs.quantify field names)."""
+    from .dicomseg import ReportValues
+
+    def number(key: str) -> float | None:
+        value = summary.get(key)
+        try:
+            return float(value) if value not in (None, "") else None
+        except ValueError:
+            return None
+
+    volume = number(SUMMARY_LESION_VOLUME)
+    if volume is None:
+        raise ValueError(f"the summary table has no '{SUMMARY_LESION_VOLUME}'; run 'Update results' first")
+    positiveSlices = number(SUMMARY_POSITIVE_SLICES)
+    return ReportValues(
+        lesionVolumeMl=volume,
+        percentOfLung=number(SUMMARY_PERCENT_OF_LUNG),
+        lesionCount=int(lesionCount),
+        positiveSliceCount=int(positiveSlices) if positiveSlices is not None else None,
+    )

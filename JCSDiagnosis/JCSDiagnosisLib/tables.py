@@ -1,0 +1,159 @@
+"""Result tables (summary, lesions, slices) and the per-slice probability plot as MRML nodes.
+
+Every table is filled by one function from the quantification records (jcs.quantify field names,
+which carry their unit as a suffix such as ``_ml`` or ``_pct``): one column per field, with Slicer
+unit labels, so no cell is filled by hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import slicer
+import vtk
+
+#: Field-name suffix -> unit label shown in Slicer's table view (UCUM where there is one).
+UNIT_SUFFIXES = {
+    "_ml": "mL",
+    "_mm3": "mm3",
+    "_mm": "mm",
+    "_cm": "cm",
+    "_pct": "%",
+    "_percent": "%",
+    "_hu": "HU",
+    "_s": "s",
+}
+
+SLICE_COLUMN = "slice"
+PROBABILITY_COLUMN = "covid_probability"
+
+
+def unitOf(field: str) -> str:
+    """Unit label of a field from its suffix ('' for counts, flags and names)."""
+    lower = field.lower()
+    for suffix, unit in UNIT_SUFFIXES.items():
+        if lower.endswith(suffix):
+            return unit
+    return ""
+
+
+def _title(field: str) -> str:
+    words = field.split("_")
+    if words and unitOf(field) and len(words) > 1:
+        words = words[:-1]
+    return " ".join(words).capitalize()
+
+
+def _columnArray(values: list) -> vtk.vtkAbstractArray:
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, bool) for v in present):
+        array = vtk.vtkIntArray()
+        for v in values:
+            array.InsertNextValue(int(bool(v)))
+    elif present and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in present):
+        array = vtk.vtkIntArray()
+        for v in values:
+            array.InsertNextValue(int(v) if v is not None else 0)
+    elif present and all(isinstance(v, (int, float, np.integer, np.floating)) for v in present):
+        array = vtk.vtkDoubleArray()
+        for v in values:
+            array.InsertNextValue(float(v) if v is not None else float("nan"))
+    else:
+        array = vtk.vtkStringArray()
+        for v in values:
+            array.InsertNextValue("" if v is None else str(v))
+    return array
+
+
+def fillTable(tableNode: slicer.vtkMRMLTableNode, records: Sequence[Mapping]) -> None:
+    """Replace the content of `tableNode` by one row per record and one column per field (with units)."""
+    fields: list[str] = []
+    for record in records:
+        fields.extend(k for k in record if k not in fields and not isinstance(record[k], (dict, list)))
+    table = vtk.vtkTable()
+    for field in fields:
+        array = _columnArray([record.get(field) for record in records])
+        array.SetName(field)
+        table.AddColumn(array)
+    wasModified = tableNode.StartModify()
+    tableNode.SetAndObserveTable(table)
+    tableNode.SetUseColumnTitleAsColumnHeader(True)
+    for field in fields:
+        if hasattr(tableNode, "SetColumnTitle"):  # Slicer >= 5.9; SetColumnLongName before
+            tableNode.SetColumnTitle(field, _title(field))
+        else:
+            tableNode.SetColumnLongName(field, _title(field))
+        unit = unitOf(field)
+        if unit:
+            tableNode.SetColumnUnitLabel(field, unit)
+    tableNode.SetLocked(True)
+    tableNode.EndModify(wasModified)
+
+
+def summaryRecords(summary: Mapping) -> list[dict]:
+    """The summary dict as (quantity, value, unit) rows, the layout of the summary table."""
+    rows = []
+    for key, value in summary.items():
+        if isinstance(value, (dict, list)):
+            continue
+        rows.append({"quantity": key, "value": _formatValue(value), "unit": unitOf(key)})
+    return rows
+
+
+def _formatValue(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4g}"
+    return str(value)
+
+
+def readTable(tableNode: slicer.vtkMRMLTableNode) -> list[dict]:
+    """Rows of a table node as dicts (numbers as float/int, text as str)."""
+    table = tableNode.GetTable()
+    rows: list[dict] = [{} for _ in range(table.GetNumberOfRows())]
+    for c in range(table.GetNumberOfColumns()):
+        column = table.GetColumn(c)
+        name = column.GetName()
+        for r in range(table.GetNumberOfRows()):
+            value = table.GetValue(r, c)
+            if isinstance(column, vtk.vtkStringArray):
+                rows[r][name] = value.ToString()
+            elif isinstance(column, vtk.vtkIntArray):
+                rows[r][name] = value.ToInt()
+            else:
+                rows[r][name] = value.ToDouble()
+    return rows
+
+
+def columnValues(tableNode: slicer.vtkMRMLTableNode, name: str) -> np.ndarray:
+    """One numeric column of a table node as a float array."""
+    column = tableNode.GetTable().GetColumnByName(name)
+    if column is None:
+        raise KeyError(f"table '{tableNode.GetName()}' has no column '{name}'")
+    return np.array([column.GetVariantValue(i).ToDouble() for i in range(column.GetNumberOfValues())])
+
+
+def makeProbabilityPlot(
+    scene: slicer.vtkMRMLScene,
+    sliceTableNode: slicer.vtkMRMLTableNode,
+    name: str,
+) -> slicer.vtkMRMLPlotChartNode:
+    """Plot chart of the per-slice COVID-19 probability along z (one point per axial slice)."""
+    series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} slice probability")
+    series.SetAndObserveTableNodeID(sliceTableNode.GetID())
+    series.SetXColumnName(SLICE_COLUMN)
+    series.SetYColumnName(PROBABILITY_COLUMN)
+    series.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeScatter)
+    series.SetMarkerStyle(slicer.vtkMRMLPlotSeriesNode.MarkerStyleCircle)
+    series.SetColor(0.85, 0.2, 0.1)
+    chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{name} slice probability chart")
+    chart.AddAndObservePlotSeriesNodeID(series.GetID())
+    chart.SetTitle("COVID-19 probability per axial slice")
+    chart.SetXAxisTitle("axial slice (inferior to superior)")
+    chart.SetYAxisTitle("P(COVID-19)")
+    chart.SetYAxisRangeAuto(False)
+    chart.SetYAxisRange(0.0, 1.0)
+    chart.SetLegendVisibility(False)
+    return chart

@@ -1,0 +1,302 @@
+"""JCSDiagnosisLib pieces on slicer-core: geometry, terminology, colours, tables, loader, process.
+
+Real MRML nodes from slicer-core with trame-slicer's application logic (segmentation converters
+registered), no mocks. The whole radiologist flow with the engine is in test_slicer_flow.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+pytest.importorskip("slicer", reason="slicer-core is not installed (pip install '.[slicer,viewer]')")
+SlicerApp = pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed").SlicerApp
+
+import slicer  # noqa: E402
+from JCSDiagnosisLib import display, tables, terminology, volumes  # noqa: E402
+from JCSDiagnosisLib.logic import (  # noqa: E402
+    DiagnosisRun,
+    JCSDiagnosisSceneLogic,
+    inputProblem,
+    maskSha256,
+    sliceRecords,
+)
+from JCSDiagnosisLib.process import EngineError, EngineProcess, parseProgress  # noqa: E402
+
+pytestmark = pytest.mark.slicer
+REFERENCE_TERMINOLOGY = Path(__file__).resolve().parents[3] / "shared" / "reference" / "terminology.md"
+
+
+@pytest.fixture(scope="module")
+def app():
+    return SlicerApp()
+
+
+@pytest.fixture()
+def scene_logic(app):
+    app.scene.Clear(0)
+    return JCSDiagnosisSceneLogic(app.app_logic)
+
+
+def _ct_node(scene, shape=(12, 40, 48), direction=(0, 1, 0, -1, 0, 0, 0, 0, 1), name="ct"):
+    hu = np.full(shape, -1000, np.int16)
+    hu[:, 5:35, 4:44] = 30
+    hu[2:10, 10:30, 8:20] = -850
+    hu[2:10, 10:30, 28:40] = -850
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((0.8, 0.7, 2.5))
+    image.SetOrigin((-20.0, 15.0, -40.0))
+    image.SetDirection(direction)
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    volumes.setVolumeArray(node, hu, volumes.ijkToRasFromImage(image))
+    return node, image
+
+
+def test_volume_geometry_round_trip(scene_logic):
+    node, image = _ct_node(scene_logic.scene)
+    back = volumes.imageFromVolume(node)
+    assert back.GetSize() == image.GetSize()
+    assert np.allclose(back.GetOrigin(), image.GetOrigin())
+    assert np.allclose(back.GetSpacing(), image.GetSpacing())
+    assert np.allclose(back.GetDirection(), image.GetDirection())
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(image))
+    # RAS = diag(-1,-1,1) LPS: the first voxel of an LPS origin (-20, 15, -40) is at RAS (20, -15, -40)
+    assert np.allclose(volumes.ijkToRasMatrix(node)[:3, 3], (20.0, -15.0, -40.0))
+
+
+def test_segment_array_round_trip_on_rotated_grid(scene_logic):
+    node, _ = _ct_node(scene_logic.scene)
+    segmentation = scene_logic.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "seg")
+    segmentation.SetReferenceImageGeometryParameterFromVolumeNode(node)
+    segmentation.GetSegmentation().AddEmptySegment("a", "a", [1, 0, 0])
+    mask = np.zeros((12, 40, 48), np.uint8)
+    mask[3:6, 12:20, 30:33] = 1
+    mask[11, 39, 47] = 1  # corner voxel: extents must not be cropped or shifted
+    volumes.setSegmentArray(segmentation, "a", mask, node)
+    assert np.array_equal(volumes.segmentArray(segmentation, "a", node), mask)
+
+
+def test_input_validation_reasons(scene_logic):
+    scene = scene_logic.scene
+    assert inputProblem(None) == "Select a CT volume."
+    node, _ = _ct_node(scene)
+    assert inputProblem(node) is None
+    label = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "label")
+    volumes.setVolumeArray(label, np.zeros((4, 20, 20), np.uint8), np.eye(4))
+    assert "not a scalar (CT) volume" in inputProblem(label)
+    empty = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty")
+    assert "no voxel data" in inputProblem(empty)
+    constant = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "constant")
+    volumes.setVolumeArray(constant, np.full((4, 20, 20), 5, np.int16), np.eye(4))
+    assert "constant" in inputProblem(constant)
+    photo = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "photo")
+    volumes.setVolumeArray(photo, np.arange(4 * 20 * 20, dtype=np.uint16).reshape(4, 20, 20) % 256, np.eye(4))
+    assert "Hounsfield" in inputProblem(photo)
+    tiny = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "tiny")
+    volumes.setVolumeArray(tiny, np.linspace(-1000, 100, 4 * 8 * 8).reshape(4, 8, 8), np.eye(4))
+    assert "too small" in inputProblem(tiny)
+
+
+def test_terminology_file_loads_and_matches_reference_codes(app):
+    loaded = app.terminologies_logic.LoadTerminologyFromFile(str(terminology.TERMINOLOGY_FILE))
+    assert loaded == "Segmentation category and type - JCS Diagnosis"
+    lesion = terminology.lesionSpec()
+    assert (lesion.category.scheme, lesion.category.value) == ("SCT", "49755003")
+    assert (lesion.type.scheme, lesion.type.value) == ("DCM", "112033")
+    assert lesion.type.meaning == "Abnormal opacity"
+    assert lesion.region.value == "39607008"
+    right, left = terminology.lungSpecs()
+    assert (right.label, right.typeModifier.value) == (1, "24028007")
+    assert (left.label, left.typeModifier.value) == (2, "7771000")
+    if REFERENCE_TERMINOLOGY.is_file():
+        text = REFERENCE_TERMINOLOGY.read_text()
+        assert "| Abnormal opacity | DCM | 112033 |" in text and "| Lung | SCT | 39607008 |" in text
+    entry = slicer.vtkSlicerTerminologyEntry()
+    assert app.terminologies_logic.DeserializeTerminologyEntry(lesion.terminologyEntry(), entry)
+    assert entry.GetTypeObject().GetCodeValue() == "112033"
+    assert entry.GetCategoryObject().GetCodeValue() == "49755003"
+    assert entry.GetRegionObject().GetCodeValue() == "39607008"
+
+
+def test_heatmap_colour_table_is_perceptual_and_transparent_when_cold(scene_logic):
+    colors = display.heatmapColors()
+    luminance = colors[:, :3] @ np.array([0.2126, 0.7152, 0.0722])
+    assert np.all(np.diff(luminance) > 0), "inferno luminance must rise monotonically"
+    assert colors[0, 3] == 0.0 and colors[-1, 3] == 1.0
+    node = display.heatmapColorNode(scene_logic.scene)
+    assert display.heatmapColorNode(scene_logic.scene) is node  # created once per scene
+    assert node.GetNumberOfColors() == 256
+    rgba = [0.0] * 4
+    node.GetColor(255, rgba)
+    assert np.allclose(rgba, colors[255], atol=1e-6)
+
+
+def test_fill_table_units_and_plot(scene_logic):
+    scene = scene_logic.scene
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", "lesions")
+    records = [
+        {"label": 1, "volume_ml": 1.25, "side": "right", "mean_hu": -420.5},
+        {"label": 2, "volume_ml": 0.5, "side": "left", "mean_hu": -300.0},
+    ]
+    tables.fillTable(node, records)
+    assert node.GetNumberOfRows() == 2
+    assert node.GetColumnUnitLabel("volume_ml") == "mL"
+    assert node.GetColumnUnitLabel("mean_hu") == "HU"
+    assert node.GetColumnUnitLabel("label") == ""
+    assert tables.readTable(node) == records
+    slices = scene.AddNewNodeByClass("vtkMRMLTableNode", "slices")
+    records = sliceRecords([{"slice": 0, "probability": 0.2}, {"slice": 1, "probability": 0.9}])
+    tables.fillTable(slices, records)
+    assert np.allclose(tables.columnValues(slices, tables.PROBABILITY_COLUMN), [0.2, 0.9])
+    chart = tables.makeProbabilityPlot(scene, slices, "case")
+    series = chart.GetNthPlotSeriesNode(0)
+    assert series.GetTableNodeID() == slices.GetID()
+    assert (series.GetXColumnName(), series.GetYColumnName()) == ("slice", "covid_probability")
+
+
+def _fake_engine_outputs(out: Path, image: sitk.Image, lesion: np.ndarray, lungs: np.ndarray | None) -> dict:
+    """Files in the layout of `jcs diagnose --out` (engine CLI contract), to test the loader alone."""
+    out.mkdir(parents=True)
+    heat = np.linspace(0, 1, lesion.size, dtype=np.float32).reshape(lesion.shape)
+    for name, array in (("heatmap", heat), ("lesions", lesion.astype(np.uint8))) + (
+        (("lungs", lungs.astype(np.uint8)),) if lungs is not None else ()
+    ):
+        written = sitk.GetImageFromArray(array)
+        written.CopyInformation(image)
+        sitk.WriteImage(written, str(out / f"{name}.nrrd"))
+    results = {
+        "case": {"positive": True, "positive_slice_count": 3, "threshold": 2, "device": "cpu"},
+        "slices": [{"slice": z, "probability": z / 12} for z in range(12)],
+        "summary": {"lesion_volume_ml": 0.5, "lesion_count": 1},
+        "lesions": [{"label": 1, "volume_ml": 0.5}],
+        "weights": {"classifier": {"name": "c", "sha256": "ab" * 32}},
+        "engine_version": "0.1.0",
+    }
+    (out / "results.json").write_text(json.dumps(results))
+    return results
+
+
+class _FinishedProcess:
+    def output(self) -> str:
+        return ""
+
+
+def test_load_results_builds_linked_nodes(scene_logic, tmp_path):
+    scene = scene_logic.scene
+    node, image = _ct_node(scene)
+    lesion = np.zeros((12, 40, 48), np.uint8)
+    lesion[4:6, 15:20, 10:14] = 1
+    lungs = np.zeros_like(lesion)
+    lungs[2:10, 10:30, 8:20] = 1
+    lungs[2:10, 10:30, 28:40] = 2
+    results = _fake_engine_outputs(tmp_path / "out", image, lesion, lungs)
+    run = DiagnosisRun(node, _FinishedProcess(), tmp_path, "ct")
+    nodes = scene_logic.loadResults(run)
+
+    assert np.allclose(volumes.ijkToRasMatrix(nodes.heatmapNode), volumes.ijkToRasMatrix(node))
+    heat_display = nodes.heatmapNode.GetDisplayNode()
+    assert heat_display.GetColorNode().GetAttribute(display.HEATMAP_COLOR_ATTRIBUTE) == "1"
+    assert not heat_display.GetAutoWindowLevel()
+    assert (heat_display.GetWindowLevelMin(), heat_display.GetWindowLevelMax()) == (0.0, 1.0)
+
+    segmentation = nodes.segmentationNode
+    reference_role = slicer.vtkMRMLSegmentationNode.GetReferenceImageGeometryReferenceRole()
+    assert segmentation.GetNodeReference(reference_role) is node
+    assert segmentation.GetSegmentation().GetSourceRepresentationName() == "Binary labelmap"
+    segment = segmentation.GetSegmentation().GetSegment("lesion")
+    assert segment.GetName() == "COVID-19 lesions"
+    assert "DCM^112033^Abnormal opacity" in segment.GetTerminology()
+    assert np.allclose(segment.GetColor(), terminology.lesionSpec().color)
+    assert np.array_equal(scene_logic.lesionMask(segmentation), lesion)
+    assert not segmentation.GetDisplayNode().GetSegmentVisibility("right_lung")
+    assert segmentation.GetDisplayNode().GetSegmentVisibility("lesion")
+    assert np.array_equal(scene_logic.lungLabels(segmentation), lungs)
+    assert segmentation.GetAttribute("JCSDiagnosis.automaticLesionSha256") == maskSha256(lesion)
+    assert not scene_logic.isEdited(segmentation)
+
+    slices = tables.readTable(nodes.sliceTableNode)
+    assert [row["slice"] for row in slices] == list(range(12))
+    expected = [s["probability"] for s in results["slices"]]
+    assert np.allclose([row["covid_probability"] for row in slices], expected)
+    summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+    assert summary["lesion_volume_ml"] == "0.5" and summary["positive"] == "yes"
+    assert nodes.plotChartNode.GetNthPlotSeriesNode(0).GetTableNodeID() == nodes.sliceTableNode.GetID()
+    again = scene_logic.resultNodes(segmentation)
+    assert again.heatmapNode is nodes.heatmapNode and again.lesionTableNode is nodes.lesionTableNode
+    for composite in display.sliceCompositeNodes(scene):
+        assert composite.GetForegroundVolumeID() == nodes.heatmapNode.GetID()
+
+
+def test_loader_rejects_outputs_on_another_grid(scene_logic, tmp_path):
+    node, image = _ct_node(scene_logic.scene)
+    other = sitk.Image(image)
+    other.SetOrigin((0.0, 0.0, 0.0))
+    _fake_engine_outputs(tmp_path / "out", other, np.zeros((12, 40, 48), np.uint8), None)
+    with pytest.raises(EngineError, match="geometry"):
+        scene_logic.loadResults(DiagnosisRun(node, _FinishedProcess(), tmp_path, "ct"))
+
+
+def test_axial_slice_centre_follows_inferior_to_superior(scene_logic):
+    node, image = _ct_node(scene_logic.scene, direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
+    first = scene_logic.axialSliceCenter(node, 0)
+    last = scene_logic.axialSliceCenter(node, 11)
+    assert first[2] < last[2]  # axial index 0 is the most inferior slice
+    assert np.isclose(last[2] - first[2], 11 * 2.5)
+    with pytest.raises(IndexError):
+        scene_logic.axialSliceCenter(node, 12)
+
+
+def test_progress_lines_are_parsed():
+    assert parseProgress("PROGRESS classify 0.25") == ("classify", 0.25)
+    assert parseProgress("progress: segment 50%") == ("segment", 0.5)
+    assert parseProgress("loading weights") is None
+
+
+def test_cancel_kills_the_engine_process_tree(tmp_path):
+    # A child that starts a grandchild and sleeps: cancel must end both.
+    script = tmp_path / "jcs" / "cli.py"
+    script.parent.mkdir()
+    (script.parent / "__init__.py").write_text("")
+    pid_file = tmp_path / "grandchild.pid"
+    script.write_text(
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "print('PROGRESS start 0.1', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    process = EngineProcess([], python=sys.executable, environment={"PYTHONPATH": str(tmp_path)})
+    process.command = [sys.executable, str(script)]
+    process.start()
+    for _ in range(200):
+        if pid_file.exists() and process.fraction > 0:
+            break
+        time.sleep(0.05)
+    assert process.fraction == pytest.approx(0.1)
+    process.cancel()
+    assert process.poll() is not None
+    grandchild = int(pid_file.read_text())
+    for _ in range(100):
+        if not _alive(grandchild):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the grandchild process survived cancel")
+    with pytest.raises(EngineError, match="cancelled"):
+        process.check(process.poll())
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for init to reap it counts as ended)."""
+    status = Path(f"/proc/{pid}/status")
+    try:
+        state = next(line for line in status.read_text().splitlines() if line.startswith("State:"))
+    except (FileNotFoundError, StopIteration):
+        return False
+    return "Z" not in state.split()[1]
