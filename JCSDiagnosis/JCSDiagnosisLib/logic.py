@@ -38,8 +38,8 @@ ROLE_CHART = "jcsPlotChart"
 POLICIES = ("positive-only", "always")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Summary fields (jcs.quantify / results.json) that go into the SR report.
-SUMMARY_LESION_VOLUME = "lesion_volume_ml"
-SUMMARY_PERCENT_OF_LUNG = "lesion_percent_of_lung_pct"
+SUMMARY_LESION_VOLUME = "opacification_volume_ml"
+SUMMARY_PERCENT_OF_LUNG = "opacification_percent"
 SUMMARY_POSITIVE_SLICES = "positive_slice_count"
 
 
@@ -504,7 +504,7 @@ def sliceRecords(slices: list[dict], probabilities: np.ndarray | None = None) ->
 def lesionCentroidRas(row: dict) -> tuple[float, float, float]:
     """RAS centroid of a lesion-table row (jcs.quantify gives it in LPS mm)."""
     try:
-        lps = [float(row[f"centroid_{axis}_mm"]) for axis in ("x", "y", "z")]
+        lps = [float(row[f"centroid_lps_{axis}_mm"]) for axis in ("x", "y", "z")]
     except KeyError as exc:
         raise KeyError(f"lesion table has no centroid column {exc}") from None
     return (-lps[0], -lps[1], lps[2])

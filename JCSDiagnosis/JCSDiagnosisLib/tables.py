@@ -1,8 +1,8 @@
 """Result tables (summary, lesions, slices) and the per-slice probability plot as MRML nodes.
 
 Every table is filled by one function from the quantification records (jcs.quantify field names,
-which carry their unit as a suffix such as ``_ml`` or ``_pct``): one column per field, with Slicer
-unit labels, so no cell is filled by hand.
+which carry their unit such as ``_ml`` or ``_percent``): one column per field, with Slicer unit
+labels, so no cell is filled by hand.
 """
 
 from __future__ import annotations
@@ -13,35 +13,32 @@ import numpy as np
 import slicer
 import vtk
 
-#: Field-name suffix -> unit label shown in Slicer's table view (UCUM where there is one).
-UNIT_SUFFIXES = {
-    "_ml": "mL",
-    "_mm3": "mm3",
-    "_mm": "mm",
-    "_cm": "cm",
-    "_pct": "%",
-    "_percent": "%",
-    "_hu": "HU",
-    "_s": "s",
+#: Unit token in a jcs.quantify field name -> unit label shown in Slicer's table view.
+UNIT_TOKENS = {
+    "ml": "mL",
+    "mm": "mm",
+    "mm2": "mm2",
+    "mm3": "mm3",
+    "percent": "%",
+    "hu": "HU",
+    "px": "px",
+    "s": "s",
 }
 
-SLICE_COLUMN = "slice"
-PROBABILITY_COLUMN = "covid_probability"
+SLICE_COLUMN = "slice_index"
+PROBABILITY_COLUMN = "classifier_probability"
 
 
 def unitOf(field: str) -> str:
-    """Unit label of a field from its suffix ('' for counts, flags and names)."""
-    lower = field.lower()
-    for suffix, unit in UNIT_SUFFIXES.items():
-        if lower.endswith(suffix):
-            return unit
+    """Unit label of a field from the unit token in its name ('' for counts, fractions, names)."""
+    for token in reversed(field.lower().split("_")[1:]):
+        if token in UNIT_TOKENS:
+            return UNIT_TOKENS[token]
     return ""
 
 
 def _title(field: str) -> str:
-    words = field.split("_")
-    if words and unitOf(field) and len(words) > 1:
-        words = words[:-1]
+    words = [w for w in field.split("_") if w.lower() not in UNIT_TOKENS]
     return " ".join(words).capitalize()
 
 
@@ -102,6 +99,8 @@ def summaryRecords(summary: Mapping) -> list[dict]:
 
 
 def _formatValue(value) -> str:
+    if value is None:
+        return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):

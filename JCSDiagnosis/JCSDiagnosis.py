@@ -1,0 +1,473 @@
+"""JCS Diagnosis: explainable COVID-19 reading of chest CT in 3D Slicer.
+
+After Wu et al., "JCS: An Explainable COVID-19 Diagnosis System by Joint Classification and
+Segmentation", IEEE TIP 2021. GUI only: everything below Qt lives in JCSDiagnosisLib (tested on
+slicer-core), the engine (`jcs`) runs in a background PythonSlicer process.
+"""
+
+import shutil
+import tempfile
+from importlib import metadata
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Annotated
+
+import qt
+import slicer
+import vtk
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, Minimum, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
+
+#: Packages the engine needs besides what Slicer bundles (import name, pip requirement).
+REQUIREMENTS = [
+    ("safetensors", "safetensors>=0.4"),
+    ("skimage", "scikit-image>=0.21"),
+    ("scipy", "scipy>=1.10"),
+    ("highdicom", "highdicom>=0.23"),
+    ("tqdm", "tqdm>=4.60"),
+]
+#: Packages Slicer ships; pip is constrained to their installed versions so it never replaces them.
+PROTECTED = ["numpy", "SimpleITK", "pydicom", "vtk", "torch", "pillow", "requests"]
+MINIMUM_TORCH = "2.2"
+
+
+class JCSDiagnosis(ScriptedLoadableModule):
+    """Module description shown in Slicer."""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("JCS Diagnosis")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []
+        self.parent.contributors = ["JCS Diagnosis developers"]
+        self.parent.helpText = _(
+            "Explainable COVID-19 reading of a chest CT: per-slice classification with a Grad-CAM "
+            "heatmap, lesion segmentation you can edit, quantification tables, a per-slice probability "
+            "plot and DICOM-SEG/SR export. Research use only, not for clinical diagnosis. "
+            '<a href="https://github.com/jcs-diagnosis/SlicerJCSDiagnosis">Documentation</a>.'
+        )
+        self.parent.acknowledgementText = _(
+            "Method: Y.-H. Wu, S.-H. Gao, J. Mei, J. Xu, D.-P. Fan, R.-G. Zhang, M.-M. Cheng, "
+            '"JCS: An Explainable COVID-19 Diagnosis System by Joint Classification and Segmentation", '
+            "IEEE Transactions on Image Processing 30, 2021."
+        )
+        slicer.app.connect("startupCompleted()", registerTerminology)
+
+
+def registerTerminology():
+    """Make the lesion/lung codes selectable in the Segment Editor's terminology dialog."""
+    from JCSDiagnosisLib.terminology import TERMINOLOGY_FILE
+
+    terminologies = slicer.util.getModuleLogic("Terminologies")
+    if terminologies is not None:
+        terminologies.LoadTerminologyFromFile(str(TERMINOLOGY_FILE))
+
+
+@parameterNodeWrapper
+class JCSDiagnosisParameterNode:
+    """Parameters of the module, saved with the scene."""
+
+    inputVolume: vtkMRMLScalarVolumeNode
+    device: Annotated[str, Choice(["auto", "cpu", "cuda", "mps"])] = "auto"
+    useCardThreshold: bool = True
+    threshold: Annotated[int, Minimum(1)] = 25
+    policy: Annotated[str, Choice(["positive-only", "always"])] = "positive-only"
+    heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
+    resultSegmentation: vtkMRMLSegmentationNode
+
+
+class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """GUI: connects the .ui widgets to the parameter node and to JCSDiagnosisLogic."""
+
+    def __init__(self, parent=None) -> None:
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._run = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(200)
+        self._timer.connect("timeout()", self.onPollEngine)
+
+    def setup(self) -> None:
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/JCSDiagnosis.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.ui.progressBar.visible = False
+        self.logic = JCSDiagnosisLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+
+        self.ui.diagnoseButton.connect("clicked(bool)", self.onDiagnoseButton)
+        self.ui.updateResultsButton.connect("clicked(bool)", self.onUpdateResults)
+        self.ui.exportButton.connect("clicked(bool)", self.onExport)
+        self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
+        self.ui.tableSelector.connect("currentIndexChanged(int)", self.onShowTable)
+        self.ui.tableView.connect("clicked(QModelIndex)", self.onTableClicked)
+        self.initializeParameterNode()
+
+    def cleanup(self) -> None:
+        self.cancelRun()
+        self.removeObservers()
+
+    def enter(self) -> None:
+        self.initializeParameterNode()
+
+    def exit(self) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+
+    def onSceneStartClose(self, caller, event) -> None:
+        self.cancelRun()
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event) -> None:
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self) -> None:
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            volume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+            if volume and not volume.IsA("vtkMRMLLabelMapVolumeNode"):
+                self._parameterNode.inputVolume = volume
+
+    def setParameterNode(self, inputParameterNode) -> None:
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+        self._parameterNode = inputParameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateGui)
+            self._updateGui()
+
+    def _updateGui(self, caller=None, event=None) -> None:
+        """Enable actions only when they can run; the tooltip says why not."""
+        from JCSDiagnosisLib.logic import inputProblem
+
+        running = self._run is not None
+        problem = (
+            inputProblem(self._parameterNode.inputVolume) if self._parameterNode else _("No parameters.")
+        )
+        self.ui.diagnoseButton.text = _("Cancel") if running else _("Diagnose")
+        self.ui.diagnoseButton.enabled = running or problem is None
+        self.ui.diagnoseButton.toolTip = problem or _("Classify every slice, explain and segment lesions.")
+        self.ui.inputProblemLabel.text = problem or ""
+        self.ui.inputProblemLabel.visible = bool(problem) and not running
+        self.ui.thresholdSpinBox.enabled = (
+            not self._parameterNode.useCardThreshold if self._parameterNode else False
+        )
+        hasResult = bool(self._parameterNode and self._parameterNode.resultSegmentation)
+        self.ui.updateResultsButton.enabled = hasResult and not running
+        self.ui.exportButton.enabled = hasResult and not running
+        self.ui.resultsCollapsibleButton.enabled = hasResult
+
+    # ------------------------------------------------------------------ actions
+    def onDiagnoseButton(self) -> None:
+        if self._run is not None:
+            self.cancelRun()
+            return
+        with slicer.util.tryWithErrorDisplay(_("Diagnosis could not start."), waitCursor=True):
+            if not self.logic.ensureDependencies():
+                return
+            parameters = self._parameterNode
+            self._run = self.logic.sceneLogic.startDiagnosis(
+                parameters.inputVolume,
+                device=parameters.device,
+                threshold=None if parameters.useCardThreshold else parameters.threshold,
+                policy=parameters.policy,
+            )
+            self.ui.progressBar.value = 0
+            self.ui.progressBar.visible = True
+            self.ui.statusLabel.text = _("Starting the engine...")
+            self._timer.start()
+            self._updateGui()
+
+    def onPollEngine(self) -> None:
+        """GUI timer: show progress, load the results when the engine is done."""
+        run = self._run
+        if run is None:
+            self._timer.stop()
+            return
+        self.ui.progressBar.value = int(100 * run.process.fraction)
+        if run.process.stage:
+            self.ui.statusLabel.text = run.process.stage
+        code = run.process.poll()
+        if code is None:
+            return
+        self._timer.stop()
+        self._run = None
+        self.ui.progressBar.visible = False
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Diagnosis failed."), waitCursor=True):
+                run.process.check(code)
+                nodes = self.logic.sceneLogic.loadResults(run)
+                self._parameterNode.resultSegmentation = nodes.segmentationNode
+                self.logic.showResults(nodes, self._parameterNode.heatmapOpacity)
+                self.ui.statusLabel.text = self.logic.decisionText(nodes)
+                self.onShowTable()
+        finally:
+            shutil.rmtree(run.workDir, ignore_errors=True)
+            self._updateGui()
+
+    def cancelRun(self) -> None:
+        if self._run is None:
+            return
+        self._run.process.cancel()
+        self.ui.statusLabel.text = _("Cancelled.")
+        # the timer sees the killed process and cleans up
+
+    def onUpdateResults(self) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Results could not be updated."), waitCursor=True):
+            self.logic.sceneLogic.updateResults(self._parameterNode.resultSegmentation)
+            self.onShowTable()
+
+    def onExport(self) -> None:
+        outputDir = qt.QFileDialog.getExistingDirectory(None, _("Folder for the DICOM-SEG and SR files"))
+        if not outputDir:
+            return
+        with slicer.util.tryWithErrorDisplay(_("DICOM export failed."), waitCursor=True):
+            try:
+                files = self.logic.sceneLogic.exportDicomSeg(
+                    self._parameterNode.resultSegmentation, outputDir
+                )
+            except ValueError as exc:
+                if "was not loaded from DICOM" not in str(exc):
+                    raise
+                sourceDir = qt.QFileDialog.getExistingDirectory(
+                    None, _("Folder of the source CT DICOM series")
+                )
+                if not sourceDir:
+                    return
+                files = self.logic.sceneLogic.exportDicomSeg(
+                    self._parameterNode.resultSegmentation, outputDir, sourceDicomDir=sourceDir
+                )
+            slicer.util.infoDisplay(_("Written:\n{seg}\n{sr}").format(seg=files.segPath, sr=files.srPath))
+
+    def onOpacityChanged(self, value: float) -> None:
+        if self.logic is not None:
+            self.logic.sceneLogic.setHeatmapOpacity(value)
+
+    def _currentTable(self):
+        segmentation = self._parameterNode.resultSegmentation if self._parameterNode else None
+        if not segmentation:
+            return None, None
+        nodes = self.logic.sceneLogic.resultNodes(segmentation)
+        kind = ("summary", "lesions", "slices")[max(self.ui.tableSelector.currentIndex, 0)]
+        table = {
+            "summary": nodes.summaryTableNode,
+            "lesions": nodes.lesionTableNode,
+            "slices": nodes.sliceTableNode,
+        }[kind]
+        return kind, table
+
+    def onShowTable(self, index: int = 0) -> None:
+        kind, table = self._currentTable()
+        self.ui.tableView.setMRMLTableNode(table)
+
+    def onTableClicked(self, modelIndex) -> None:
+        """Click a lesion row to centre on the lesion, a slice row to show that slice."""
+        kind, table = self._currentTable()
+        row = modelIndex.row()
+        with slicer.util.tryWithErrorDisplay(_("Cannot jump to this row."), waitCursor=False):
+            if kind == "lesions":
+                self.logic.sceneLogic.jumpToLesion(self._parameterNode.resultSegmentation, row)
+            elif kind == "slices":
+                self.logic.jumpToSliceRow(self._parameterNode.resultSegmentation, row)
+
+    def onPlotDataSelected(self, selectedSeriesIds, pointIdLists) -> None:
+        """Click a point of the probability plot to show that slice."""
+        for index in range(pointIdLists.GetNumberOfItems()):
+            ids = pointIdLists.GetItemAsObject(index)
+            if ids is not None and ids.GetNumberOfTuples() > 0:
+                self.logic.jumpToSliceRow(self._parameterNode.resultSegmentation, int(ids.GetValue(0)))
+                return
+
+
+class JCSDiagnosisLogic(ScriptedLoadableModuleLogic):
+    """Slicer-side logic: dependencies and views; the scene work is JCSDiagnosisSceneLogic."""
+
+    def __init__(self) -> None:
+        ScriptedLoadableModuleLogic.__init__(self)
+        from JCSDiagnosisLib.logic import JCSDiagnosisSceneLogic
+
+        self.sceneLogic = JCSDiagnosisSceneLogic(slicer.app.applicationLogic())
+        self.sceneLogic.dicomFileForInstance = _dicomFileForInstance
+
+    def getParameterNode(self):
+        return JCSDiagnosisParameterNode(super().getParameterNode())
+
+    def ensureDependencies(self) -> bool:
+        """torch via PyTorchUtils, then missing packages; asks before installing anything."""
+        try:
+            import PyTorchUtils
+        except ImportError as exc:
+            raise RuntimeError(
+                _(
+                    "This module needs the PyTorch extension. Install it from the Extensions "
+                    "Manager and restart Slicer."
+                )
+            ) from exc
+        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+        if not torchLogic.torchInstalled():
+            if not slicer.util.confirmOkCancelDisplay(
+                _("PyTorch is not installed yet. Install it now (download of about 1 GB)?")
+            ):
+                return False
+            if (
+                torchLogic.installTorch(askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH}")
+                is None
+            ):
+                raise RuntimeError(_("PyTorch could not be installed. See the Python console for details."))
+        from packaging.version import Version
+
+        if Version(metadata.version("torch").split("+")[0]) < Version(MINIMUM_TORCH):
+            raise RuntimeError(
+                _(
+                    "PyTorch {found} is too old; {minimum} or later is needed. Update it in the "
+                    "PyTorch module and restart Slicer."
+                ).format(found=metadata.version("torch"), minimum=MINIMUM_TORCH)
+            )
+        missing = [requirement for module, requirement in REQUIREMENTS if find_spec(module) is None]
+        if not missing:
+            return True
+        if not slicer.util.confirmOkCancelDisplay(
+            _("JCS Diagnosis needs these Python packages: {packages}. Install them now?").format(
+                packages=", ".join(missing)
+            )
+        ):
+            return False
+        with tempfile.TemporaryDirectory() as folder:
+            constraints = Path(folder) / "constraints.txt"
+            pins = []
+            for name in PROTECTED:
+                try:
+                    pins.append(f"{name}=={metadata.version(name)}")
+                except metadata.PackageNotFoundError:
+                    continue
+            constraints.write_text("\n".join(pins) + "\n", encoding="utf-8")
+            for requirement in missing:
+                slicer.util.pip_install([requirement, "-c", str(constraints)])
+        return True
+
+    def showResults(self, nodes, opacity: float) -> None:
+        """Heatmap over the CT, segmentation, and the probability plot in the layout."""
+        from JCSDiagnosisLib import display
+
+        display.showHeatmap(nodes.volumeNode, nodes.heatmapNode, opacity)
+        slicer.modules.plots.logic().ShowChartInLayout(nodes.plotChartNode)
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is not None and layoutManager.plotWidget(0) is not None:
+            widget = slicer.modules.JCSDiagnosisWidget
+            plotView = layoutManager.plotWidget(0).plotView()
+            plotView.disconnect("dataSelected(vtkStringArray*, vtkCollection*)", widget.onPlotDataSelected)
+            plotView.connect("dataSelected(vtkStringArray*, vtkCollection*)", widget.onPlotDataSelected)
+        slicer.util.resetSliceViews()
+
+    def jumpToSliceRow(self, segmentationNode, row: int) -> None:
+        from JCSDiagnosisLib import tables
+
+        nodes = self.sceneLogic.resultNodes(segmentationNode)
+        sliceIndex = int(tables.columnValues(nodes.sliceTableNode, tables.SLICE_COLUMN)[row])
+        self.sceneLogic.jumpToSlice(nodes.volumeNode, sliceIndex)
+
+    @staticmethod
+    def decisionText(nodes) -> str:
+        engine = nodes.results.get("case", {})
+        if not engine:
+            return _("Done.")
+        verdict = _("COVID-19 positive") if engine.get("positive") else _("COVID-19 negative")
+        return _("{verdict}: {count} positive slices (threshold {threshold}). Not for clinical use.").format(
+            verdict=verdict, count=engine.get("positive_slice_count"), threshold=engine.get("threshold")
+        )
+
+
+def _dicomFileForInstance(uid: str) -> str:
+    return slicer.dicomDatabase.fileForInstance(uid) if slicer.dicomDatabase else ""
+
+
+class JCSDiagnosisTest(ScriptedLoadableModuleTest):
+    """Self-test inside Slicer: the radiologist flow on a synthetic chest CT with the bundled weights."""
+
+    def setUp(self) -> None:
+        slicer.mrmlScene.Clear()
+
+    def runTest(self) -> None:
+        self.setUp()
+        self.test_DiagnoseEditUpdate()
+
+    def test_DiagnoseEditUpdate(self) -> None:
+        import numpy as np
+        from JCSDiagnosisLib import tables, volumes
+        from JCSDiagnosisLib.logic import inputProblem
+
+        self.delayDisplay(_("Building a synthetic chest CT"))
+        volumeNode = _syntheticChest()
+        logic = JCSDiagnosisLogic()
+        self.assertIsNone(inputProblem(volumeNode))
+
+        self.delayDisplay(_("Diagnosing (engine in a background process)"))
+        nodes = logic.sceneLogic.diagnose(volumeNode, device="cpu", policy="always")
+        for node in (
+            nodes.heatmapNode,
+            nodes.segmentationNode,
+            nodes.summaryTableNode,
+            nodes.lesionTableNode,
+            nodes.sliceTableNode,
+            nodes.plotChartNode,
+        ):
+            self.assertIsNotNone(node)
+        self.assertTrue(
+            np.allclose(volumes.ijkToRasMatrix(nodes.heatmapNode), volumes.ijkToRasMatrix(volumeNode))
+        )
+        heat = volumes.arrayFromVolume(nodes.heatmapNode)
+        self.assertGreaterEqual(heat.min(), 0.0)
+        self.assertLessEqual(heat.max(), 1.0)
+        self.assertEqual(nodes.sliceTableNode.GetNumberOfRows(), volumeNode.GetImageData().GetDimensions()[2])
+
+        self.delayDisplay(_("Painting a lesion block and updating the results"))
+        mask = logic.sceneLogic.lesionMask(nodes.segmentationNode)
+        mask[:] = 0
+        mask[10:14, 30:40, 20:30] = 1
+        volumes.setSegmentArray(nodes.segmentationNode, "lesion", mask, volumeNode)
+        logic.sceneLogic.updateResults(nodes.segmentationNode)
+        self.assertTrue(logic.sceneLogic.isEdited(nodes.segmentationNode))
+        voxelMl = float(np.prod(volumeNode.GetSpacing())) / 1000.0
+        summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+        volumeKey = next(k for k in summary if k.startswith("lesion_volume") and k.endswith("_ml"))
+        self.assertAlmostEqual(float(summary[volumeKey]), 400 * voxelMl, places=2)
+        self.delayDisplay(_("Test passed"))
+
+
+def _syntheticChest():
+    """A 40x96x96 chest-like CT (body, two lungs, one opacity) as a volume node."""
+    import numpy as np
+    from JCSDiagnosisLib import volumes
+
+    z, y, x = np.mgrid[:40, :96, :96]
+    hu = np.full((40, 96, 96), -1000.0)
+    hu[((y - 48) / 40) ** 2 + ((x - 48) / 46) ** 2 <= 1] = 40.0
+    for cx in (28, 68):
+        hu[((y - 48) / 28) ** 2 + ((x - cx) / 15) ** 2 + ((z - 20) / 19) ** 2 <= 1] = -850.0
+    hu[((y - 48) / 6) ** 2 + ((x - 28) / 6) ** 2 + ((z - 20) / 4) ** 2 <= 1] = -400.0
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "JCS synthetic chest")
+    matrix = np.diag([-1.5, -1.5, 2.5, 1.0])
+    volumes.setVolumeArray(node, hu.astype(np.int16), matrix)
+    node.CreateDefaultDisplayNodes()
+    return node
