@@ -1,0 +1,284 @@
+"""Registry of named model weights with model cards and SHA-256 verification.
+
+An entry NAME is two files in a registry directory: ``NAME.safetensors`` (the state dict) and
+``NAME.json`` (the model card: kind, builder arguments, hash, input spec, training data, metrics,
+recommended threshold, intended use). Two directories are searched, the user directory first
+(``$JCS_WEIGHTS_DIR``, default ``~/.local/share/jcs-diagnosis/weights``) and then the directory bundled
+with the package (``jcs/weights/``). Weights are only ever read with safetensors or
+``torch.load(weights_only=True)``; a file whose hash differs from its card is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from jcs.errors import WeightsError
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
+KINDS = ("classifier", "segmenter")
+CARD_VERSION = 1
+DEFAULT_THRESHOLD = 25
+INTENDED_USE = (
+    "Research and education only. Not a medical device; not for clinical diagnosis or treatment decisions."
+)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+INPUT_SPECS: dict[str, dict[str, Any]] = {
+    "classifier": {
+        "size": 224,
+        "preprocessing": "8-bit lung-window slice as RGB, shorter side to 256, centre crop 224, "
+        "ImageNet mean/std (jcs.preprocess.classifier_input)",
+        "output": "logits (non-COVID, COVID-19); class 1 = COVID-19",
+    },
+    "segmenter": {
+        "size": 512,
+        "preprocessing": "8-bit lung-window slice resized to 512, official BGR-order normalisation "
+        "(jcs.preprocess.segmenter_input)",
+        "output": "5 sigmoid side outputs, channel 0 = prediction, threshold 0.5",
+    },
+}
+
+
+@dataclass(frozen=True)
+class WeightsCard:
+    """A registry entry: its model card plus where its files are."""
+
+    name: str
+    kind: str
+    architecture: dict[str, Any]
+    sha256: str
+    path: Path
+    card_path: Path
+    bundled: bool
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def threshold(self) -> int | None:
+        """Recommended positive-slice threshold T (paper §IV: positive when count > T), if stated."""
+        value = self.data.get("threshold")
+        return int(value) if value is not None else None
+
+    @property
+    def source(self) -> str:
+        """``"bundled"`` or ``"user"``."""
+        return "bundled" if self.bundled else "user"
+
+    def summary(self) -> dict[str, str]:
+        """Name and hash, as reported in results.json and by the CLI."""
+        return {"name": self.name, "sha256": self.sha256}
+
+
+def user_dir() -> Path:
+    """The user registry directory (``$JCS_WEIGHTS_DIR`` or ``~/.local/share/jcs-diagnosis/weights``)."""
+    env = os.environ.get("JCS_WEIGHTS_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".local" / "share" / "jcs-diagnosis" / "weights"
+
+
+def registry_dirs() -> list[tuple[Path, bool]]:
+    """Directories searched for weights, in order, with whether each is the bundled one."""
+    return [(user_dir(), False), (BUNDLED_DIR, True)]
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_name(name: str) -> None:
+    if not _NAME_RE.match(name):
+        raise WeightsError(
+            f"invalid weights name {name!r}: use letters, digits, '.', '_' or '-' (at most 128 characters)"
+        )
+
+
+def _read_card(card_path: Path, bundled: bool) -> WeightsCard:
+    try:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"model card {card_path} is unreadable: {exc}") from exc
+    if not isinstance(data, dict):
+        raise WeightsError(f"model card {card_path} is not a JSON object")
+    missing = [key for key in ("name", "kind", "architecture", "sha256") if key not in data]
+    if missing:
+        raise WeightsError(f"model card {card_path} lacks {', '.join(missing)}")
+    if data["kind"] not in KINDS:
+        raise WeightsError(f"model card {card_path}: kind {data['kind']!r} is not one of {KINDS}")
+    if not isinstance(data["architecture"], dict):
+        raise WeightsError(f"model card {card_path}: 'architecture' must be an object of builder arguments")
+    weights_file = card_path.with_name(Path(str(data.get("file", f"{card_path.stem}.safetensors"))).name)
+    return WeightsCard(
+        name=str(data["name"]),
+        kind=str(data["kind"]),
+        architecture=dict(data["architecture"]),
+        sha256=str(data["sha256"]).lower(),
+        path=weights_file,
+        card_path=card_path,
+        bundled=bundled,
+        data=data,
+    )
+
+
+def list_weights() -> list[WeightsCard]:
+    """Every registry entry, user entries first; a user entry hides a bundled one of the same name."""
+    cards: dict[str, WeightsCard] = {}
+    for directory, bundled in registry_dirs():
+        if not directory.is_dir():
+            continue
+        for card_path in sorted(directory.glob("*.json")):
+            card = _read_card(card_path, bundled)
+            cards.setdefault(card.name, card)
+    return list(cards.values())
+
+
+def find_weights(name: str) -> WeightsCard:
+    """The card of registry entry ``name``; WeightsError naming the searched directories if absent."""
+    _check_name(name)
+    for directory, bundled in registry_dirs():
+        card_path = directory / f"{name}.json"
+        if card_path.is_file():
+            return _read_card(card_path, bundled)
+    searched = ", ".join(str(d) for d, _ in registry_dirs())
+    raise WeightsError(
+        f"no weights named {name!r} (searched {searched}); `jcs weights list` shows what is installed"
+    )
+
+
+def default_weights(kind: str) -> str | None:
+    """Name of the bundled default weights of ``kind``, or None when none are bundled.
+
+    The default is the bundled card marked ``"default": true``, else the only bundled entry of that kind.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    bundled = [c for c in list_weights() if c.bundled and c.kind == kind]
+    marked = [c for c in bundled if c.data.get("default") is True]
+    if marked:
+        return marked[0].name
+    return bundled[0].name if len(bundled) == 1 else None
+
+
+def build_model(kind: str, architecture: Mapping[str, Any]) -> nn.Module:
+    """Build an untrained model of ``kind`` from builder keyword arguments (``jcs.models.build_model``)."""
+    from jcs import models
+
+    if kind not in KINDS:
+        raise WeightsError(f"unknown model kind {kind!r}; expected one of {KINDS}")
+    try:
+        return models.build_model(kind, **dict(architecture))
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"cannot build a {kind} from architecture {dict(architecture)}: {exc}") from exc
+
+
+def load_model(name: str, *, verify: bool = True) -> tuple[nn.Module, WeightsCard]:
+    """Build and load registry entry ``name``; returns (model in eval mode, card).
+
+    The safetensors file's SHA-256 must equal the card's, otherwise the file was changed after it
+    was registered and is refused.
+    """
+    card = find_weights(name)
+    if not card.path.is_file():
+        raise WeightsError(f"weights file {card.path} named by card {card.card_path} is missing")
+    if verify:
+        actual = sha256_file(card.path)
+        if actual != card.sha256:
+            raise WeightsError(
+                f"weights file {card.path} does not match its model card (SHA-256 {actual[:12]}… "
+                f"instead of {card.sha256[:12]}…): the file was modified or replaced; refusing to load it"
+            )
+    try:
+        state = load_file(str(card.path))
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"weights file {card.path} is not a readable safetensors file: {exc}") from exc
+    from jcs.models import load_state_dict_strict
+
+    model = build_model(card.kind, card.architecture)
+    load_state_dict_strict(model, state, source=f"weights file {card.path} (card {card.card_path.name})")
+    return model.eval(), card
+
+
+def save_weights(model: nn.Module, card: Mapping[str, Any], directory: Path | str) -> WeightsCard:
+    """Write ``model``'s state dict as NAME.safetensors and its card (with SHA-256) as NAME.json.
+
+    ``card`` needs ``name``, ``kind`` and ``architecture`` (the builder arguments that rebuild
+    ``model``; taken from ``model.architecture`` when absent); ``input``, ``intended_use`` and
+    ``card_version`` are filled in when absent.
+    """
+    data = dict(card)
+    if "architecture" not in data and isinstance(getattr(model, "architecture", None), dict):
+        data["architecture"] = dict(model.architecture)
+    for key in ("name", "kind", "architecture"):
+        if key not in data:
+            raise WeightsError(f"model card needs {key!r}")
+    name = str(data["name"])
+    _check_name(name)
+    if data["kind"] not in KINDS:
+        raise WeightsError(f"model card kind {data['kind']!r} is not one of {KINDS}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights_path = directory / f"{name}.safetensors"
+    card_path = directory / f"{name}.json"
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    tmp = weights_path.with_suffix(".safetensors.tmp")
+    save_file(tensors, str(tmp), metadata={"name": name, "kind": str(data["kind"])})
+    os.replace(tmp, weights_path)
+    data["file"] = weights_path.name
+    data["sha256"] = sha256_file(weights_path)
+    data.setdefault("input", INPUT_SPECS[data["kind"]])
+    data.setdefault("intended_use", INTENDED_USE)
+    data.setdefault("card_version", CARD_VERSION)
+    card_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return _read_card(card_path, bundled=directory.resolve() == BUNDLED_DIR)
+
+
+def import_official(path: Path | str, name: str, directory: Path | str | None = None) -> WeightsCard:
+    """Convert an official JCS checkpoint (any of the four formats, detected) into the registry.
+
+    The checkpoint is read with ``jcs.models.load_checkpoint`` (safetensors or
+    ``torch.load(weights_only=True)``), matched against the reference manifest, loaded strictly into
+    the model it describes and written to ``directory`` (default: the user registry).
+    """
+    from jcs import models
+
+    _check_name(name)
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"checkpoint {path} does not exist")
+    state = models.load_checkpoint(path)
+    fmt = models.detect_official_format(state)
+    if fmt is None:
+        raise WeightsError(
+            f"checkpoint {path} matches none of the official JCS formats "
+            f"({', '.join(models.OFFICIAL_FORMATS)}); its keys or tensor shapes differ"
+        )
+    kind, architecture = models.OFFICIAL_FORMATS[fmt]
+    model = build_model(kind, architecture)
+    models.load_state_dict_strict(model, state, source=f"checkpoint {path}")
+    card = {
+        "name": name,
+        "kind": kind,
+        "architecture": architecture,
+        "official_format": fmt,
+        "source": {"file": path.name, "sha256": sha256_file(path)},
+        "training_data": "official JCS release (Wu et al., IEEE TIP 2021; COVID-CS)",
+        "metrics": {},
+    }
+    if kind == "classifier":
+        card["threshold"] = DEFAULT_THRESHOLD
+    return save_weights(model, card, user_dir() if directory is None else directory)

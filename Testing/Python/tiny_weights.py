@@ -1,0 +1,152 @@
+"""Deterministic tiny classifier + segmenter weights in a temporary registry, for fast tests.
+
+The models have the paper's architectures at a small width (``width_mult``); they are randomly
+initialised from a fixed seed, their batch-norm statistics are set from one batch of chest-phantom
+slices so activations stay in a sane range, and the output heads are centred and scaled so slice and
+pixel probabilities spread away from 0.5. They mean nothing medically; they exercise the whole
+pipeline in seconds.
+
+Use the ``tiny_weights`` fixture (``from tiny_weights import tiny_weights  # noqa: F401``): it points
+``JCS_WEIGHTS_DIR`` at the registry and returns ``{"classifier": name, "segmenter": name}``. Other
+tools can call ``write_tiny_weights(directory)`` directly.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from jcs.models import build_classifier, build_segmenter
+from jcs.preprocess import classifier_input, segmenter_input, window_to_uint8
+from jcs.weights import save_weights
+from phantoms import make_chest_phantom
+from torch import nn
+
+TINY_CLASSIFIER_NAME = "tiny-classifier"
+TINY_SEGMENTER_NAME = "tiny-segmenter"
+TINY_CLASSIFIER_ARCH = {"depth": 50, "num_classes": 2, "width_mult": 0.125, "batchnorm": "batch"}
+TINY_SEGMENTER_ARCH = {"joint": False, "width_mult": 0.125, "batchnorm": "batch"}
+
+
+@functools.lru_cache(maxsize=4)
+def _calibration_slices(seed: int) -> np.ndarray:
+    """(N, H, W) uint8 lung-window slices of a small chest phantom with lesions."""
+    phantom = make_chest_phantom(shape=(16, 96, 96), seed=seed)
+    hu = sitk.GetArrayFromImage(phantom.image)
+    return window_to_uint8(hu[2:14:2])
+
+
+def _calibrate_batch_norm(model: nn.Module, images: torch.Tensor) -> None:
+    """Set running BN statistics to those of one batch (momentum 1 for one pass; no training)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for module in norms:
+        module.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        model(images)
+    for module in norms:
+        module.momentum = 0.1
+    model.eval()
+
+
+def _head_inputs(model: nn.Module, head: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0].detach()))
+    with torch.no_grad():
+        model(images)
+    handle.remove()
+    return captured[0]
+
+
+def make_tiny_classifier(seed: int = 0) -> nn.Module:
+    """Tiny Res2Net-v1b classifier, deterministic for ``seed`` (a fresh copy on every call)."""
+    model = build_classifier(**TINY_CLASSIFIER_ARCH)
+    model.load_state_dict(_tiny_classifier_state(seed))
+    return model.eval()
+
+
+def make_tiny_segmenter(seed: int = 0) -> nn.Module:
+    """Tiny JCS segmenter, deterministic for ``seed`` (a fresh copy on every call)."""
+    model = build_segmenter(**TINY_SEGMENTER_ARCH)
+    model.load_state_dict(_tiny_segmenter_state(seed))
+    return model.eval()
+
+
+@functools.lru_cache(maxsize=4)
+def _tiny_classifier_state(seed: int) -> dict[str, torch.Tensor]:
+    """The ``fc`` logit difference is made orthogonal to the mean pooled feature and scaled, so COVID-19
+    probabilities spread over (0, 1) instead of sticking to one class."""
+    torch.manual_seed(seed)
+    model = build_classifier(**TINY_CLASSIFIER_ARCH)
+    images = classifier_input(_calibration_slices(seed))
+    _calibrate_batch_norm(model, images)
+    features = _head_inputs(model, model.fc, images)
+    with torch.no_grad():
+        mean = features.mean(dim=0)
+        direction = model.fc.weight[1] - model.fc.weight[0]
+        direction -= (direction @ mean) / (mean @ mean) * mean
+        direction *= 4.0 / (features @ direction).std().clamp_min(1e-6)
+        model.fc.weight.copy_(torch.stack([-direction / 2, direction / 2]))
+    return model.state_dict()
+
+
+@functools.lru_cache(maxsize=4)
+def _tiny_segmenter_state(seed: int) -> dict[str, torch.Tensor]:
+    """The final side output is centred and scaled so about half of the calibration pixels are
+    lesion, with probabilities well away from 0.5."""
+    torch.manual_seed(seed + 1)
+    model = build_segmenter(**TINY_SEGMENTER_ARCH)
+    images = segmenter_input(_calibration_slices(seed), size=96)
+    _calibrate_batch_norm(model, images)
+    features = _head_inputs(model, model.cls1, images)
+    with torch.no_grad():
+        logits = torch.nn.functional.conv2d(features, model.cls1.weight).flatten()
+        scale = 4.0 / logits.std().clamp_min(1e-6)
+        model.cls1.weight.mul_(scale)
+        model.cls1.bias.fill_(-float(logits.median()) * float(scale))
+    return model.state_dict()
+
+
+def write_tiny_weights(directory: Path | str, seed: int = 0) -> dict[str, str]:
+    """Write the tiny classifier and segmenter into registry ``directory``; returns their names."""
+    common = {
+        "training_data": "none: random initialisation with calibrated batch norm (test fixture)",
+        "metrics": {},
+        "intended_use": "Software tests only. Outputs are meaningless.",
+    }
+    save_weights(
+        make_tiny_classifier(seed),
+        {
+            "name": TINY_CLASSIFIER_NAME,
+            "kind": "classifier",
+            "architecture": TINY_CLASSIFIER_ARCH,
+            "threshold": 25,
+            **common,
+        },
+        directory,
+    )
+    save_weights(
+        make_tiny_segmenter(seed),
+        {"name": TINY_SEGMENTER_NAME, "kind": "segmenter", "architecture": TINY_SEGMENTER_ARCH, **common},
+        directory,
+    )
+    return {"classifier": TINY_CLASSIFIER_NAME, "segmenter": TINY_SEGMENTER_NAME}
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry directory holding the tiny weights (written once per test session)."""
+    directory = tmp_path_factory.mktemp("tiny-weights")
+    write_tiny_weights(directory)
+    return directory
+
+
+@pytest.fixture
+def tiny_weights(tiny_weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point JCS_WEIGHTS_DIR at the tiny registry; returns {"classifier": name, "segmenter": name}."""
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
+    return {"classifier": TINY_CLASSIFIER_NAME, "segmenter": TINY_SEGMENTER_NAME}
