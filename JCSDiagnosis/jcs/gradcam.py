@@ -1,0 +1,101 @@
+"""Grad-CAM on the classifier's last stage, as in the JCS paper (§III-A, eq. (1)-(2)).
+
+For class c (1 = COVID-19) with score y^c (the logit before softmax) and the K feature maps A^k of
+the last stage (``layer4``), eq. (1) weighs each map by its spatially averaged gradient,
+
+    alpha_k^c = 1/Z * sum_ij d y^c / d A^k_ij,
+
+and eq. (2) keeps the positive part of the weighted sum, L^c = ReLU(sum_k alpha_k^c A^k). The map is
+computed for a whole batch at once (samples are independent in eval mode), upsampled from the
+224x224 classifier crop back onto the slice pixels that crop covers, and normalised to [0, 1] per
+slice (divided by its maximum; slices without positive evidence stay 0).
+
+The backbone runs with parameter gradients switched off, so autograd only records the few
+operations after ``layer4`` (pooling and ``fc``): Grad-CAM costs barely more than classification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jcs.preprocess import classifier_crop_box
+
+COVID_CLASS = 1
+
+
+@contextmanager
+def _frozen_parameters(model: nn.Module) -> Iterator[None]:
+    """Temporarily switch off ``requires_grad`` of every parameter of ``model``."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def grad_cam(
+    classifier: nn.Module,
+    x: torch.Tensor,
+    *,
+    target_class: int = COVID_CLASS,
+    layer: nn.Module | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classify batch ``x`` and compute its Grad-CAM maps (eq. (1)-(2)) in the same forward pass.
+
+    Returns ``(logits (N, classes), cam (N, h, w))`` with ``cam`` at the resolution of ``layer``
+    (default ``classifier.layer4``; 7x7 for a 224 input), float32, not normalised. Must not run
+    under ``torch.inference_mode`` (the head's gradient is needed); autocast contexts are honoured.
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError("grad_cam needs autograd; call it outside torch.inference_mode()")
+    layer = classifier.layer4 if layer is None else layer
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+        features = output.detach().requires_grad_(True)
+        captured.append(features)
+        return features
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        with _frozen_parameters(classifier), torch.enable_grad():
+            logits = classifier(x.detach())
+            if len(captured) != 1:
+                raise RuntimeError(f"Grad-CAM layer ran {len(captured)} times in one forward pass, not once")
+            features = captured[0]
+            score = logits[:, target_class].sum()
+            (gradients,) = torch.autograd.grad(score, features)
+    finally:
+        handle.remove()
+    alpha = gradients.float().mean(dim=(2, 3), keepdim=True)  # eq. (1): 1/Z sum_ij dy^c/dA^k_ij
+    cam = F.relu((alpha * features.detach().float()).sum(dim=1))  # eq. (2)
+    return logits.detach(), cam
+
+
+def cam_to_slices(cam: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Map (N, h, w) Grad-CAM maps onto (N, height, width) slices, normalised to [0, 1] per slice.
+
+    Each map is bilinearly upsampled to the slice rectangle covered by the classifier's centre crop
+    (``jcs.preprocess.classifier_crop_box``); pixels outside the crop get 0.
+    """
+    y0, x0, y1, x1 = (int(round(v)) for v in classifier_crop_box(height, width))
+    y0, x0 = max(y0, 0), max(x0, 0)
+    y1, x1 = min(y1, height), min(x1, width)
+    out = np.zeros((cam.shape[0], height, width), dtype=np.float32)
+    if y1 <= y0 or x1 <= x0:
+        return out
+    up = F.interpolate(cam[:, None].float(), size=(y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+    up = up[:, 0].clamp_min_(0.0)
+    peak = up.amax(dim=(1, 2), keepdim=True)
+    up = torch.where(peak > 0, up / peak.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(up))
+    out[:, y0:y1, x0:x1] = up.cpu().numpy()
+    return out
