@@ -180,13 +180,16 @@ def make_chest_phantom(
     gap = -0.25 * lx_r if touching_lungs else rx_b * 0.16
     centres = {"right": cx - gap / 2 - lx_r, "left": cx + gap / 2 + lx_r}
     lungs = np.zeros(shape, dtype=np.uint8)
+    in_ellipsoid = np.zeros(shape, dtype=bool)
     for side, label in SIDES.items():
-        ell = _ellipsoid(shape, (lz_c, ly_c, centres[side]), (lz_r, ly_r, lx_r))
+        ell = _ellipsoid(shape, (lz_c, ly_c, centres[side]), (lz_r, ly_r, lx_r)) & body
+        in_ellipsoid |= ell
         half = (xx < cx) if side == "right" else (xx >= cx)
-        lungs[ell & np.broadcast_to(half, shape) & body] = label
+        lungs[ell & np.broadcast_to(half, shape)] = label
     # With touching lungs, the part where the ellipsoids overlap is split at the midline above.
 
-    # Airways: trachea from the top slice down to the carina, main bronchi to each lung's hilum.
+    # Airways: trachea from the top slice down to the carina (it may cut through touching lungs), main
+    # bronchi from the carina to each lung's hilum, ending open where they meet the lung.
     airways = np.zeros(shape, dtype=bool)
     walls = np.zeros(shape, dtype=bool)
     carina_z = lz_c + 0.45 * lz_r
@@ -205,8 +208,13 @@ def make_chest_phantom(
             pts = [(tr_y, cx - off), (tr_y, cx + off)]
         for py, px in pts:
             d2 = (yy[0] - py) ** 2 + (xx[0] - px) ** 2
-            walls[z] |= d2 <= wall_r**2
-            airways[z] |= d2 <= lumen_r**2
+            wall = d2 <= wall_r**2
+            lumen = d2 <= lumen_r**2
+            if z < carina_z:
+                wall &= ~in_ellipsoid[z]
+                lumen &= ~in_ellipsoid[z]
+            walls[z] |= wall
+            airways[z] |= lumen
     lungs[walls] = 0
     hu[walls & body] = SOFT_TISSUE_HU
     lung_vox = lungs > 0
