@@ -358,3 +358,37 @@ def test_real_ct100_png_is_2d_8bit(shared_data: Path) -> None:
     assert ct.axial_array().shape == (1, 512, 512)
     with pytest.raises(NotVolumeError, match="2-D image"):
         read_ct(path, allow_2d=False)
+
+
+# ---------------------------------------------------------------------------------------------- sample
+
+
+def test_bundled_sample_reads_as_ct() -> None:
+    from jcs.sample import sample_labels_path, sample_path
+
+    ct = read_ct(sample_path(), allow_2d=False)
+    assert ct.image.GetSize() == (512, 368, 48)
+    np.testing.assert_allclose(ct.image.GetSpacing(), (0.748046875, 0.748046875, 2.0), atol=1e-6)
+    np.testing.assert_allclose(ct.image.GetOrigin(), (-172.1259765625, -283.9912109375, -272.1), atol=1e-6)
+    hu = sitk.GetArrayViewFromImage(ct.image)
+    assert hu.min() == -1024 and 1000 < hu.max() < 3100
+    assert [p.name for p in ct.dicom_files] == [f"P001_{k:03d}.dcm" for k in range(48)]
+    assert sum(p.stat().st_size for p in ct.dicom_files) < 8.5e6
+    with open(sample_labels_path(), newline="") as handle:
+        labels = [int(r["infected_slice_label"]) for r in csv.DictReader(handle)]
+    assert len(labels) == 48 and sum(labels) == 38
+
+
+def test_bundled_sample_keeps_source_hu_and_geometry(shared_data: Path) -> None:
+    """Inside the body the sample equals the source voxels at the same physical positions."""
+    from jcs.sample import sample_path
+
+    sample = read_ct(sample_path()).image
+    source = read_ct(shared_data / "covid-ct-md" / "P001").image
+    start = source.TransformPhysicalPointToIndex(sample.GetOrigin())
+    assert start == (0, 59, 37)
+    region = sitk.GetArrayViewFromImage(source)[37:85, 59:427, :]
+    kept = sitk.GetArrayViewFromImage(sample)
+    body = kept != -1024
+    assert body.mean() > 0.5
+    np.testing.assert_array_equal(kept[body], region[body])
