@@ -1,0 +1,322 @@
+"""Tests of jcs.models: official checkpoint layouts, containers, forward contracts, width and precision."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from jcs.errors import WeightsError
+from jcs.models import (
+    OFFICIAL_FORMATS,
+    build_classifier,
+    build_model,
+    build_segmenter,
+    detect_official_format,
+    expected_shapes,
+    load_checkpoint,
+    load_state_dict_strict,
+)
+from safetensors.torch import save_file
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = REPO_ROOT.parent / "shared" / "reference" / "jcs_official_state_dict_manifest.json"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def manifest() -> dict[str, dict[str, tuple[int, ...]]]:
+    if not MANIFEST.is_file():
+        pytest.skip(f"official state-dict manifest {MANIFEST} is absent")
+    raw = json.loads(MANIFEST.read_text())
+    return {name: {k: tuple(v) for k, v in keys.items()} for name, keys in raw.items()}
+
+
+def manifest_state_dict(shapes: dict[str, tuple[int, ...]], *, compact: bool) -> dict[str, torch.Tensor]:
+    """A state dict of the manifest's shapes; every tensor is filled with its own key index.
+
+    ``compact=True`` makes each tensor a broadcast view of one number, so .pth files stay tiny.
+    """
+    if compact:
+        return {k: torch.tensor(float(i)).expand(shape) for i, (k, shape) in enumerate(shapes.items())}
+    return {k: torch.full(shape, float(i)) for i, (k, shape) in enumerate(shapes.items())}
+
+
+def meta_model(name: str) -> torch.nn.Module:
+    kind, arch = OFFICIAL_FORMATS[name]
+    with torch.device("meta"):
+        return build_model(kind, **arch)
+
+
+def test_official_formats_are_the_manifest(manifest):
+    assert set(OFFICIAL_FORMATS) == set(manifest)
+    for name, (kind, arch) in OFFICIAL_FORMATS.items():
+        assert expected_shapes(kind, **arch) == manifest[name], name
+
+
+def test_builders_give_manifest_layouts(manifest):
+    with torch.device("meta"):
+        models = {
+            "classifier_res2net101_v1b_26w_4s_fc2": build_classifier(depth=101),
+            "classifier_res2net50_v1b_26w_4s_fc2": build_classifier(depth=50),
+            "segmentation_single": build_segmenter(joint=False),
+            "segmentation_joint": build_segmenter(joint=True),
+        }
+    for name, model in models.items():
+        assert {k: tuple(v.shape) for k, v in model.state_dict().items()} == manifest[name], name
+    # Frozen BN layers (classifier, VGG) carry no num_batches_tracked; the joint fusion BNs do.
+    assert not any(k.endswith("num_batches_tracked") for k in manifest["segmentation_single"])
+    joint_counters = [k for k in manifest["segmentation_joint"] if k.endswith("num_batches_tracked")]
+    assert joint_counters and all(k.startswith("fuse.") for k in joint_counters)
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_FORMATS))
+def test_strict_load_in_every_container(name, manifest, tmp_path):
+    shapes = manifest[name]
+    state = manifest_state_dict(shapes, compact=True)
+    containers = {
+        "plain.pth": state,
+        "wrapped.pth": {"state_dict": state},
+        "module.pth": {f"module.{k}": v for k, v in state.items()},
+        "wrapped-module.pth": {"state_dict": {f"module.{k}": v for k, v in state.items()}},
+    }
+    paths = []
+    for filename, obj in containers.items():
+        torch.save(obj, tmp_path / filename)
+        paths.append(tmp_path / filename)
+    save_file(manifest_state_dict(shapes, compact=False), str(tmp_path / "weights.safetensors"))
+    paths.append(tmp_path / "weights.safetensors")
+    del containers
+    keys = list(shapes)
+    for path in paths:
+        loaded = load_checkpoint(path)
+        assert sorted(loaded) == sorted(keys), path.name
+        assert detect_official_format(loaded) == name
+        model = meta_model(name)
+        load_state_dict_strict(model, loaded, source=path.name, assign=True)
+        after = model.state_dict()
+        for i in (0, len(keys) // 2, len(keys) - 1):
+            assert torch.equal(after[keys[i]], torch.full(shapes[keys[i]], float(i)))
+        del loaded, model, after
+    # An in-memory checkpoint object goes through the same unwrapping.
+    assert list(load_checkpoint({"state_dict": {f"module.{k}": v for k, v in state.items()}})) == keys
+
+
+def test_joint_loads_without_batch_counters(manifest):
+    """PyTorch fills the joint fusion BNs' num_batches_tracked when a checkpoint lacks them."""
+    joint = manifest["segmentation_joint"]
+    state = {k: torch.zeros(()).expand(s) for k, s in joint.items() if not k.endswith("num_batches_tracked")}
+    assert detect_official_format(state) == "segmentation_joint"
+    model = meta_model("segmentation_joint")
+    load_state_dict_strict(model, state, assign=True)
+    assert int(model.fuse.cat_modules[0].bn.num_batches_tracked) == 0
+
+
+def test_full_size_models_tiny_forward():
+    """The paper configurations run (the joint model holds every module of the single one)."""
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        logits = build_classifier(depth=101).eval()(x)
+        assert logits.shape == (1, 2) and torch.isfinite(logits).all()
+        probs = build_segmenter(joint=True).eval()(x)
+    assert probs.shape == (1, 5, 64, 64)
+    assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
+
+
+def test_small_models_outputs_and_logits():
+    torch.manual_seed(1)
+    classifier = build_classifier(depth=50, width_mult=0.25).eval()
+    segmenter = build_segmenter(width_mult=0.25).eval()
+    with torch.inference_mode():
+        logits = classifier(torch.randn(3, 3, 96, 80))
+        assert logits.shape == (3, 2)
+        x = torch.randn(2, 3, 64, 48)
+        raw = segmenter.forward_logits(x)
+        probs = segmenter(x)
+    assert raw.shape == probs.shape == (2, 5, 64, 48)
+    torch.testing.assert_close(probs, torch.sigmoid(raw))
+    assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
+    # The five side outputs differ: each comes from its own decoder level.
+    assert all(not torch.allclose(raw[:, 0], raw[:, i]) for i in range(1, 5))
+
+
+def test_width_mult_keeps_keys_and_shrinks():
+    for depth in (50, 101):
+        with torch.device("meta"):
+            full, small = build_classifier(depth=depth), build_classifier(depth=depth, width_mult=0.25)
+        full_sd, small_sd = full.state_dict(), small.state_dict()
+        assert list(full_sd) == list(small_sd)
+        assert sum(v.numel() for v in small_sd.values()) < sum(v.numel() for v in full_sd.values()) / 10
+        assert detect_official_format(small_sd) is None
+        assert small.fc.weight.shape == (2, 512) and full.fc.weight.shape == (2, 2048)
+    for joint in (False, True):
+        with torch.device("meta"):
+            full, small = build_segmenter(joint=joint), build_segmenter(joint=joint, width_mult=0.25)
+        assert list(full.state_dict()) == list(small.state_dict())
+        assert small.vgg16.out_channels == [16, 32, 64, 128, 128]
+    with pytest.raises(ValueError, match="width_mult"):
+        build_segmenter(width_mult=0)
+    with pytest.raises(ValueError, match="depth"):
+        build_classifier(depth=34)
+
+
+def test_classifier_feature_input_equals_image_path():
+    torch.manual_seed(2)
+    image_model = build_classifier(depth=50, width_mult=0.25).eval()
+    feature_model = build_classifier(depth=50, width_mult=0.25, feature_input=True).eval()
+    feature_model.load_state_dict(image_model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        stem = image_model.stem(x)
+        assert stem.shape == (2, 16, 32, 32)
+        torch.testing.assert_close(feature_model(stem), image_model(x))
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_segmenter_feature_input_equals_image_path(joint):
+    torch.manual_seed(3)
+    image_model = build_segmenter(joint=joint, width_mult=0.25).eval()
+    feature_model = build_segmenter(joint=joint, width_mult=0.25, feature_input=True).eval()
+    feature_model.load_state_dict(image_model.state_dict(), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.inference_mode():
+        vgg_feats = image_model.vgg16.stem(x)
+        assert vgg_feats.shape == (1, 16, 64, 64) and feature_model.input_channels == 16
+        kwargs = {"res2net_input": image_model.res2net.stem(x)} if joint else {}
+        torch.testing.assert_close(feature_model(vgg_feats, **kwargs), image_model(x))
+        if joint:
+            with pytest.raises(ValueError, match="res2net_input"):
+                feature_model(vgg_feats)
+        with pytest.raises(ValueError, match="expects input"):
+            feature_model(x)
+
+
+def test_paper_feature_input_takes_release_shapes():
+    """Paper width: the segmenter takes 64-channel conv1_2 features, the Res2Net 64-channel stem features."""
+    with torch.device("meta"):
+        joint = build_segmenter(joint=True, feature_input=True)
+        classifier = build_classifier(feature_input=True)
+    assert joint.input_channels == 64
+    assert joint.res2net.stem_channels == classifier.stem_channels == 64
+    assert joint.res2net.feature_input and classifier.feature_input and joint.vgg16.feature_input
+
+
+def test_channels_last_and_bfloat16_autocast():
+    torch.manual_seed(4)
+    classifier = build_classifier(depth=50, width_mult=0.25).eval()
+    segmenter = build_segmenter(width_mult=0.25).eval()
+    x_cls, x_seg = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        ref_logits, ref_probs = classifier(x_cls), segmenter(x_seg)
+        classifier.to(memory_format=torch.channels_last)
+        segmenter.to(memory_format=torch.channels_last)
+        cl_logits = classifier(x_cls.contiguous(memory_format=torch.channels_last))
+        cl_probs = segmenter(x_seg.contiguous(memory_format=torch.channels_last))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf_logits = classifier(x_cls.contiguous(memory_format=torch.channels_last)).float()
+            bf_probs = segmenter(x_seg.contiguous(memory_format=torch.channels_last)).float()
+    scale = ref_logits.abs().max()
+    torch.testing.assert_close(cl_logits, ref_logits, rtol=1e-4, atol=1e-4 * float(scale))
+    torch.testing.assert_close(cl_probs, ref_probs, rtol=1e-4, atol=1e-5)
+    assert float((bf_logits - ref_logits).abs().max()) < 0.1 * float(scale)
+    assert float((bf_probs - ref_probs).abs().max()) < 0.05
+
+
+def test_batchnorm_modes():
+    torch.manual_seed(5)
+    x = torch.randn(4, 3, 64, 64) * 3 + 1
+    frozen = build_classifier(depth=50, width_mult=0.25)
+    assert not frozen.bn1.weight.requires_grad
+    frozen.train()
+    frozen(x)
+    assert torch.equal(frozen.bn1.running_mean, torch.zeros_like(frozen.bn1.running_mean))
+
+    trainable = build_classifier(depth=50, width_mult=0.25, batchnorm="batch")
+    assert list(trainable.state_dict()) == list(frozen.state_dict())
+    optimizer = torch.optim.SGD(trainable.parameters(), lr=0.1)
+    trainable.train()
+    loss = torch.nn.functional.cross_entropy(trainable(x), torch.tensor([0, 1, 0, 1]))
+    loss.backward()
+    optimizer.step()
+    assert trainable.bn1.weight.grad is not None
+    assert not torch.equal(trainable.bn1.running_mean, torch.zeros_like(trainable.bn1.running_mean))
+    segmenter = build_segmenter(width_mult=0.25, batchnorm="batch").train()
+    segmenter.forward_logits(torch.randn(2, 3, 32, 32)).mean().backward()
+    assert segmenter.vgg16.conv1_1.bn.weight.grad is not None
+    with pytest.raises(ValueError, match="batchnorm"):
+        build_segmenter(batchnorm="sync")
+
+
+def test_wrong_file_gives_weights_error(manifest, tmp_path):
+    classifier_sd = {k: torch.zeros(s) for k, s in manifest["classifier_res2net50_v1b_26w_4s_fc2"].items()}
+    with torch.device("meta"):
+        segmenter = build_segmenter()
+    with pytest.raises(WeightsError) as err:
+        load_state_dict_strict(segmenter, classifier_sd, source="res2net50.pth")
+    message = str(err.value)
+    assert "res2net50.pth" in message and "missing" in message and "unexpected" in message
+    assert "vgg16.conv1_1.conv.weight" in message and "classifier_res2net50_v1b_26w_4s_fc2" in message
+
+    with torch.device("meta"):
+        classifier101 = build_classifier(depth=101)
+    with pytest.raises(WeightsError, match=r"missing: layer3\.6\."):
+        load_state_dict_strict(classifier101, classifier_sd)
+
+    misshaped = dict(classifier_sd, **{"fc.weight": torch.zeros(3, 2048)})
+    with torch.device("meta"):
+        classifier50 = build_classifier(depth=50)
+    with pytest.raises(WeightsError, match=r"mis-shaped: fc\.weight \(3, 2048\) != \(2, 2048\)"):
+        load_state_dict_strict(classifier50, misshaped)
+    assert detect_official_format(misshaped) is None
+
+
+def test_bad_checkpoint_files(tmp_path):
+    with pytest.raises(WeightsError, match="not found"):
+        load_checkpoint(tmp_path / "absent.pth")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"PK\x03\x04 not really a checkpoint")
+    with pytest.raises(WeightsError, match="corrupt"):
+        load_checkpoint(corrupt)
+    bad_safetensors = tmp_path / "bad.safetensors"
+    bad_safetensors.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    with pytest.raises(WeightsError, match="safetensors"):
+        load_checkpoint(bad_safetensors)
+    pickled = tmp_path / "object.pth"
+    with pickled.open("wb") as f:
+        pickle.dump({"weights": Path("/etc/passwd")}, f)
+    with pytest.raises(WeightsError, match="weights_only"):
+        load_checkpoint(pickled)
+    torch.save({"epoch": 3}, tmp_path / "not_weights.pth")
+    with pytest.raises(WeightsError, match="epoch"):
+        load_checkpoint(tmp_path / "not_weights.pth")
+    torch.save({}, tmp_path / "empty.pth")
+    with pytest.raises(WeightsError, match="not a state dict"):
+        load_checkpoint(tmp_path / "empty.pth")
+
+
+def test_torch_load_only_with_weights_only():
+    """Every torch.load call in the engine and training code passes weights_only=True."""
+    sources = [*(REPO_ROOT / "JCSDiagnosis").rglob("*.py"), *(REPO_ROOT / "training").rglob("*.py")]
+    assert any(p.name == "checkpoint.py" for p in sources)
+    calls = 0
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            func = node.func if isinstance(node, ast.Call) else None
+            if isinstance(func, ast.Attribute) and func.attr == "load":
+                if isinstance(func.value, ast.Name) and func.value.id == "torch":
+                    calls += 1
+                    flags = {kw.arg: kw.value for kw in node.keywords}
+                    value = flags.get("weights_only")
+                    assert isinstance(value, ast.Constant) and value.value is True, f"{path}:{node.lineno}"
+    assert calls >= 1
