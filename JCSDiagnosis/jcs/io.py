@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,8 @@ class CTVolume:
         axial = self.axial_image()
         expected = tuple(reversed(axial.GetSize()))
         array = np.asarray(array)
+        if array.dtype == np.bool_:
+            array = array.astype(np.uint8)
         if array.shape != expected:
             raise InputError(
                 f"{self.path}: array of shape {array.shape} does not match the axial grid {expected}"
@@ -370,6 +372,11 @@ def _read_dicom_dir(folder: Path) -> CTVolume:
     ]
     if len(slices) < len(ct_series[uid]):
         skipped.append(f"{uid} ({len(ct_series[uid]) - len(slices)} localizer images)")
+    if not slices:
+        raise NotVolumeError(f"{folder}: the CT series {uid} holds only localizer (scout) images")
+    if len(slices) == 1:  # a single slice or a multi-frame (enhanced) CT file
+        single = _read_dicom_file(slices[0].path)
+        return replace(single, path=folder, skipped_series=skipped)
     files = _sort_and_check_series(folder, slices)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames([str(p) for p in files])
@@ -430,8 +437,6 @@ def _sort_and_check_series(folder: Path, slices: list[_Slice]) -> list[Path]:
     if len(sizes) > 1:
         raise MixedSeriesError(f"{folder}: slices of different sizes in one series: {sorted(sizes)}")
     normal = _axial_normal(headers, folder)
-    if len(slices) == 1:
-        return [slices[0].path]
     positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
     distance = positions @ normal
     order = np.argsort(distance, kind="stable")

@@ -97,7 +97,7 @@ def test_axial_grid_and_from_axial_round_trip(tmp_path: Path, phantom_hu: np.nda
     _assert_same_geometry(back, ct.image)
     assert back.GetPixelID() == sitk.sitkFloat32
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(back), phantom_hu)
-    labels = ct.from_axial((ct.axial_array() > -500).astype(np.uint8))
+    labels = ct.from_axial(ct.axial_array() > -500)  # bool arrays come back as uint8
     assert labels.GetPixelID() == sitk.sitkUInt8
     np.testing.assert_array_equal(sitk.GetArrayViewFromImage(labels), phantom_hu > -500)
 
@@ -201,6 +201,18 @@ def test_single_dicom_file(tmp_path: Path, phantom_hu: np.ndarray) -> None:
     np.testing.assert_array_equal(ct.axial_array()[0], phantom_hu[3])
     with pytest.raises(NotVolumeError, match="single slice"):
         read_ct(files[3], allow_2d=False)
+
+
+def test_dicom_folder_with_one_slice_or_only_localizers(tmp_path: Path, phantom_hu: np.ndarray) -> None:
+    write_ct_series(phantom_hu[:1], SPACING_XYZ, ORIGIN, IDENTITY, tmp_path / "one")
+    ct = read_ct(tmp_path / "one")
+    assert ct.is_2d and ct.path == tmp_path / "one" and len(ct.dicom_files) == 1
+    with pytest.raises(NotVolumeError, match="one: a single slice"):
+        read_ct(tmp_path / "one", allow_2d=False)
+    write_ct_series(phantom_hu[:3], SPACING_XYZ, ORIGIN, IDENTITY, tmp_path / "scout",
+                    image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"))  # fmt: skip
+    with pytest.raises(NotVolumeError, match="only localizer"):
+        read_ct(tmp_path / "scout")
 
 
 TILTED = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.2, 0.98)  # stack axis not perpendicular to the slices
