@@ -1,0 +1,471 @@
+"""Lesion quantification: the case summary, lesion and slice tables a radiologist reads.
+
+Inputs are arrays on the axial grid (axes Z, Y, X; DICOM LPS: +x patient left, +y posterior, +z
+superior) with the geometry of `reference` (the CT's `axial_image()`). Patient coordinates are **LPS**
+millimetres, as DICOM and ITK use. Every field name carries its unit (`_ml`, `_mm`, `_mm2`, `_hu`,
+`_percent`, `_px`) or is a `_fraction` (0-1), a count, a score, a label or a flag. A field that cannot be
+measured is None (null in JSON, empty in CSV), never 0:
+
+- HU fields when the input is 8-bit without HU (`hu=None`);
+- volumes (and zones, zone scores) for a single slice, which has no cranio-caudal extent;
+- millimetre fields when the pixel spacing is unknown (8-bit PNG/JPG); `_px` fields are always given;
+- lobe fields when no lobe labelmap is given; the classifier probability / Grad-CAM peak when absent.
+
+Definitions (the paper's JCS reports lesion count, area and location; the severity scores follow
+radiology practice):
+
+- lesion: 3-D connected component of the lesion mask, 26-connectivity, at least `min_lesion_voxels`;
+- lung side, zone and lobe of a lesion: the label holding most of its voxels ("outside" if none);
+- zones (`jcs.lung.lung_zones`): upper/middle/lower thirds of each lung's cranio-caudal extent;
+- 6-zone severity score: each zone 0 (0 %), 1 (< 25 %), 2 (25-50 %), 3 (50-75 %), 4 (> 75 %), sum 0-24;
+- 5-lobe CT severity score: each lobe 0 (0 %), 1 (< 5 %), 2 (5-25 %), 3 (25-50 %), 4 (50-75 %),
+  5 (> 75 %), sum 0-25 (upper bounds inclusive: 25 % scores 2);
+- peripheral: within `peripheral_mm` (default 10 mm) of the lung surface, measured as the Euclidean
+  distance from a voxel centre to the nearest voxel centre outside the lungs (image borders do not
+  count as surface); a lesion is peripheral when most of its volume is;
+- HU composition: ground glass -750 <= HU < -300, consolidation -300 <= HU <= 100 (`GGO_HU`,
+  `CONSOLIDATION_HU`); fractions of lesion volume, the rest (< -750 or > 100 HU) is neither.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage as ndi
+
+from jcs.errors import InputError
+from jcs.lung import (
+    LEFT_LUNG,
+    LOBE_NAMES,
+    LUNG_NAMES,
+    RIGHT_LUNG,
+    ZONE_NAMES,
+    lobes_to_lungs,
+    lung_zones,
+    read_lung_labelmap,
+    segment_lungs,
+)
+
+GGO_HU = (-750.0, -300.0)            # [low, high)
+CONSOLIDATION_HU = (-300.0, 100.0)   # [low, high]
+PERIPHERAL_MM = 10.0
+LESION_CONNECTIVITY = 26
+
+LESION_FIELDS = (
+    "lesion_id", "volume_ml", "voxel_count", "largest_axial_area_mm2", "largest_axial_area_px",
+    "bbox_size_x_mm", "bbox_size_y_mm", "bbox_size_z_mm", "centroid_lps_x_mm", "centroid_lps_y_mm",
+    "centroid_lps_z_mm", "lung_side", "zone", "lobe", "peripheral_fraction", "location", "mean_hu",
+    "median_hu", "ground_glass_fraction", "consolidation_fraction", "first_slice", "last_slice",
+    "peak_gradcam",
+)
+SLICE_FIELDS = ("slice_index", "position_z_mm", "classifier_probability", "opacification_area_mm2",
+                "lung_area_mm2", "opacification_area_px", "lung_area_px")
+
+
+def _key(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+ZONE_KEYS = {label: _key(name) for label, name in ZONE_NAMES.items()}
+LOBE_KEYS = {label: _key(name) + "_lobe" for label, name in LOBE_NAMES.items()}
+
+
+@dataclass
+class Quantification:
+    """Case summary (one dict), lesion rows and slice rows; see the module docstring for fields."""
+
+    summary: dict[str, Any]
+    lesions: list[dict[str, Any]] = field(default_factory=list)
+    slices: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with keys summary, lesions, slices (numpy scalars converted)."""
+        return {"summary": _plain(self.summary), "lesions": [_plain(r) for r in self.lesions],
+                "slices": [_plain(r) for r in self.slices]}
+
+
+def zone_score(percent: float | None) -> int | None:
+    """6-zone severity of one zone: 0 (0 %), 1 (< 25), 2 (25-50), 3 (50-75), 4 (> 75); bounds inclusive."""
+    if percent is None:
+        return None
+    if percent <= 0:
+        return 0
+    if percent < 25.0:
+        return 1
+    return 2 + sum(percent > bound for bound in (50.0, 75.0))
+
+
+def lobe_score(percent: float | None) -> int | None:
+    """5-lobe CT severity of one lobe: 0 (0 %), 1 (< 5), 2 (5-25), 3 (25-50), 4 (50-75), 5 (> 75)."""
+    if percent is None:
+        return None
+    if percent <= 0:
+        return 0
+    if percent < 5.0:
+        return 1
+    return 2 + sum(percent > bound for bound in (25.0, 50.0, 75.0))
+
+
+class _Geometry:
+    """Unit conversions of the axial grid."""
+
+    def __init__(self, reference: sitk.Image, shape: tuple[int, int, int], spacing_known: bool) -> None:
+        ref = reference if reference.GetDimension() == 3 else sitk.JoinSeries(reference)
+        expected = tuple(reversed(ref.GetSize()))
+        if expected != shape:
+            raise InputError(f"quantify: arrays of shape {shape} do not match the reference grid {expected}")
+        self.ref = ref
+        sx, sy, sz = ref.GetSpacing()
+        self.spacing_zyx = (sz, sy, sx)
+        self.spacing_known = spacing_known
+        self.volumetric = shape[0] > 1
+        self.pixel_mm2 = sx * sy
+        self.voxel_ml = sx * sy * sz / 1000.0
+
+    def ml(self, count: float) -> float | None:
+        return float(count) * self.voxel_ml if self.volumetric and self.spacing_known else None
+
+    def mm2(self, count: float) -> float | None:
+        return float(count) * self.pixel_mm2 if self.spacing_known else None
+
+    def mm(self, value: float) -> float | None:
+        return float(value) if self.spacing_known else None
+
+    def lps(self, index_zyx: tuple[float, float, float]) -> tuple[float, float, float] | None:
+        if not self.spacing_known:
+            return None
+        z, y, x = (float(v) for v in index_zyx)
+        return self.ref.TransformContinuousIndexToPhysicalPoint((x, y, z))
+
+
+def _percent(part: float, whole: float) -> float | None:
+    return 100.0 * part / whole if whole > 0 else None
+
+
+def quantify(
+    lesion_mask: np.ndarray,
+    lungs: np.ndarray,
+    reference: sitk.Image,
+    *,
+    hu: np.ndarray | None = None,
+    slice_probabilities: np.ndarray | None = None,
+    heatmap: np.ndarray | None = None,
+    lobes: np.ndarray | None = None,
+    spacing_known: bool = True,
+    min_lesion_voxels: int = 1,
+    peripheral_mm: float = PERIPHERAL_MM,
+) -> Quantification:
+    """Quantify a lesion mask within lungs (1 right, 2 left) on the axial grid of `reference`.
+
+    `hu` (float HU, same grid) enables the HU fields; `slice_probabilities` (Z,) fills the slice
+    table's classifier probability; `heatmap` (Z, Y, X, Grad-CAM in [0, 1]) the lesions' peak value;
+    `lobes` (1-5, `jcs.lung.LOBE_NAMES`) the lobe fields. `spacing_known=False` (8-bit PNG/JPG) turns
+    millimetre fields into None.
+    """
+    lesion = np.asarray(lesion_mask)
+    lungs = np.asarray(lungs)
+    if lesion.ndim == 2:
+        lesion, lungs = lesion[None], lungs[None] if lungs.ndim == 2 else lungs
+    if lesion.ndim != 3 or lesion.shape != lungs.shape:
+        raise InputError(f"quantify: lesion mask {lesion.shape} and lungs {lungs.shape} must have the "
+                         "same (Z, Y, X) shape")
+    shape = lesion.shape
+    geo = _Geometry(reference, shape, spacing_known)
+    lesion = lesion > 0
+    if not set(np.unique(lungs).tolist()) <= {0, RIGHT_LUNG, LEFT_LUNG}:
+        raise InputError("quantify: lungs must be labelled 0 outside, 1 right, 2 left")
+    extras = {"hu": hu, "heatmap": heatmap, "lobes": lobes}
+    for name, arr in extras.items():
+        if arr is not None and np.shape(arr) not in (shape, shape[1:] if shape[0] == 1 else shape):
+            raise InputError(f"quantify: {name} of shape {np.shape(arr)} does not match {shape}")
+    hu = None if hu is None else np.asarray(hu, dtype=np.float32).reshape(shape)
+    heatmap = None if heatmap is None else np.asarray(heatmap, dtype=np.float32).reshape(shape)
+    lobes = None if lobes is None else np.asarray(lobes).reshape(shape)
+    if slice_probabilities is not None and len(slice_probabilities) != shape[0]:
+        raise InputError(f"quantify: {len(slice_probabilities)} slice probabilities for {shape[0]} slices")
+
+    zones = lung_zones(lungs) if geo.volumetric else None
+    distance = None
+    if geo.spacing_known and lungs.any():
+        distance = ndi.distance_transform_edt(lungs > 0, sampling=geo.spacing_zyx)
+    peripheral = None if distance is None else lesion & (distance <= peripheral_mm)
+
+    components, n = ndi.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
+    rows = []
+    for index, box in enumerate(ndi.find_objects(components), start=1):
+        comp = components[box] == index
+        if comp.sum() < min_lesion_voxels:
+            continue
+        rows.append(_lesion_row(len(rows) + 1, box, comp, geo, lungs, zones, lobes, hu, heatmap, peripheral))
+
+    summary = _summary(lesion, lungs, zones, lobes, hu, peripheral, geo, len(rows), min_lesion_voxels,
+                       peripheral_mm)
+    slices = _slice_rows(lesion, lungs, slice_probabilities, geo)
+    return Quantification(summary=summary, lesions=rows, slices=slices)
+
+
+def _hu_fields(values: np.ndarray | None) -> dict[str, float | None]:
+    """Mean/median HU and ground-glass/consolidation fractions of lesion voxel values."""
+    if values is None or values.size == 0:
+        return dict.fromkeys(("mean_hu", "median_hu", "ground_glass_fraction", "consolidation_fraction"))
+    ggo = np.count_nonzero((values >= GGO_HU[0]) & (values < GGO_HU[1]))
+    cons = np.count_nonzero((values >= CONSOLIDATION_HU[0]) & (values <= CONSOLIDATION_HU[1]))
+    return {"mean_hu": float(values.mean()), "median_hu": float(np.median(values)),
+            "ground_glass_fraction": ggo / values.size, "consolidation_fraction": cons / values.size}
+
+
+def _majority(labels: np.ndarray, names: dict[int, str], outside: str | None) -> str | None:
+    counts = np.bincount(labels.ravel().astype(np.int64), minlength=max(names) + 1)
+    counts[0] = 0
+    if counts.sum() == 0:
+        return outside
+    return names[int(np.argmax(counts))]
+
+
+def _lesion_row(lesion_id: int, box: tuple[slice, ...], comp: np.ndarray, geo: _Geometry, lungs: np.ndarray,
+                zones: np.ndarray | None, lobes: np.ndarray | None, hu: np.ndarray | None,
+                heatmap: np.ndarray | None, peripheral: np.ndarray | None) -> dict[str, Any]:
+    count = int(comp.sum())
+    offset = np.array([s.start for s in box], dtype=float)
+    centroid = np.array(ndi.center_of_mass(comp)) + offset
+    extent = [s.stop - s.start for s in box]
+    sz, sy, sx = geo.spacing_zyx
+    areas = comp.reshape(comp.shape[0], -1).sum(axis=1)
+    lps = geo.lps(tuple(centroid))
+    periph_fraction = None if peripheral is None else float(peripheral[box][comp].sum()) / count
+    row: dict[str, Any] = {
+        "lesion_id": lesion_id,
+        "volume_ml": geo.ml(count),
+        "voxel_count": count,
+        "largest_axial_area_mm2": geo.mm2(areas.max()),
+        "largest_axial_area_px": int(areas.max()),
+        "bbox_size_x_mm": geo.mm(extent[2] * sx),
+        "bbox_size_y_mm": geo.mm(extent[1] * sy),
+        "bbox_size_z_mm": geo.mm(extent[0] * sz) if geo.volumetric else None,
+        "centroid_lps_x_mm": None if lps is None else lps[0],
+        "centroid_lps_y_mm": None if lps is None else lps[1],
+        "centroid_lps_z_mm": None if lps is None else lps[2],
+        "lung_side": _majority(lungs[box][comp], LUNG_NAMES, "outside"),
+        "zone": None if zones is None else _majority(zones[box][comp], ZONE_NAMES, "outside"),
+        "lobe": None if lobes is None else _majority(lobes[box][comp], LOBE_NAMES, "outside"),
+        "peripheral_fraction": periph_fraction,
+        "location": (None if periph_fraction is None
+                     else "peripheral" if periph_fraction > 0.5 else "central"),
+    }
+    for name, value in _hu_fields(None if hu is None else hu[box][comp]).items():
+        row[name] = value
+    row["first_slice"] = int(box[0].start)
+    row["last_slice"] = int(box[0].stop - 1)
+    row["peak_gradcam"] = None if heatmap is None else float(heatmap[box][comp].max())
+    return row
+
+
+def _summary(lesion: np.ndarray, lungs: np.ndarray, zones: np.ndarray | None, lobes: np.ndarray | None,
+             hu: np.ndarray | None, peripheral: np.ndarray | None, geo: _Geometry, lesion_count: int,
+             min_lesion_voxels: int, peripheral_mm: float) -> dict[str, Any]:
+    in_lung = lesion & (lungs > 0)
+    lung_n = int(np.count_nonzero(lungs))
+    les_in = int(in_lung.sum())
+    s: dict[str, Any] = {
+        "slice_count": lesion.shape[0],
+        "hu_available": hu is not None,
+        "spacing_known": geo.spacing_known,
+        "voxel_volume_ml": geo.voxel_ml if geo.volumetric and geo.spacing_known else None,
+        "lung_volume_ml": geo.ml(lung_n),
+        "lung_voxel_count": lung_n,
+    }
+    for side, name in LUNG_NAMES.items():
+        s[f"lung_volume_ml_{name}"] = geo.ml(np.count_nonzero(lungs == side))
+    s["opacification_volume_ml"] = geo.ml(les_in)
+    for side, name in LUNG_NAMES.items():
+        s[f"opacification_volume_ml_{name}"] = geo.ml(np.count_nonzero(lesion & (lungs == side)))
+    s["opacification_volume_ml_outside_lungs"] = geo.ml(np.count_nonzero(lesion & (lungs == 0)))
+    s["opacification_voxel_count"] = les_in
+    s["opacification_percent"] = _percent(les_in, lung_n)
+    for side, name in LUNG_NAMES.items():
+        s[f"opacification_percent_{name}"] = _percent(np.count_nonzero(lesion & (lungs == side)),
+                                                      np.count_nonzero(lungs == side))
+    s["infection_ratio_fraction"] = les_in / lung_n if lung_n else None
+    s["bilateral"] = bool(np.any(lesion & (lungs == RIGHT_LUNG)) and np.any(lesion & (lungs == LEFT_LUNG)))
+
+    zone_scores = []
+    for label, key in ZONE_KEYS.items():
+        if zones is None:
+            zone_lung = zone_les = 0
+            pct = None
+        else:
+            zone_lung = np.count_nonzero(zones == label)
+            zone_les = np.count_nonzero(lesion & (zones == label))
+            pct = _percent(zone_les, zone_lung)
+        s[f"lung_volume_ml_{key}"] = geo.ml(zone_lung) if zones is not None else None
+        s[f"opacification_volume_ml_{key}"] = geo.ml(zone_les) if zones is not None else None
+        s[f"opacification_percent_{key}"] = pct
+        score = zone_score(pct) if zones is not None and zone_lung else None
+        s[f"severity_score_{key}"] = score
+        zone_scores.append(score)
+    s["severity_score_6zone"] = sum(zone_scores) if all(v is not None for v in zone_scores) else None
+
+    lobe_scores = []
+    for label, key in LOBE_KEYS.items():
+        if lobes is None:
+            pct = None
+        else:
+            pct = _percent(np.count_nonzero(lesion & (lobes == label)), np.count_nonzero(lobes == label))
+        s[f"lung_volume_ml_{key}"] = None if lobes is None else geo.ml(np.count_nonzero(lobes == label))
+        s[f"opacification_percent_{key}"] = pct
+        score = lobe_score(pct)
+        s[f"severity_score_{key}"] = score
+        lobe_scores.append(score)
+    s["severity_score_5lobe"] = sum(lobe_scores) if all(v is not None for v in lobe_scores) else None
+
+    s["lesion_count"] = lesion_count
+    s["lesion_connectivity"] = LESION_CONNECTIVITY
+    s["min_lesion_voxels"] = min_lesion_voxels
+    s["peripheral_distance_mm"] = peripheral_mm if peripheral is not None else None
+    total = int(lesion.sum())
+    s["peripheral_lesion_fraction"] = (float(peripheral.sum()) / total if peripheral is not None and total
+                                       else None)
+    hu_fields = _hu_fields(None if hu is None or total == 0 else hu[lesion])
+    s["lesion_mean_hu"] = hu_fields["mean_hu"]
+    s["lesion_median_hu"] = hu_fields["median_hu"]
+    s["ground_glass_fraction"] = hu_fields["ground_glass_fraction"]
+    s["consolidation_fraction"] = hu_fields["consolidation_fraction"]
+    s["ground_glass_range_hu"] = f"[{GGO_HU[0]:g}, {GGO_HU[1]:g})" if hu is not None else None
+    s["consolidation_range_hu"] = (f"[{CONSOLIDATION_HU[0]:g}, {CONSOLIDATION_HU[1]:g}]"
+                                   if hu is not None else None)
+    s["coordinate_system"] = "LPS"
+    return s
+
+
+def _slice_rows(lesion: np.ndarray, lungs: np.ndarray, probabilities: np.ndarray | None,
+                geo: _Geometry) -> list[dict[str, Any]]:
+    les_px = lesion.reshape(lesion.shape[0], -1).sum(axis=1)
+    lung_px = (lungs > 0).reshape(lungs.shape[0], -1).sum(axis=1)
+    rows = []
+    for z in range(lesion.shape[0]):
+        pos = geo.ref.TransformIndexToPhysicalPoint((0, 0, z))[2] if geo.spacing_known else None
+        rows.append({
+            "slice_index": z,
+            "position_z_mm": pos,
+            "classifier_probability": None if probabilities is None else float(probabilities[z]),
+            "opacification_area_mm2": geo.mm2(les_px[z]),
+            "lung_area_mm2": geo.mm2(lung_px[z]),
+            "opacification_area_px": int(les_px[z]),
+            "lung_area_px": int(lung_px[z]),
+        })
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN to None, tuples to lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def write_tables(quantification: Quantification, out_dir: str | Path) -> dict[str, Any]:
+    """Write summary.csv (field,value rows), lesions.csv and slices.csv (one row each) into `out_dir`.
+
+    Returns the JSON-ready dict ({"summary", "lesions", "slices"}) for results.json; the CSVs carry the
+    same field names (empty cell = unavailable).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = quantification.to_dict()
+    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["field", "value"])
+        for key, value in data["summary"].items():
+            writer.writerow([key, _csv_cell(value)])
+    for name, fields in (("lesions", LESION_FIELDS), ("slices", SLICE_FIELDS)):
+        rows = data[name]
+        with open(out / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(fields)
+            for row in rows:
+                writer.writerow([_csv_cell(row[k]) for k in fields])
+    return data
+
+
+def run_quantify(ct_path: str | Path, mask_path: str | Path, out_dir: str | Path,
+                 lungs_path: str | Path | None = None, *, lung_convention: str = "auto") -> dict[str, Any]:
+    """`jcs quantify CT LESION_MASK [--lungs LABELMAP] --out DIR`: quantify a (user-edited) lesion mask.
+
+    The mask may be stored in any orientation; it is resampled (nearest neighbour) onto the CT's axial
+    grid, so it must overlap the CT physically. Lungs come from `lungs_path` (see
+    `jcs.lung.read_lung_labelmap`) or `jcs.lung.segment_lungs`. Writes summary.csv, lesions.csv,
+    slices.csv and results.json ({"case", "summary", "lesions", "slices"}); returns that dict.
+    """
+    from jcs.io import read_ct
+
+    ct = read_ct(ct_path)
+    axial = ct.axial_image()
+    array = ct.axial_array()
+    try:
+        mask_image = sitk.ReadImage(str(mask_path))
+    except RuntimeError as exc:
+        from jcs.errors import CorruptFileError
+
+        raise CorruptFileError(f"cannot read lesion mask {mask_path}: {str(exc).splitlines()[-1]}") from exc
+    lesion = _mask_on_grid(mask_image, axial, mask_path)
+    lobes = None
+    if lungs_path is not None:
+        lungs, lobes = read_lung_labelmap(lungs_path, axial, lung_convention)
+    else:
+        sx, sy, sz = axial.GetSpacing()
+        lungs = segment_lungs(array, (sz, sy, sx), is_hu=ct.is_hu)
+    result = quantify(lesion, lungs if lobes is None else lobes_to_lungs(lobes), axial,
+                      hu=array if ct.is_hu else None, lobes=lobes, spacing_known=ct.is_hu)
+    data = write_tables(result, out_dir)
+    payload = {"case": {"ct": str(ct.path), "lesion_mask": str(mask_path),
+                        "lungs": None if lungs_path is None else str(lungs_path),
+                        "lung_source": "labelmap" if lungs_path is not None else "jcs.lung.segment_lungs"},
+               **data}
+    with open(Path(out_dir) / "results.json", "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2)
+    return payload
+
+
+def _mask_on_grid(mask: sitk.Image, axial: sitk.Image, source: str | Path) -> np.ndarray:
+    """Binary lesion mask (uint8) on the axial grid; RGB masks use their first channel. A mask on the
+    CT's own grid (any axis order) is reoriented voxel for voxel, anything else resampled (nearest)."""
+    if mask.GetNumberOfComponentsPerPixel() > 1:
+        mask = sitk.VectorIndexSelectionCast(mask, 0)
+    if mask.GetDimension() == 2:
+        mask = sitk.JoinSeries(mask)
+    if mask.GetDimension() != 3:
+        raise InputError(f"lesion mask {source}: {mask.GetDimension()}-D image; expected 2-D or 3-D")
+    lps = sitk.DICOMOrient(mask, "LPS")
+    same = (lps.GetSize() == axial.GetSize()
+            and np.allclose(lps.GetOrigin(), axial.GetOrigin(), atol=1e-3)
+            and np.allclose(lps.GetSpacing(), axial.GetSpacing(), atol=1e-4)
+            and np.allclose(lps.GetDirection(), axial.GetDirection(), atol=1e-4))
+    if not same:
+        lps = sitk.Resample(mask, axial, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
+    out = sitk.GetArrayFromImage(lps)
+    if not out.any() and sitk.GetArrayViewFromImage(mask).any():
+        raise InputError(f"lesion mask {source} does not overlap the CT (different geometry?)")
+    return (out > 0).astype(np.uint8)
