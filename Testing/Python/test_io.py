@@ -344,9 +344,14 @@ def test_corrupt_truncated_and_unsupported_files(tmp_path: Path, phantom_hu: np.
 # ---------------------------------------------------------------------------------------------- real data
 
 
-def test_real_dicom_series_p001(shared_data: Path) -> None:
-    folder = shared_data / "covid-ct-md" / "P001"
-    ct = read_ct(folder, allow_2d=False)
+@pytest.fixture(scope="module")
+def p001(shared_data: Path):
+    """The real COVID-CT-MD P001 series, read once for this module."""
+    return read_ct(shared_data / "covid-ct-md" / "P001", allow_2d=False)
+
+
+def test_real_dicom_series_p001(shared_data: Path, p001) -> None:
+    ct = p001
     assert ct.image.GetSize() == (512, 512, 148)
     np.testing.assert_allclose(ct.image.GetSpacing(), (0.748046875, 0.748046875, 2.0), atol=1e-6)
     hu = sitk.GetArrayViewFromImage(ct.image)
@@ -391,12 +396,12 @@ def test_bundled_sample_reads_as_ct() -> None:
     assert len(labels) == 48 and sum(labels) == 38
 
 
-def test_bundled_sample_keeps_source_hu_and_geometry(shared_data: Path) -> None:
+def test_bundled_sample_keeps_source_hu_and_geometry(p001) -> None:
     """Inside the body the sample equals the source voxels at the same physical positions."""
     from jcs.sample import sample_path
 
     sample = read_ct(sample_path()).image
-    source = read_ct(shared_data / "covid-ct-md" / "P001").image
+    source = p001.image
     start = source.TransformPhysicalPointToIndex(sample.GetOrigin())
     assert start == (0, 59, 37)
     region = sitk.GetArrayViewFromImage(source)[37:85, 59:427, :]

@@ -136,11 +136,15 @@ def test_bad_batches_are_refused(bad: np.ndarray) -> None:
         segmenter_input(bad)
 
 
-def test_real_dicom_slices_window(shared_data: Path) -> None:
-    """P001 windowed: air at -1024 HU outside the body, and a classifier batch of real slices."""
-    ct = read_ct(shared_data / "covid-ct-md" / "P001")
-    slices = axial_slices_uint8(ct)
-    assert slices.shape == (148, 512, 512)
-    middle = slices[74]
-    assert middle[0, 0] == 55  # corner: air, (-1024 + 1350) * 255 / 1500 = 55.4
-    assert classifier_input(slices[70:74]).shape == (4, 3, 224, 224)
+def test_real_ct_slices_window() -> None:
+    """The bundled real scan windowed: air at -1024 HU maps to 55, and real slices batch."""
+    from jcs.sample import sample_path
+
+    slices = axial_slices_uint8(read_ct(sample_path()))
+    assert slices.shape == (48, 368, 512) and slices.dtype == np.uint8
+    assert slices[24, 0, 0] == 55  # corner: air, (-1024 + 1350) * 255 / 1500 = 55.4
+    batch = classifier_input(slices[20:24])
+    assert batch.shape == (4, 3, 224, 224)
+    # 368 x 512 -> 256 x 356, crop rows 16..240 and columns 66..290
+    expected = (16 * 368 / 256, 66 * 512 / 356, 240 * 368 / 256, 290 * 512 / 356)
+    assert classifier_crop_box(368, 512) == pytest.approx(expected)
