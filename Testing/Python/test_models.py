@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import pickle
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from jcs.models import (
     expected_shapes,
     load_checkpoint,
     load_state_dict_strict,
+    model_from_state_dict,
 )
 from safetensors.torch import save_file
 
@@ -83,33 +85,24 @@ def test_builders_give_manifest_layouts(manifest):
 @pytest.mark.parametrize("name", sorted(OFFICIAL_FORMATS))
 def test_strict_load_in_every_container(name, manifest, tmp_path):
     shapes = manifest[name]
-    state = manifest_state_dict(shapes, compact=True)
-    containers = {
-        "plain.pth": state,
-        "wrapped.pth": {"state_dict": state},
-        "module.pth": {f"module.{k}": v for k, v in state.items()},
-        "wrapped-module.pth": {"state_dict": {f"module.{k}": v for k, v in state.items()}},
-    }
-    paths = []
-    for filename, obj in containers.items():
-        torch.save(obj, tmp_path / filename)
-        paths.append(tmp_path / filename)
-    save_file(manifest_state_dict(shapes, compact=False), str(tmp_path / "weights.safetensors"))
-    paths.append(tmp_path / "weights.safetensors")
-    del containers
     keys = list(shapes)
-    for path in paths:
-        loaded = load_checkpoint(path)
-        assert sorted(loaded) == sorted(keys), path.name
+    state = manifest_state_dict(shapes, compact=True)
+    torch.save(state, tmp_path / "plain.pth")
+    torch.save({"state_dict": state}, tmp_path / "wrapped.pth")
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "module.pth")
+    save_file(manifest_state_dict(shapes, compact=False), str(tmp_path / "weights.safetensors"))
+    model = meta_model(name)
+    for filename in ("plain.pth", "wrapped.pth", "module.pth", "weights.safetensors"):
+        loaded = load_checkpoint(tmp_path / filename)
+        assert sorted(loaded) == sorted(keys), filename
         assert detect_official_format(loaded) == name
-        model = meta_model(name)
-        load_state_dict_strict(model, loaded, source=path.name, assign=True)
+        load_state_dict_strict(model, loaded, source=filename, assign=True)
         after = model.state_dict()
         for i in (0, len(keys) // 2, len(keys) - 1):
-            assert torch.equal(after[keys[i]], torch.full(shapes[keys[i]], float(i)))
-        del loaded, model, after
-    # An in-memory checkpoint object goes through the same unwrapping.
-    assert list(load_checkpoint({"state_dict": {f"module.{k}": v for k, v in state.items()}})) == keys
+            assert torch.equal(after[keys[i]], torch.full(shapes[keys[i]], float(i))), filename
+    # Both wrappers at once, from an in-memory object.
+    wrapped = {"state_dict": {f"module.{k}": v for k, v in state.items()}}
+    assert list(load_checkpoint(wrapped)) == keys
 
 
 def test_joint_loads_without_batch_counters(manifest):
@@ -122,16 +115,49 @@ def test_joint_loads_without_batch_counters(manifest):
     assert int(model.fuse.cat_modules[0].bn.num_batches_tracked) == 0
 
 
+def constant_state_dict(kind: str, **architecture) -> dict[str, torch.Tensor]:
+    """Deterministic, cheap weights: convs/linears 1/fan_in, BN identity statistics, biases 0.01."""
+    state = {}
+    for key, shape in expected_shapes(kind, **architecture).items():
+        if key.endswith("running_var") or (len(shape) == 1 and key.endswith("weight")):
+            value = 1.0
+        elif key.endswith(("running_mean", "num_batches_tracked")):
+            value = 0.0
+        elif len(shape) > 1:
+            value = 1.0 / math.prod(shape[1:])
+        else:
+            value = 0.01
+        state[key] = torch.tensor(value).expand(shape)
+    return state
+
+
 def test_full_size_models_tiny_forward():
     """The paper configurations run (the joint model holds every module of the single one)."""
-    torch.manual_seed(0)
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.linspace(-1.0, 1.0, 3 * 64 * 64).reshape(1, 3, 64, 64)
+    classifier = model_from_state_dict("classifier", constant_state_dict("classifier", depth=101), depth=101)
+    joint = model_from_state_dict("segmenter", constant_state_dict("segmenter", joint=True), joint=True)
+    assert not classifier.training and not joint.training
     with torch.inference_mode():
-        logits = build_classifier(depth=101).eval()(x)
-        assert logits.shape == (1, 2) and torch.isfinite(logits).all()
-        probs = build_segmenter(joint=True).eval()(x)
+        logits = classifier(x)
+        probs = joint(x)
+    assert logits.shape == (1, 2) and torch.isfinite(logits).all()
     assert probs.shape == (1, 5, 64, 64)
     assert float(probs.min()) >= 0.0 and float(probs.max()) <= 1.0
+
+
+def test_model_from_state_dict_round_trip():
+    torch.manual_seed(6)
+    model = build_classifier(depth=50, width_mult=0.25).eval()
+    state = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    rebuilt = model_from_state_dict("classifier", state, **model.architecture)
+    assert rebuilt.architecture == model.architecture
+    assert all(v.dtype == torch.float32 for v in rebuilt.state_dict().values())
+    assert not rebuilt.bn1.weight.requires_grad and rebuilt.conv1[0].weight.requires_grad
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.argmax(rebuilt(x), 1).tolist() == torch.argmax(model(x), 1).tolist()
+    with pytest.raises(ValueError, match="kind"):
+        model_from_state_dict("detector", state)
 
 
 def test_small_models_outputs_and_logits():

@@ -15,6 +15,7 @@ from .checkpoint import (
     expected_shapes,
     load_checkpoint,
     load_state_dict_strict,
+    model_from_state_dict,
 )
 from .jcs_net import AFF, GAM, AFFDecoder, JCSNet, JointFusion
 from .layers import BatchNormMode, FrozenBatchNorm2d, SEBlock
@@ -41,6 +42,7 @@ __all__ = [
     "expected_shapes",
     "load_checkpoint",
     "load_state_dict_strict",
+    "model_from_state_dict",
 ]
 
 

@@ -170,3 +170,18 @@ def load_state_dict_strict(
             + hint
         )
     model.load_state_dict(dict(state_dict), strict=True, assign=assign)
+
+
+def model_from_state_dict(
+    kind: str, state_dict: Mapping[str, torch.Tensor], *, source: str = "weights", **architecture: Any
+) -> nn.Module:
+    """Build a model (``kind`` + builder kwargs) directly from a state dict, in eval mode.
+
+    The model is built on the ``meta`` device and adopts the (float32-cast) tensors, so no weights are
+    allocated or randomly initialised first. Raises :class:`WeightsError` if the state dict does not fit.
+    """
+    with torch.device("meta"):
+        model = build_model(kind, **architecture)
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
+    load_state_dict_strict(model, tensors, source=source, assign=True)
+    return model.eval()
