@@ -403,7 +403,7 @@ def _dicomFileForInstance(uid: str) -> str:
 
 
 class JCSDiagnosisTest(ScriptedLoadableModuleTest):
-    """Self-test inside Slicer: the radiologist flow on a synthetic chest CT with the bundled weights."""
+    """Self-test inside Slicer: the radiologist flow with the bundled weights (no network)."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
@@ -411,6 +411,8 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
         self.setUp()
         self.test_DiagnoseEditUpdate()
+        self.setUp()
+        self.test_DiagnoseSampleAndExport()
 
     def test_DiagnoseEditUpdate(self) -> None:
         import numpy as np
@@ -420,43 +422,56 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
         self.delayDisplay(_("Building a synthetic chest CT"))
         volumeNode = _syntheticChest()
         logic = JCSDiagnosisLogic()
+        self.assertTrue(logic.ensureDependencies())
         self.assertIsNone(inputProblem(volumeNode))
 
         self.delayDisplay(_("Diagnosing (engine in a background process)"))
         nodes = logic.sceneLogic.diagnose(volumeNode, device="cpu", policy="always")
-        for node in (
-            nodes.heatmapNode,
-            nodes.segmentationNode,
-            nodes.summaryTableNode,
-            nodes.lesionTableNode,
-            nodes.sliceTableNode,
-            nodes.plotChartNode,
-        ):
-            self.assertIsNotNone(node)
-        self.assertTrue(
-            np.allclose(volumes.ijkToRasMatrix(nodes.heatmapNode), volumes.ijkToRasMatrix(volumeNode))
-        )
+        heatmapMatrix = volumes.ijkToRasMatrix(nodes.heatmapNode)
+        self.assertTrue(np.allclose(heatmapMatrix, volumes.ijkToRasMatrix(volumeNode)))
         heat = volumes.arrayFromVolume(nodes.heatmapNode)
         self.assertGreaterEqual(heat.min(), 0.0)
         self.assertLessEqual(heat.max(), 1.0)
         self.assertEqual(nodes.sliceTableNode.GetNumberOfRows(), volumeNode.GetImageData().GetDimensions()[2])
+        logic.showResults(nodes, 0.4)
 
         self.delayDisplay(_("Painting a lesion block and updating the results"))
-        mask = logic.sceneLogic.lesionMask(nodes.segmentationNode)
-        mask[:] = 0
-        mask[10:14, 30:40, 20:30] = 1
+        mask = np.zeros_like(logic.sceneLogic.lesionMask(nodes.segmentationNode))
+        mask[8:12, 44:52, 24:32] = 1  # 256 voxels inside the right lung, away from the opacity
         volumes.setSegmentArray(nodes.segmentationNode, "lesion", mask, volumeNode)
         logic.sceneLogic.updateResults(nodes.segmentationNode)
         self.assertTrue(logic.sceneLogic.isEdited(nodes.segmentationNode))
         voxelMl = float(np.prod(volumeNode.GetSpacing())) / 1000.0
         summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
-        volumeKey = next(k for k in summary if k.startswith("lesion_volume") and k.endswith("_ml"))
-        self.assertAlmostEqual(float(summary[volumeKey]), 400 * voxelMl, places=2)
+        self.assertAlmostEqual(float(summary["opacification_volume_ml"]), 256 * voxelMl, places=3)
+        self.assertEqual(summary["lesion_count"], "1")
+        self.delayDisplay(_("Test passed"))
+
+    def test_DiagnoseSampleAndExport(self) -> None:
+        import highdicom as hd
+        from JCSDiagnosisLib.process import ENGINE_PARENT
+
+        sampleDir = ENGINE_PARENT / "jcs" / "sample" / "P001"
+        files = sorted(sampleDir.glob("*.dcm"))
+        self.assertTrue(files, f"bundled demo CT missing in {sampleDir}")
+        self.delayDisplay(_("Loading the bundled demo CT"))
+        volumeNode = slicer.util.loadVolume(str(files[0]), {"singleFile": False})
+        logic = JCSDiagnosisLogic()
+        self.assertTrue(logic.ensureDependencies())
+        nodes = logic.sceneLogic.diagnose(volumeNode, device="auto", policy="always")
+        self.delayDisplay(_("Exporting DICOM-SEG and SR"))
+        outputDir = Path(slicer.app.temporaryPath) / "JCSDiagnosisTest"
+        exported = logic.sceneLogic.exportDicomSeg(
+            nodes.segmentationNode, outputDir, sourceDicomDir=sampleDir
+        )
+        segmentation = hd.seg.segread(exported.segPath)
+        self.assertEqual(segmentation.SegmentSequence[0].SegmentAlgorithmType, "AUTOMATIC")
+        self.assertTrue(exported.srPath.is_file())
         self.delayDisplay(_("Test passed"))
 
 
 def _syntheticChest():
-    """A 40x96x96 chest-like CT (body, two lungs, one opacity) as a volume node."""
+    """A 40x96x96 chest-like CT (body, two lungs, one opacity) as a volume node (LPS-axial grid)."""
     import numpy as np
     from JCSDiagnosisLib import volumes
 

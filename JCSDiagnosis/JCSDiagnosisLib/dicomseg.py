@@ -207,7 +207,12 @@ def buildReport(
         )
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=spec.name),
-        referenced_segment=hd.sr.ReferencedSegment.from_segmentation(segmentation, segment_number=1),
+        referenced_segment=hd.sr.ReferencedSegment(
+            sop_class_uid=segmentation.SOPClassUID,
+            sop_instance_uid=segmentation.SOPInstanceUID,
+            segment_number=1,
+            source_series=hd.sr.SourceSeriesForSegmentation(datasets[0].SeriesInstanceUID),
+        ),
         finding_type=_concept(spec.type),
         finding_sites=[hd.sr.FindingSite(_concept(spec.region))] if spec.region else None,
         measurements=measurements,
@@ -223,7 +228,7 @@ def buildReport(
         procedure_reported=codes.LN.CTChestReport,
         imaging_measurements=[group],
     )
-    return hd.sr.Comprehensive3DSR(
+    document = hd.sr.Comprehensive3DSR(
         evidence=[*datasets, segmentation],
         content=report,
         series_instance_uid=generate_uid(),
@@ -234,6 +239,13 @@ def buildReport(
         is_complete=True,
         series_description="JCS COVID-19 lesion measurements",
     )
+    scheme = pydicom.Dataset()
+    scheme.CodingSchemeDesignator = LOCAL_SCHEME
+    scheme.CodingSchemeName = "JCS Diagnosis local codes"
+    scheme.CodingSchemeResponsibleOrganization = MANUFACTURER
+    existing = list(document.get("CodingSchemeIdentificationSequence", []))
+    document.CodingSchemeIdentificationSequence = [*existing, scheme]
+    return document
 
 
 def exportSegAndReport(

@@ -272,7 +272,8 @@ class JCSDiagnosisSceneLogic:
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
         if shNode is None:
             return
-        parent = shNode.GetItemParent(shNode.GetItemByDataNode(volumeNode))
+        volumeItem = shNode.GetItemByDataNode(volumeNode)
+        parent = shNode.GetItemParent(volumeItem) if volumeItem else 0
         for node in nodes:
             item = shNode.GetItemByDataNode(node)
             if item and parent:
@@ -461,8 +462,8 @@ class JCSDiagnosisSceneLogic:
             return files
         shNode = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.scene)
         uids = ""
-        if shNode is not None:
-            item = shNode.GetItemByDataNode(volumeNode)
+        item = shNode.GetItemByDataNode(volumeNode) if shNode is not None else 0
+        if item:
             uids = shNode.GetItemAttribute(item, "DICOM.instanceUIDs") or ""
         if uids.split() and self.dicomFileForInstance is not None:
             files = [Path(self.dicomFileForInstance(uid)) for uid in uids.split()]

@@ -151,13 +151,15 @@ def test_fill_table_units_and_plot(scene_logic):
     assert node.GetColumnUnitLabel("label") == ""
     assert tables.readTable(node) == records
     slices = scene.AddNewNodeByClass("vtkMRMLTableNode", "slices")
-    records = sliceRecords([{"slice": 0, "probability": 0.2}, {"slice": 1, "probability": 0.9}])
+    records = sliceRecords(
+        [{"slice_index": 0, "classifier_probability": 0.2}, {"slice_index": 1, "classifier_probability": 0.9}]
+    )
     tables.fillTable(slices, records)
     assert np.allclose(tables.columnValues(slices, tables.PROBABILITY_COLUMN), [0.2, 0.9])
     chart = tables.makeProbabilityPlot(scene, slices, "case")
     series = chart.GetNthPlotSeriesNode(0)
     assert series.GetTableNodeID() == slices.GetID()
-    assert (series.GetXColumnName(), series.GetYColumnName()) == ("slice", "covid_probability")
+    assert (series.GetXColumnName(), series.GetYColumnName()) == ("slice_index", "classifier_probability")
 
 
 def _fake_engine_outputs(out: Path, image: sitk.Image, lesion: np.ndarray, lungs: np.ndarray | None) -> dict:
@@ -172,7 +174,7 @@ def _fake_engine_outputs(out: Path, image: sitk.Image, lesion: np.ndarray, lungs
         sitk.WriteImage(written, str(out / f"{name}.nrrd"))
     results = {
         "case": {"positive": True, "positive_slice_count": 3, "threshold": 2, "device": "cpu"},
-        "slices": [{"slice": z, "probability": z / 12} for z in range(12)],
+        "slices": [{"slice_index": z, "classifier_probability": z / 12} for z in range(12)],
         "summary": {"lesion_volume_ml": 0.5, "lesion_count": 1},
         "lesions": [{"label": 1, "volume_ml": 0.5}],
         "weights": {"classifier": {"name": "c", "sha256": "ab" * 32}},
@@ -221,9 +223,9 @@ def test_load_results_builds_linked_nodes(scene_logic, tmp_path):
     assert not scene_logic.isEdited(segmentation)
 
     slices = tables.readTable(nodes.sliceTableNode)
-    assert [row["slice"] for row in slices] == list(range(12))
-    expected = [s["probability"] for s in results["slices"]]
-    assert np.allclose([row["covid_probability"] for row in slices], expected)
+    assert [row["slice_index"] for row in slices] == list(range(12))
+    expected = [s["classifier_probability"] for s in results["slices"]]
+    assert np.allclose([row["classifier_probability"] for row in slices], expected)
     summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
     assert summary["lesion_volume_ml"] == "0.5" and summary["positive"] == "yes"
     assert nodes.plotChartNode.GetNthPlotSeriesNode(0).GetTableNodeID() == nodes.sliceTableNode.GetID()
