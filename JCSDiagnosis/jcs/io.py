@@ -140,7 +140,7 @@ def read_ct(path: str | os.PathLike[str], *, allow_2d: bool = True) -> CTVolume:
             ct = _read_2d_image(path)
         elif name.endswith(VOLUME_SUFFIXES):
             ct = _read_volume_file(path)
-        elif _is_dicom_file(path) or name.endswith(DICOM_SUFFIXES):
+        elif _dicom_kind(path) or name.endswith(DICOM_SUFFIXES):
             ct = _read_dicom_file(path)
         else:
             raise InputError(
@@ -274,31 +274,49 @@ def _read_2d_image(path: Path) -> CTVolume:
     return CTVolume(image=image, is_hu=False, path=path)
 
 
-def _is_dicom_file(path: Path) -> bool:
+def _dicom_kind(path: Path) -> str | None:
+    """``"part10"`` for files with the DICM preamble, ``"raw"`` for preamble-less data sets (they
+    start with a group 0002 or 0008 tag), None for anything else."""
     try:
         with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
+            head = handle.read(132)
     except OSError:
-        return False
+        return None
+    if head[128:132] == b"DICM":
+        return "part10"
+    return "raw" if head[:2] in (b"\x02\x00", b"\x08\x00") and len(head) >= 8 else None
 
 
-def _read_header(path: Path) -> pydicom.Dataset | None:
+def _read_header(path: Path, *, required: bool) -> pydicom.Dataset | None:
     """The header of a DICOM image file (pixel data checked for truncation, then dropped).
 
-    Returns None for DICOM objects that are not images (reports, presentation states, ...).
+    Returns None for files that are not DICOM and for DICOM objects that are not images (reports,
+    presentation states, ...); ``required`` (a file named *.dcm or given on its own) turns the former
+    into an error.
     """
+    kind = _dicom_kind(path)
+    if kind is None:
+        if required:
+            raise CorruptFileError(f"{path}: not a valid DICOM file (truncated or damaged)")
+        return None
     try:
-        ds = pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, force=kind == "raw")
     except Exception as exc:  # pydicom raises many types on damaged headers
+        if kind == "raw" and not required:
+            return None
         raise CorruptFileError(f"{path}: damaged DICOM header ({_first_line(exc)})") from exc
+    if kind == "raw" and "SOPClassUID" not in ds:
+        if required:
+            raise CorruptFileError(f"{path}: not a valid DICOM file (no SOP Class UID)")
+        return None
     if "PixelData" not in ds:
         meta = getattr(ds, "file_meta", None)
         sop_class = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else None)
         if sop_class is not None and "Image Storage" in getattr(sop_class, "name", ""):
             raise CorruptFileError(f"{path}: truncated DICOM file (image without pixel data)")
         return None
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    meta = getattr(ds, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta else None
     if syntax is not None and not syntax.is_compressed and "Rows" in ds:
         frames = int(ds.get("NumberOfFrames", 1) or 1)
         samples = int(ds.get("SamplesPerPixel", 1))
@@ -312,7 +330,7 @@ def _read_header(path: Path) -> pydicom.Dataset | None:
 
 
 def _read_dicom_file(path: Path) -> CTVolume:
-    header = _read_header(path)
+    header = _read_header(path, required=True)
     if header is None:
         raise InputError(f"{path}: the DICOM file holds no image")
     modality = str(header.get("Modality", "")).upper()
@@ -345,11 +363,7 @@ def _read_dicom_dir(folder: Path) -> CTVolume:
     candidates = sorted(p for p in folder.rglob("*") if p.is_file() and p.name.upper() != "DICOMDIR")
     series: dict[str, list[_Slice]] = defaultdict(list)
     for file in candidates:
-        if not _is_dicom_file(file):
-            if file.name.lower().endswith(DICOM_SUFFIXES):
-                raise CorruptFileError(f"{file}: not a valid DICOM file (truncated or damaged)")
-            continue
-        header = _read_header(file)
+        header = _read_header(file, required=file.name.lower().endswith(DICOM_SUFFIXES))
         if header is None:
             continue  # presentation states, reports and other non-image objects
         series[str(header.get("SeriesInstanceUID", "unknown"))].append(_Slice(file, header))

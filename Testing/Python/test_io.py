@@ -203,6 +203,22 @@ def test_single_dicom_file(tmp_path: Path, phantom_hu: np.ndarray) -> None:
         read_ct(files[3], allow_2d=False)
 
 
+def test_dicom_without_preamble_or_suffix(tmp_path: Path, phantom_hu: np.ndarray) -> None:
+    """Old exports: extensionless files holding implicit-VR data sets without the DICM preamble."""
+    files = write_ct_series(phantom_hu, SPACING_XYZ, ORIGIN, IDENTITY, tmp_path / "part10")
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    for k, file in enumerate(reversed(files)):
+        ds = pydicom.dcmread(file)
+        del ds.file_meta
+        ds.preamble = None
+        ds.save_as(raw_dir / f"IM{k}", enforce_file_format=False, implicit_vr=True, little_endian=True)
+    (raw_dir / "LICENSE").write_text("plain text beside the images")
+    ct = read_ct(raw_dir)
+    np.testing.assert_array_equal(ct.axial_array(), phantom_hu)
+    assert [p.name for p in ct.dicom_files] == [f"IM{k}" for k in reversed(range(SHAPE[0]))]
+
+
 def test_dicom_folder_with_one_slice_or_only_localizers(tmp_path: Path, phantom_hu: np.ndarray) -> None:
     write_ct_series(phantom_hu[:1], SPACING_XYZ, ORIGIN, IDENTITY, tmp_path / "one")
     ct = read_ct(tmp_path / "one")
