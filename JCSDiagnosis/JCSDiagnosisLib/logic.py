@@ -192,7 +192,11 @@ class JCSDiagnosisSceneLogic:
         heatmap = self._readOnVolumeGrid(out / "heatmap.nrrd", volumeNode).astype(np.float32)
         lesions = self._readOnVolumeGrid(out / "lesions.nrrd", volumeNode) > 0
         lungsPath = out / "lungs.nrrd"
-        lungs = self._readOnVolumeGrid(lungsPath, volumeNode) if lungsPath.is_file() else None
+        lungs = (
+            self._readOnVolumeGrid(lungsPath, volumeNode)
+            if lungsPath.is_file()
+            else _segmentLungs(volumeNode)
+        )
 
         name = f"{run.name} JCS"
         heatmapNode = self.scene.AddNewNodeByClass(
@@ -208,9 +212,10 @@ class JCSDiagnosisSceneLogic:
         segmentationNode.SetAttribute(RESULTS_HASH_ATTRIBUTE, maskSha256(lesions))
         segmentationNode.SetAttribute(ENGINE_ATTRIBUTE, json.dumps(_engineInfo(results)))
 
-        summaryNode = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} summary")
-        lesionNode = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} lesions")
-        sliceNode = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} slices")
+        summaryNode, lesionNode, sliceNode = (
+            self.scene.AddNewNodeByClass("vtkMRMLTableNode", self.scene.GenerateUniqueName(f"{name} {kind}"))
+            for kind in ("summary", "lesions", "slices")
+        )
         tables.fillTable(summaryNode, tables.summaryRecords(_summaryOf(results)))
         tables.fillTable(lesionNode, results.get("lesions", []))
         tables.fillTable(sliceNode, sliceRecords(results.get("slices", [])))
@@ -242,7 +247,7 @@ class JCSDiagnosisSceneLogic:
         return sitk.GetArrayFromImage(image)
 
     def _createSegmentation(
-        self, volumeNode, name: str, lesions: np.ndarray, lungs: np.ndarray | None
+        self, volumeNode, name: str, lesions: np.ndarray, lungs: np.ndarray
     ) -> slicer.vtkMRMLSegmentationNode:
         node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         node.CreateDefaultDisplayNodes()
@@ -252,10 +257,9 @@ class JCSDiagnosisSceneLogic:
             slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
         )
         self._addSegment(node, lesionSpec(), lesions, volumeNode)
-        if lungs is not None:
-            for spec in lungSpecs():
-                self._addSegment(node, spec, lungs == spec.label, volumeNode)
-                node.GetDisplayNode().SetSegmentVisibility(spec.segmentId, False)
+        for spec in lungSpecs():
+            self._addSegment(node, spec, lungs == spec.label, volumeNode)
+            node.GetDisplayNode().SetSegmentVisibility(spec.segmentId, False)
         return node
 
     @staticmethod
@@ -342,11 +346,7 @@ class JCSDiagnosisSceneLogic:
                 labels[volumes.segmentArray(segmentationNode, spec.segmentId, volumeNode) > 0] = spec.label
             if labels.any():
                 return labels
-        from jcs.lung import segment_lungs
-
-        ct = _ctVolume(volumeNode)
-        axial = segment_lungs(ct.axial_array(), tuple(reversed(ct.axial_image().GetSpacing())))
-        return sitk.GetArrayFromImage(ct.from_axial(axial.astype(np.uint8)))
+        return _segmentLungs(volumeNode)
 
     def updateResults(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> DiagnosisNodes:
         """Recompute every table from the current (edited) lesion segment with jcs.quantify."""
@@ -530,6 +530,15 @@ def _engineInfo(results: dict) -> dict:
         "threshold": case.get("threshold"),
         "positive": case.get("positive"),
     }
+
+
+def _segmentLungs(volumeNode) -> np.ndarray:
+    """Lung labels (0, 1 right, 2 left) of the CT by jcs.lung, on the volume's (K, J, I) grid."""
+    from jcs.lung import segment_lungs
+
+    ct = _ctVolume(volumeNode)
+    axial = segment_lungs(ct.axial_array(), tuple(reversed(ct.axial_image().GetSpacing())))
+    return sitk.GetArrayFromImage(ct.from_axial(axial.astype(np.uint8)))
 
 
 def _axialImage(image: sitk.Image) -> sitk.Image:
