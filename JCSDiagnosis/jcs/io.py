@@ -13,10 +13,14 @@ message names the file and the problem):
   be axial (ImageOrientationPatient rows/columns along the patient x/y axes, any flips), all slices the
   same size, positions on a straight line along the slice normal (no gantry tilt), evenly spaced and
   without gaps. Localizer images inside the series are skipped. Oblique, sagittal or coronal series are
-  refused because slice-wise 2-D models were trained on axial slices.
-- A single DICOM file (one CT slice, or a multi-frame CT) and 2-D images (PNG/JPEG, 8-bit grey,
-  already windowed; RGB/RGBA is converted to grey with ITU-R 601 luma weights, as PIL's ``convert("L")``).
-  2-D inputs are accepted only with ``allow_2d=True``.
+  refused because slice-wise 2-D models were trained on axial slices. Modality must be CT; the values
+  are taken as HU after RescaleSlope/Intercept. Files without the DICM preamble or without a suffix
+  are recognised; a damaged or truncated file is named in the error.
+- A single DICOM file: one CT slice, or a multi-frame (enhanced) CT whose frames are checked as a
+  series is (``dicom_files`` is then that one file).
+- 2-D images (PNG/JPEG, 8-bit grey, already windowed; RGB/RGBA is converted to grey with ITU-R 601
+  luma weights, as PIL's ``convert("L")``). 2-D images and single slices are accepted only with
+  ``allow_2d=True``.
 
 The axial grid is the image reoriented with ``SimpleITK.DICOMOrient(image, "LPS")``: array axis 0 runs
 inferior to superior, axis 1 anterior to posterior and axis 2 from patient right to left (the usual
@@ -29,6 +33,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -66,7 +71,8 @@ class CTVolume:
     """A CT image as read plus the information needed to map results back onto it.
 
     ``image`` keeps the original geometry (HU as float32/int16, or uint8 for 8-bit 2-D images).
-    ``dicom_files`` lists the source files in axial-grid slice order (index 0 = axial slice 0).
+    ``dicom_files`` lists the source files in axial-grid slice order (index 0 = axial slice 0); a
+    multi-frame CT gives the one file. ``skipped_series`` describes the other series of a folder.
     """
 
     image: sitk.Image
@@ -336,8 +342,10 @@ def _read_dicom_file(path: Path) -> CTVolume:
     modality = str(header.get("Modality", "")).upper()
     if modality != "CT":
         raise NotCTError(f"{path}: DICOM modality is {modality or 'missing'}, not CT")
-    if "ImageOrientationPatient" in header:
-        _axial_normal([header], path)
+    if int(header.get("NumberOfFrames", 1) or 1) > 1 and "PerFrameFunctionalGroupsSequence" in header:
+        _check_frames(header, path)
+    elif "ImageOrientationPatient" in header:
+        _axial_normal(np.array([[float(v) for v in header.ImageOrientationPatient]]), path)
     image = _hu_pixel_type(_sitk_read(path))
     if image.GetDimension() == 3 and image.GetSize()[2] > 1:
         _check_axis_aligned(image.GetDirection(), 3, path)
@@ -419,9 +427,9 @@ def _bad_file_error(files: list[Path], exc: RuntimeError) -> CorruptFileError:
     return CorruptFileError(f"{files[0].parent}: cannot read the series ({_first_line(exc)})")
 
 
-def _axial_normal(headers: list[pydicom.Dataset], source: Path) -> np.ndarray:
-    """Slice normal of an axial series; refuses oblique, sagittal/coronal or mixed orientations."""
-    orientations = np.array([[float(v) for v in h.ImageOrientationPatient] for h in headers])
+def _axial_normal(orientations: np.ndarray, source: Path) -> np.ndarray:
+    """Slice normal of an axial stack from its (N, 6) ImageOrientationPatient values; refuses oblique,
+    sagittal/coronal or mixed orientations."""
     if np.abs(orientations - orientations[0]).max() > 1e-3:
         raise MixedSeriesError(f"{source}: slices with different ImageOrientationPatient in one series")
     row, col = orientations[0, :3], orientations[0, 3:]
@@ -441,32 +449,44 @@ def _axial_normal(headers: list[pydicom.Dataset], source: Path) -> np.ndarray:
     return normal
 
 
-def _sort_and_check_series(folder: Path, slices: list[_Slice]) -> list[Path]:
-    headers = [s.header for s in slices]
-    for key in ("ImageOrientationPatient", "ImagePositionPatient", "Rows", "Columns"):
-        missing = [s.path.name for s in slices if key not in s.header]
-        if missing:
-            raise CorruptFileError(f"{folder}: {key} missing in {', '.join(missing[:3])}")
-    sizes = {(int(h.Rows), int(h.Columns)) for h in headers}
-    if len(sizes) > 1:
-        raise MixedSeriesError(f"{folder}: slices of different sizes in one series: {sorted(sizes)}")
-    normal = _axial_normal(headers, folder)
-    positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
+def _check_frames(header: pydicom.Dataset, source: Path) -> None:
+    """Orientation and frame positions of a multi-frame (enhanced) CT, checked as a series is."""
+    shared = header.get("SharedFunctionalGroupsSequence", [pydicom.Dataset()])[0]
+    orientations, positions = [], []
+    for frame in header.PerFrameFunctionalGroupsSequence:
+        plane = frame.get("PlaneOrientationSequence") or shared.get("PlaneOrientationSequence")
+        position = frame.get("PlanePositionSequence") or shared.get("PlanePositionSequence")
+        if not plane or not position:
+            raise CorruptFileError(f"{source}: frame orientation or position missing in the multi-frame CT")
+        orientations.append([float(v) for v in plane[0].ImageOrientationPatient])
+        positions.append([float(v) for v in position[0].ImagePositionPatient])
+    normal = _axial_normal(np.array(orientations), source)
+    positions_array = np.array(positions)
+    order = np.argsort(positions_array @ normal, kind="stable")
+    measures = shared.get("PixelMeasuresSequence") or [pydicom.Dataset()]
+    pixel = min(float(v) for v in measures[0].get("PixelSpacing", [1.0, 1.0]))
+    _check_stack(
+        source, positions_array[order], normal, pixel, lambda k: f"frames {order[k] + 1}, {order[k + 1] + 1}"
+    )
+
+
+def _check_stack(
+    source: Path, positions: np.ndarray, normal: np.ndarray, pixel: float, pair: Callable[[int], str]
+) -> None:
+    """Refuse a sorted stack of slice positions with duplicates, in-plane drift (gantry tilt), gaps
+    or uneven spacing. ``pair(k)`` names slices k and k + 1 in messages."""
     distance = positions @ normal
-    order = np.argsort(distance, kind="stable")
-    distance, positions = distance[order], positions[order]
     gaps = np.diff(distance)
     if (gaps < 1e-3).any():
         k = int(np.argmax(gaps < 1e-3))
         raise MixedSeriesError(
-            f"{folder}: two slices at the same position {distance[k]:.2f} mm "
-            f"({slices[order[k]].path.name}, {slices[order[k + 1]].path.name}); several acquisitions mixed?"
+            f"{source}: two slices at the same position {distance[k]:.2f} mm ({pair(k)}); "
+            "several acquisitions mixed?"
         )
     in_plane = np.linalg.norm((positions - positions[0]) - np.outer(distance - distance[0], normal), axis=1)
-    pixel = min(float(v) for v in headers[0].get("PixelSpacing", [1.0, 1.0]))
     if in_plane.max() > pixel / 2:
         raise ObliqueSeriesError(
-            f"{folder}: slice positions drift {in_plane.max():.1f} mm in-plane along the stack (gantry "
+            f"{source}: slice positions drift {in_plane.max():.1f} mm in-plane along the stack (gantry "
             "tilt or sheared series); only stacks perpendicular to the slices are accepted"
         )
     step = float(np.median(gaps[gaps <= 1.5 * gaps.min()]))  # the regular gap, robust to a few gaps
@@ -476,11 +496,29 @@ def _sort_and_check_series(folder: Path, slices: list[_Slice]) -> list[Path]:
         ratio = gaps[k] / step
         if abs(ratio - round(ratio)) < SPACING_REL_TOL and round(ratio) >= 2:
             raise SliceSpacingError(
-                f"{folder}: {round(ratio) - 1} slice(s) missing between positions {distance[k]:.2f} "
+                f"{source}: {round(ratio) - 1} slice(s) missing between positions {distance[k]:.2f} "
                 f"and {distance[k + 1]:.2f} mm (spacing {step:.2f} mm)"
             )
         raise SliceSpacingError(
-            f"{folder}: non-uniform slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm between "
+            f"{source}: non-uniform slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm between "
             f"positions along the slice normal)"
         )
+
+
+def _sort_and_check_series(folder: Path, slices: list[_Slice]) -> list[Path]:
+    headers = [s.header for s in slices]
+    for key in ("ImageOrientationPatient", "ImagePositionPatient", "Rows", "Columns"):
+        missing = [s.path.name for s in slices if key not in s.header]
+        if missing:
+            raise CorruptFileError(f"{folder}: {key} missing in {', '.join(missing[:3])}")
+    sizes = {(int(h.Rows), int(h.Columns)) for h in headers}
+    if len(sizes) > 1:
+        raise MixedSeriesError(f"{folder}: slices of different sizes in one series: {sorted(sizes)}")
+    orientations = np.array([[float(v) for v in h.ImageOrientationPatient] for h in headers])
+    normal = _axial_normal(orientations, folder)
+    positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
+    order = np.argsort(positions @ normal, kind="stable")
+    pixel = min(float(v) for v in headers[0].get("PixelSpacing", [1.0, 1.0]))
+    names = [slices[i].path.name for i in order]
+    _check_stack(folder, positions[order], normal, pixel, lambda k: f"{names[k]}, {names[k + 1]}")
     return [slices[i].path for i in order]

@@ -219,6 +219,34 @@ def test_dicom_without_preamble_or_suffix(tmp_path: Path, phantom_hu: np.ndarray
     assert [p.name for p in ct.dicom_files] == [f"IM{k}" for k in reversed(range(SHAPE[0]))]
 
 
+def _multiframe(tmp_path: Path, phantom_hu: np.ndarray, **knobs) -> Path:
+    """An Enhanced (legacy converted) multi-frame CT of the phantom, built with highdicom."""
+    highdicom = pytest.importorskip("highdicom")
+    files = write_ct_series(phantom_hu, SPACING_XYZ, ORIGIN, IDENTITY, tmp_path / "frames", **knobs)
+    image = highdicom.legacy.LegacyConvertedEnhancedCTImage(
+        [pydicom.dcmread(f) for f in files], series_instance_uid=highdicom.UID(), series_number=7,
+        sop_instance_uid=highdicom.UID(), instance_number=1,
+    )  # fmt: skip
+    path = tmp_path / "multiframe" / "enhanced.dcm"
+    path.parent.mkdir()
+    image.save_as(path)
+    return path
+
+
+def test_multiframe_ct(tmp_path: Path, phantom_hu: np.ndarray) -> None:
+    path = _multiframe(tmp_path, phantom_hu)
+    for source in (path, path.parent):
+        ct = read_ct(source, allow_2d=False)
+        assert not ct.is_2d and ct.dicom_files == [path] and ct.path == source
+        np.testing.assert_array_equal(ct.axial_array(), phantom_hu)
+        np.testing.assert_allclose(ct.axial_image().GetOrigin(), ORIGIN)
+
+
+def test_multiframe_ct_with_a_gap(tmp_path: Path, phantom_hu: np.ndarray) -> None:
+    with pytest.raises(SliceSpacingError, match="enhanced.dcm: 1 slice\\(s\\) missing"):
+        read_ct(_multiframe(tmp_path, phantom_hu, drop_slices=[5]))
+
+
 def test_dicom_folder_with_one_slice_or_only_localizers(tmp_path: Path, phantom_hu: np.ndarray) -> None:
     write_ct_series(phantom_hu[:1], SPACING_XYZ, ORIGIN, IDENTITY, tmp_path / "one")
     ct = read_ct(tmp_path / "one")
