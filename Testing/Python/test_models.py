@@ -10,14 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from jcs.errors import WeightsError
 from jcs.models import (
+    AFF,
+    GAM,
     OFFICIAL_FORMATS,
+    Bottle2neck,
+    FrozenBatchNorm2d,
     build_classifier,
     build_model,
     build_segmenter,
     detect_official_format,
     expected_shapes,
+    fold_batchnorm,
     load_checkpoint,
     load_state_dict_strict,
     model_from_state_dict,
@@ -346,3 +352,143 @@ def test_torch_load_only_with_weights_only():
                     value = flags.get("weights_only")
                     assert isinstance(value, ast.Constant) and value.value is True, f"{path}:{node.lineno}"
     assert calls >= 1
+
+
+def randomize_batchnorm(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Non-trivial BN statistics and affine parameters, so BN mistakes show in the outputs."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=generator) * 0.2)
+                module.running_var.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
+                module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
+    return model
+
+
+def test_frozen_batchnorm_is_the_official_formula():
+    """Official FrozenBatchNorm2d: x * w / sqrt(var) + (b - mean * w / sqrt(var)), no epsilon, always."""
+    bn = randomize_batchnorm(FrozenBatchNorm2d(4), seed=7)
+    x = torch.randn(2, 4, 5, 5)
+    scale = bn.weight / bn.running_var.sqrt()
+    expected = x * scale.view(1, 4, 1, 1) + (bn.bias - bn.running_mean * scale).view(1, 4, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(bn.eval()(x), expected)
+        torch.testing.assert_close(bn.train()(x), expected)  # frozen: stored statistics in training too
+    assert "num_batches_tracked" not in bn.state_dict()
+
+
+def test_bottle2neck_matches_hand_computation():
+    """Res2Net hierarchy (Gao et al. §3.1): y1 = K1(x1), yi = Ki(xi + y(i-1)), last group passed on;
+    the first block of a stage convolves the groups independently and avg-pools the last one."""
+    torch.manual_seed(8)
+
+    def unit(conv, bn, x):
+        return torch.relu(bn(conv(x)))
+
+    normal = randomize_batchnorm(Bottle2neck(32, 8), seed=1).eval()  # width floor(8*26/64) = 3
+    x = torch.randn(1, 32, 9, 9)
+    with torch.no_grad():
+        groups = torch.split(unit(normal.conv1, normal.bn1, x), 3, dim=1)
+        ys = [unit(normal.convs[0], normal.bns[0], groups[0])]
+        for i in (1, 2):
+            ys.append(unit(normal.convs[i], normal.bns[i], groups[i] + ys[-1]))
+        expected = torch.relu(normal.bn3(normal.conv3(torch.cat([*ys, groups[3]], 1))) + x)
+        torch.testing.assert_close(normal(x), expected)
+
+        stage = randomize_batchnorm(Bottle2neck(16, 8, stride=2, stage=True), seed=2).eval()
+        x = torch.randn(1, 16, 9, 9)
+        groups = torch.split(unit(stage.conv1, stage.bn1, x), 3, dim=1)
+        ys = [unit(stage.convs[i], stage.bns[i], groups[i]) for i in range(3)]
+        ys.append(F.avg_pool2d(groups[3], 3, stride=2, padding=1))  # count_include_pad=True
+        shortcut = F.avg_pool2d(x, 2, stride=2, ceil_mode=True, count_include_pad=False)
+        shortcut = stage.downsample[2](stage.downsample[1](shortcut))
+        expected = torch.relu(stage.bn3(stage.conv3(torch.cat(ys, 1))) + shortcut)
+        out = stage(x)
+    assert out.shape == (1, 32, 5, 5)
+    torch.testing.assert_close(out, expected)
+
+
+def test_gam_and_aff_match_hand_computation():
+    """GAM (§III-B2) and AFF (§III-B3) written out with functional ops."""
+    torch.manual_seed(9)
+    gam = GAM(16, rates=(1, 3, 6, 9)).eval()
+    x = torch.randn(2, 16, 12, 12)
+
+    def se(block, t):
+        w = torch.sigmoid(block.linear2(torch.relu(block.linear1(t.mean(dim=(2, 3))))))
+        return t * w[:, :, None, None]
+
+    with torch.no_grad():
+        expanded = torch.relu(gam.expand_conv.conv(x))
+        assert expanded.shape[1] == 32
+        groups = torch.split(expanded, 8, dim=1)
+        atrous = [
+            F.conv2d(g, c.weight, c.bias, padding=r, dilation=r)
+            for g, c, r in zip(groups, gam.dilation_convs, (1, 3, 6, 9), strict=True)
+        ]
+        y = se(gam.se_block, torch.relu(torch.cat(atrous, 1)))
+        y = torch.relu(gam.reduce_conv.conv(y))
+        torch.testing.assert_close(gam(x), torch.relu(gam.end_conv.conv(y)))
+        assert gam.se_block.linear1.out_features == 8  # reduction 4
+
+        aff = AFF(16).eval()
+        low, high = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
+        t = torch.relu(aff.conv1.conv(se(aff.se1, torch.cat([low, high], 1))))
+        t = torch.relu(aff.reduce_conv.conv(se(aff.se2, torch.cat([t, high], 1))))
+        torch.testing.assert_close(aff(low, high), torch.relu(aff.conv2.conv(t)))
+        assert aff.se1.linear1.out_features == aff.se2.linear1.out_features == 1
+
+
+def test_segmenter_geometry_and_side_outputs():
+    """Official layout: VGG block 5 without pooling (strides 1,2,4,8,8), EFM adds a stride-16 level, and
+    each side output is cls_i(decoder level i) bilinearly upsampled (align_corners=False) to the input."""
+    torch.manual_seed(10)
+    model = randomize_batchnorm(build_segmenter(width_mult=0.25), seed=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    captured = {}
+    model.vgg16.register_forward_hook(lambda m, i, o: captured.__setitem__("vgg", o))
+    model.fpn.register_forward_hook(lambda m, i, o: captured.__setitem__("levels", (i[0], o)))
+    with torch.no_grad():
+        logits = model.forward_logits(x)
+    assert [f.shape[-1] for f in captured["vgg"]] == [64, 32, 16, 8, 8]
+    inputs, levels = captured["levels"]
+    assert [f.shape[-1] for f in inputs] == [64, 32, 16, 8, 8, 4]
+    for i in range(5):
+        side = getattr(model, f"cls{i + 1}")(levels[i])
+        expected = F.interpolate(side, size=(64, 64), mode="bilinear", align_corners=False)
+        torch.testing.assert_close(logits[:, i : i + 1], expected)
+
+
+def test_joint_fuses_at_res2net_resolution():
+    """§III-B4 as in the official code: VGG features are resized to the Res2Net stage sizes and fused."""
+    torch.manual_seed(11)
+    model = build_segmenter(joint=True, width_mult=0.25).eval()
+    captured = {}
+    model.fuse.register_forward_hook(lambda m, i, o: captured.__setitem__("fused", o))
+    model.res2net.layer4.register_forward_hook(lambda m, i, o: captured.__setitem__("layer4", o))
+    with torch.no_grad():
+        probs = model(torch.randn(1, 3, 64, 64))
+    assert probs.shape == (1, 5, 64, 64)
+    assert [f.shape[-1] for f in captured["fused"]] == [32, 16, 8, 4, 2]
+    assert [f.shape[1] for f in captured["fused"]] == model.vgg16.out_channels
+    assert captured["layer4"].shape[1] == model.res2net.stage_channels[-1] == 512
+
+
+@pytest.mark.parametrize("joint", [False, True])
+def test_fold_batchnorm_keeps_outputs(joint):
+    torch.manual_seed(12)
+    segmenter = randomize_batchnorm(build_segmenter(joint=joint, width_mult=0.25), seed=4).eval()
+    classifier = randomize_batchnorm(build_classifier(depth=50, width_mult=0.25), seed=5).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        before = segmenter.forward_logits(x), classifier(x)
+        fold_batchnorm(segmenter)
+        fold_batchnorm(classifier)
+        after = segmenter.forward_logits(x), classifier(x)
+    for a, b in zip(after, before, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    bn_types = (torch.nn.BatchNorm2d,)
+    assert not any(isinstance(m, bn_types) for m in (*segmenter.modules(), *classifier.modules()))
