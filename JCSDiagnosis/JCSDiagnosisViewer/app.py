@@ -1,0 +1,122 @@
+"""`jcs-viewer`: serve the JCS Diagnosis viewer on a local port.
+
+    jcs-viewer [FILE_OR_DICOM_DIR] [--sample] [--port 8080] [--host 127.0.0.1]
+
+Binds to the loopback interface unless `--host` names another one; nothing is uploaded anywhere and
+no network access is made. Without a display, VTK renders off screen through EGL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+DEFAULT_PORT = 8080
+DEFAULT_HOST = "127.0.0.1"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options of `jcs-viewer`."""
+    parser = argparse.ArgumentParser(
+        prog="jcs-viewer",
+        description="Explainable COVID-19 reading of a chest CT in the browser "
+        "(JCS, Wu et al., IEEE TIP 2021). Research use only, not for clinical diagnosis.",
+    )
+    parser.add_argument(
+        "input", nargs="?", type=Path, help="CT file (NIfTI/NRRD/MHA/DICOM) or DICOM series folder"
+    )
+    parser.add_argument("--sample", action="store_true", help="open the bundled sample CT")
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to listen on, 0 for any free port (default {DEFAULT_PORT})",
+    )
+    parser.add_argument(
+        "--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST}, loopback only)"
+    )
+    parser.add_argument("--classifier", help="classifier weights name (default: the bundled default)")
+    parser.add_argument("--segmenter", help="segmenter weights name (default: the bundled default)")
+    parser.add_argument(
+        "--threshold", type=int, help="positive-slice count threshold (default: the model card's)"
+    )
+    parser.add_argument("--device", default="auto", help="engine device: auto, cpu, cuda, mps (default auto)")
+    parser.add_argument(
+        "--policy",
+        choices=("positive-only", "always"),
+        default="positive-only",
+        help="segment lesions only in positive cases (default) or always",
+    )
+    args = parser.parse_args(argv)
+    if args.sample and args.input is not None:
+        parser.error("give either an input or --sample, not both")
+    if not 0 <= args.port < 65536:
+        parser.error(f"--port must lie in 0..65535 (0: any free port), got {args.port}")
+    return args
+
+
+def use_offscreen_rendering() -> None:
+    """Pick VTK's EGL window when there is no display (must run before VTK creates a window)."""
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
+
+
+def resolve_input(args: argparse.Namespace):
+    """The `ViewerInput` to open, or None for an empty viewer; raises `jcs.errors.JCSError` on bad input."""
+    from jcs.io import read_ct
+
+    from .viewer import ViewerInput
+
+    if args.sample:
+        from jcs.sample import sample_path
+
+        path = Path(sample_path())
+    elif args.input is not None:
+        path = args.input
+    else:
+        return None
+    ct = read_ct(path)
+    dicom_dir = path if ct.dicom_files and path.is_dir() else None
+    name = path.name.removesuffix(".gz").rsplit(".", 1)[0] if path.is_file() else path.name
+    return ViewerInput(ct=ct, name=name or str(path), dicom_dir=dicom_dir)
+
+
+def engine_options(args: argparse.Namespace) -> dict:
+    """Options passed to `JCSDiagnosisSceneLogic.startDiagnosis`."""
+    options = {"device": args.device, "policy": args.policy}
+    for key in ("classifier", "segmenter", "threshold"):
+        if getattr(args, key) is not None:
+            options[key] = getattr(args, key)
+    return options
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `jcs-viewer`."""
+    args = parse_args(argv)
+    use_offscreen_rendering()
+    from jcs.errors import JCSError
+
+    try:
+        viewer_input = resolve_input(args)
+    except (JCSError, OSError) as exc:
+        print(f"jcs-viewer: {exc}", file=sys.stderr)
+        return 2
+
+    from .viewer import JCSViewer
+
+    viewer = JCSViewer(options=engine_options(args))
+    if viewer_input is not None:
+        viewer.load(viewer_input)
+    server = viewer.server
+    server.controller.on_server_ready.add(
+        lambda **_: print(f"JCS Diagnosis viewer: http://{args.host}:{server.port}/", flush=True)
+    )
+    server.start(port=args.port, host=args.host, open_browser=False, show_connection_info=False, timeout=0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

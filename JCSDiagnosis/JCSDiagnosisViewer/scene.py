@@ -1,0 +1,112 @@
+"""MRML helpers of the viewer: CT volume node from a `jcs.io.CTVolume`, table nodes to rows, chart SVG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from jcs.io import CTVolume
+from JCSDiagnosisLib.tables import readTable
+from JCSDiagnosisLib.volumes import ijkToRasFromImage, setVolumeArray
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLScene, vtkMRMLTableNode
+
+# Display windows (width, level) in HU; "Lung" is the engine's own window (jcs.preprocess.LUNG_WINDOW).
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "Lung": (1500.0, -600.0),
+    "Mediastinum": (350.0, 40.0),
+}
+
+
+def as_3d(image: sitk.Image) -> sitk.Image:
+    """The image itself if 3-D; a 2-D image (8-bit PNG/JPG or single slice) as a one-slice volume."""
+    if image.GetDimension() == 3:
+        return image
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError("the viewer shows single-channel images only")
+    return sitk.JoinSeries(image)
+
+
+def add_volume_node(scene: vtkMRMLScene, ct: CTVolume, name: str) -> vtkMRMLScalarVolumeNode:
+    """Add the CT in its original geometry (same voxels as `ct.image`) as a scalar volume node."""
+    image = as_3d(ct.image)
+    array = sitk.GetArrayFromImage(image)
+    if array.dtype not in (np.int16, np.uint8, np.float32):
+        array = array.astype(np.float32)
+    node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    setVolumeArray(node, array, ijkToRasFromImage(image))
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def set_window(volume_node: vtkMRMLScalarVolumeNode, preset: str) -> None:
+    """Apply a named window preset (see `WINDOW_PRESETS`) to the volume's display node."""
+    width, level = WINDOW_PRESETS[preset]
+    display = volume_node.GetDisplayNode()
+    display.AutoWindowLevelOff()
+    display.SetWindowLevel(width, level)
+
+
+def table_rows(table_node: vtkMRMLTableNode | None) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """Headers (`title` with unit, `key`) and text rows of a table node, as Vuetify's data table wants."""
+    if table_node is None or table_node.GetTable() is None:
+        return [], []
+    table = table_node.GetTable()
+    names = [table.GetColumnName(col) for col in range(table.GetNumberOfColumns())]
+    headers = []
+    for col, name in enumerate(names):
+        title = table_node.GetColumnLongName(name) or name
+        unit = table_node.GetColumnUnitLabel(name)
+        headers.append({"title": f"{title} ({unit})" if unit else title, "key": f"c{col}"})
+    records = readTable(table_node)
+    rows = [{f"c{col}": format_cell(row.get(name)) for col, name in enumerate(names)} for row in records]
+    return headers, rows
+
+
+def format_cell(value: Any) -> str:
+    """A table cell as text: floats with 4 significant digits, everything else as is."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def probability_chart_svg(
+    probabilities: Sequence[float],
+    *,
+    current: int | None = None,
+    cutoff: float = 0.5,
+    width: int = 400,
+    height: int = 120,
+) -> str:
+    """Per-slice COVID-19 probability along z as an SVG bar chart (inferior left, superior right).
+
+    Slices above `cutoff` (the classifier's per-slice decision, paper Sec. III-A) are drawn red; the
+    current axial slice is marked. The SVG spans the full width so a click's x maps to a slice index.
+    """
+    probs = np.clip(np.asarray(probabilities, dtype=float), 0.0, 1.0)
+    count = max(len(probs), 1)
+    step = width / count
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%"'
+        f' height="{height}" preserveAspectRatio="none" style="display:block;background:#161616">'
+    ]
+    for index, prob in enumerate(probs):
+        bar = prob * (height - 4)
+        colour = "#e8504a" if prob > cutoff else "#5b8fd9"
+        parts.append(
+            f'<rect x="{index * step:.2f}" y="{height - bar:.2f}" width="{max(step - 0.3, 0.3):.2f}"'
+            f' height="{bar:.2f}" fill="{colour}"><title>slice {index}: p={prob:.3f}</title></rect>'
+        )
+    y_cut = height - cutoff * (height - 4)
+    parts.append(
+        f'<line x1="0" x2="{width}" y1="{y_cut:.2f}" y2="{y_cut:.2f}" stroke="#bbbbbb"'
+        ' stroke-dasharray="4 3" stroke-width="1"/>'
+    )
+    if current is not None and 0 <= current < count:
+        x = (current + 0.5) * step
+        parts.append(
+            f'<line x1="{x:.2f}" x2="{x:.2f}" y1="0" y2="{height}" stroke="#f3d33a" stroke-width="1.5"/>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)

@@ -1,0 +1,379 @@
+"""The viewer application: trame-slicer views and segment editor around the JCS Diagnosis scene logic.
+
+All scene work goes through `JCSDiagnosisLib` (the same nodes, tables and exports as desktop Slicer);
+this module only connects it to the page. Inference runs in the scene logic's engine process; the
+event loop polls its progress, so the page stays responsive and Cancel works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from jcs.io import CTVolume
+from JCSDiagnosisLib.logic import DiagnosisNodes, DiagnosisRun, JCSDiagnosisSceneLogic
+from JCSDiagnosisLib.tables import PROBABILITY_COLUMN, SLICE_COLUMN, columnValues, readTable
+from JCSDiagnosisLib.terminology import lesionSpec
+from JCSDiagnosisLib.volumes import imageFromVolume
+from trame.app import TrameApp
+from trame_server import Server
+from trame_slicer import module as trame_slicer_module
+from trame_slicer.app.logic import LayoutButtonLogic, SegmentEditorLogic
+from trame_slicer.core import SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+from vtkmodules.vtkCommonCore import vtkCommand
+
+from .scene import (
+    WINDOW_PRESETS,
+    add_volume_node,
+    as_3d,
+    probability_chart_svg,
+    set_window,
+    table_rows,
+)
+from .ui import DOWNLOADS, build_layout, slice_view_overlay
+
+logger = logging.getLogger(__name__)
+
+POLL_INTERVAL_S = 0.25
+DEFAULT_HEATMAP_OPACITY = 0.4
+TABLES = ("summary", "lesions", "slices")
+
+
+@dataclass
+class ViewerInput:
+    """What the viewer shows: the CT as read by `jcs.io.read_ct`, its display name, its DICOM folder."""
+
+    ct: CTVolume
+    name: str
+    dicom_dir: Path | None = None
+
+
+class JCSViewer(TrameApp):
+    """One viewer session: a Slicer scene with the CT, its views in the page, and the JCS panel."""
+
+    def __init__(self, server: Server | str | None = None, *, options: dict[str, Any] | None = None) -> None:
+        super().__init__(server)
+        self.server.enable_module(trame_slicer_module)
+        self.options = dict(options or {})
+        self.slicer_app = SlicerApp()
+        register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=slice_view_overlay)
+        self.layout_logic = LayoutButtonLogic(self.server, self.slicer_app)
+        self.editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
+        self.scene_logic = JCSDiagnosisSceneLogic(self.slicer_app.app_logic)
+        self.input: ViewerInput | None = None
+        self.volume_node = None
+        self.result: DiagnosisNodes | None = None
+        self.run: DiagnosisRun | None = None
+        self.slice_positions = np.zeros(0)
+        self.probabilities = np.zeros(0)
+        self.current_slice: int | None = None
+        self._exports = tempfile.TemporaryDirectory(prefix="jcs-viewer-")
+        self._init_state()
+        self.ui, editor = build_layout(
+            self.server,
+            self.layout_logic.layout_manager,
+            diagnose=self.diagnose,
+            cancel=self.cancel,
+            update_results=self.update_results,
+            chart_click=self.chart_click,
+            row_click=self.row_click,
+            download=self.download,
+        )
+        self.editor_logic.set_ui(editor)
+        self.state.change("jcs_window")(self._on_window_changed)
+        self.state.change("jcs_heatmap_visible", "jcs_heatmap_opacity")(self._on_heatmap_changed)
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.interactor().AddObserver(
+                vtkCommand.WindowResizeEvent, lambda *_, v=view: v.fit_view_to_content()
+            )
+        self.axial_view = self.slicer_app.view_manager.get_view("Red")
+        self.axial_view.modified.connect(self._on_axial_slice_changed)
+
+    def _init_state(self) -> None:
+        state = self.state
+        state.trame__title = "JCS Diagnosis"
+        state.trame__favicon = None
+        state.update(
+            {
+                "active_tool": "jcs",
+                "jcs_case_name": "no case loaded",
+                "jcs_footer": "",
+                "jcs_volume_loaded": False,
+                "jcs_is_dicom": False,
+                "jcs_window": "Lung",
+                "jcs_busy": False,
+                "jcs_running": False,
+                "jcs_stage": "",
+                "jcs_progress": 0,
+                "jcs_error": "",
+                "jcs_has_results": False,
+                "jcs_decision": "",
+                "jcs_positive": False,
+                "jcs_positive_slices": 0,
+                "jcs_slice_count": 0,
+                "jcs_threshold": 0,
+                "jcs_lesion_ml": "",
+                "jcs_lesion_pct": "",
+                "jcs_segmentation": "",
+                "jcs_weights": "",
+                "jcs_edit_note": "",
+                "jcs_heatmap_visible": True,
+                "jcs_heatmap_opacity": DEFAULT_HEATMAP_OPACITY,
+                "jcs_chart_svg": probability_chart_svg([]),
+                "jcs_table_tab": "summary",
+            }
+        )
+        for key in TABLES:
+            state[f"jcs_{key}_headers"] = []
+            state[f"jcs_{key}_items"] = []
+
+    # Loading ---------------------------------------------------------------------------------
+
+    def load(self, viewer_input: ViewerInput) -> None:
+        """Show a CT in every view with the lung window; results of a previous case are dropped."""
+        self.input = viewer_input
+        self.volume_node = add_volume_node(self.slicer_app.scene, viewer_input.ct, viewer_input.name)
+        set_window(self.volume_node, self.state.jcs_window)
+        manager = self.slicer_app.display_manager
+        manager.show_volume_in_slice_background(self.volume_node)
+        manager.show_volume_in_slice_foreground(None)
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.set_visible_in_3d(True)
+        manager.reset_views()
+        size = self.volume_node.GetImageData().GetDimensions()
+        axial_count = as_3d(viewer_input.ct.axial_image()).GetSize()[2]
+        self.slice_positions = np.array(
+            [self.scene_logic.axialSliceCenter(self.volume_node, k)[2] for k in range(axial_count)]
+        )
+        spacing = self.volume_node.GetSpacing()
+        self.state.update(
+            {
+                "jcs_case_name": viewer_input.name,
+                "jcs_volume_loaded": True,
+                "jcs_is_dicom": viewer_input.dicom_dir is not None,
+                "jcs_footer": (
+                    f"{viewer_input.name}: {size[0]} x {size[1]} x {size[2]} voxels, "
+                    f"{spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm"
+                ),
+            }
+        )
+
+    def _on_window_changed(self, jcs_window: str, **_: Any) -> None:
+        if self.volume_node is not None and jcs_window in WINDOW_PRESETS:
+            set_window(self.volume_node, jcs_window)
+
+    # Diagnosis -------------------------------------------------------------------------------
+
+    async def diagnose(self) -> None:
+        """Run the engine on the loaded CT in the scene logic's background process, then show the results."""
+        if self.volume_node is None or self.state.jcs_busy:
+            return
+        with self.state:
+            self.state.update(
+                {
+                    "jcs_busy": True,
+                    "jcs_running": True,
+                    "jcs_error": "",
+                    "jcs_stage": "starting",
+                    "jcs_progress": 0,
+                }
+            )
+        try:
+            self.run = self.scene_logic.startDiagnosis(self.volume_node, **self.options)
+            process = self.run.process
+            while (code := process.poll()) is None:
+                with self.state:
+                    self.state.jcs_stage = process.stage or "running"
+                    self.state.jcs_progress = round(100 * process.fraction)
+                await asyncio.sleep(POLL_INTERVAL_S)
+            process.check(code)
+            with self.state:
+                self.state.jcs_stage = "loading results"
+            result = self.scene_logic.loadResults(self.run)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported on the page, details in the log
+            logger.exception("diagnosis failed")
+            with self.state:
+                self.state.jcs_error = str(exc)
+        else:
+            with self.state:
+                self._show_result(result)
+        finally:
+            if self.run is not None:
+                shutil.rmtree(self.run.workDir, ignore_errors=True)
+            self.run = None
+            with self.state:
+                self.state.jcs_busy = False
+                self.state.jcs_running = False
+
+    def cancel(self) -> None:
+        """Stop the running diagnosis (kills the engine process tree)."""
+        if self.run is not None:
+            self.run.process.cancel()
+
+    def _show_result(self, result: DiagnosisNodes) -> None:
+        self.result = result
+        self.scene_logic.setHeatmapOpacity(self._heatmap_opacity())
+        editor = self.slicer_app.segmentation_editor
+        editor.deactivate_effect()
+        editor.set_active_segmentation(result.segmentationNode, self.volume_node)
+        editor.set_active_segment_id(lesionSpec().segmentId)
+        self.probabilities = columnValues(result.sliceTableNode, PROBABILITY_COLUMN)
+        case = result.results.get("case", {})
+        self.state.update(
+            {
+                "jcs_has_results": True,
+                "jcs_decision": "COVID-19 positive" if case.get("positive") else "COVID-19 negative",
+                "jcs_positive": bool(case.get("positive")),
+                "jcs_positive_slices": int(case.get("positive_slice_count", 0)),
+                "jcs_slice_count": len(self.probabilities),
+                "jcs_threshold": int(case.get("threshold", 0)),
+                "jcs_weights": _weights_text(result.results.get("weights", {})),
+                "jcs_edit_note": "",
+            }
+        )
+        self._refresh_tables()
+        self._refresh_chart()
+
+    def update_results(self) -> None:
+        """Recompute every table from the (edited) lesion segmentation."""
+        if self.result is None:
+            return
+        self.slicer_app.segmentation_editor.deactivate_effect()
+        try:
+            self.scene_logic.updateResults(self.result.segmentationNode)
+        except Exception as exc:  # noqa: BLE001 - reported on the page, details in the log
+            logger.exception("update results failed")
+            self.state.jcs_error = str(exc)
+            return
+        self.state.jcs_error = ""
+        self.state.jcs_edit_note = "Results recomputed from the edited segmentation."
+        self._refresh_tables()
+
+    def _refresh_tables(self) -> None:
+        nodes = {
+            "summary": self.result.summaryTableNode,
+            "lesions": self.result.lesionTableNode,
+            "slices": self.result.sliceTableNode,
+        }
+        for key, node in nodes.items():
+            headers, rows = table_rows(node)
+            self.state[f"jcs_{key}_headers"] = headers
+            self.state[f"jcs_{key}_items"] = rows
+        summary = {row["quantity"]: row["value"] for row in readTable(self.result.summaryTableNode)}
+        self.state.jcs_lesion_ml = summary.get("opacification_volume_ml", "")
+        self.state.jcs_lesion_pct = summary.get("opacification_percent", "")
+        self.state.jcs_segmentation = summary.get("segmentation", "")
+
+    # Heatmap and navigation ------------------------------------------------------------------
+
+    def _heatmap_opacity(self) -> float:
+        return float(self.state.jcs_heatmap_opacity) if self.state.jcs_heatmap_visible else 0.0
+
+    def _on_heatmap_changed(self, **_: Any) -> None:
+        if self.result is not None:
+            self.scene_logic.setHeatmapOpacity(self._heatmap_opacity())
+
+    def chart_click(self, fraction: float) -> None:
+        """Open the axial slice under a click on the probability chart (x fraction 0..1)."""
+        if len(self.probabilities):
+            self.go_to_slice(int(np.clip(fraction * len(self.probabilities), 0, len(self.probabilities) - 1)))
+
+    def row_click(self, table: str, row: int) -> None:
+        """Open the slice of a clicked slice-table row, or centre the views on a clicked lesion."""
+        if self.result is None:
+            return
+        if table == "slices":
+            self.go_to_slice(int(readTable(self.result.sliceTableNode)[row][SLICE_COLUMN]))
+        elif table == "lesions":
+            self.scene_logic.jumpToLesion(self.result.segmentationNode, row)
+
+    def go_to_slice(self, index: int) -> None:
+        """Show axial-grid slice `index` (0 = most inferior) in every slice view."""
+        self.scene_logic.jumpToSlice(self.volume_node, index)
+
+    def _on_axial_slice_changed(self, view: Any) -> None:
+        if not len(self.slice_positions):
+            return
+        index = int(np.argmin(np.abs(self.slice_positions - view.get_slice_value())))
+        if index != self.current_slice:
+            self.current_slice = index
+            self._refresh_chart()
+
+    def _refresh_chart(self) -> None:
+        with self.state:
+            self.state.jcs_chart_svg = probability_chart_svg(self.probabilities, current=self.current_slice)
+
+    # Downloads ---------------------------------------------------------------------------------
+
+    def download(self, key: str) -> Any:
+        """Bytes of one download (see `ui.DOWNLOADS`) as a trame attachment."""
+        names = {k: filename for k, filename, *_ in DOWNLOADS}
+        if self.result is None or key not in names:
+            raise ValueError(f"nothing to download for {key!r}")
+        folder = Path(self._exports.name)
+        if key in ("seg", "sr"):
+            data = self._dicom_bytes(key, folder)
+        elif key == "labelmap":
+            data = self._labelmap_bytes(folder / names[key])
+        elif key == "json":
+            data = json.dumps(self._results_dict(), indent=2).encode()
+        else:
+            node = {"summary": self.result.summaryTableNode, "lesions": self.result.lesionTableNode}.get(
+                key, self.result.sliceTableNode
+            )
+            data = _csv_bytes(readTable(node))
+        return self.server.protocol.addAttachment(data)
+
+    def _dicom_bytes(self, key: str, folder: Path) -> bytes:
+        written = self.scene_logic.exportDicomSeg(
+            self.result.segmentationNode, folder / "dicom", sourceDicomDir=self.input.dicom_dir
+        )
+        return Path(written[key]).read_bytes()
+
+    def _labelmap_bytes(self, path: Path) -> bytes:
+        mask = self.scene_logic.lesionMask(self.result.segmentationNode)
+        sitk.WriteImage(imageFromVolume(self.volume_node, mask), str(path), useCompression=True)
+        return path.read_bytes()
+
+    def _results_dict(self) -> dict[str, Any]:
+        case = self.result.results.get("case", {})
+        return {
+            "case": {
+                "name": self.input.name,
+                **{k: v for k, v in case.items() if not isinstance(v, (list, dict))},
+            },
+            "weights": self.result.results.get("weights", {}),
+            "segmentation": "edited"
+            if self.scene_logic.isEdited(self.result.segmentationNode)
+            else "automatic",
+            "summary": readTable(self.result.summaryTableNode),
+            "lesions": readTable(self.result.lesionTableNode),
+            "slices": readTable(self.result.sliceTableNode),
+        }
+
+
+def _weights_text(weights: dict[str, Any]) -> str:
+    names = [f"{kind}: {info.get('name', '?')}" for kind, info in weights.items() if info]
+    return "Weights " + ", ".join(names) if names else ""
+
+
+def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
+    buffer = io.StringIO()
+    fields: list[str] = []
+    for row in rows:
+        fields.extend(k for k in row if k not in fields)
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue().encode()
