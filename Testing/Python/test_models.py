@@ -213,6 +213,8 @@ def test_classifier_feature_input_equals_image_path():
         stem = image_model.stem(x)
         assert stem.shape == (2, 16, 32, 32)
         torch.testing.assert_close(feature_model(stem), image_model(x))
+        with pytest.raises(ValueError, match=r"expects input \(N, 16, H, W\)"):
+            feature_model(x)
 
 
 @pytest.mark.parametrize("joint", [False, True])
@@ -326,7 +328,7 @@ def test_bad_checkpoint_files(tmp_path):
         load_checkpoint(bad_safetensors)
     pickled = tmp_path / "object.pth"
     with pickled.open("wb") as f:
-        pickle.dump({"weights": Path("/etc/passwd")}, f)
+        pickle.dump({"weights": Path("/etc/passwd")}, f, protocol=2)
     with pytest.raises(WeightsError, match="weights_only"):
         load_checkpoint(pickled)
     torch.save({"epoch": 3}, tmp_path / "not_weights.pth")

@@ -156,12 +156,20 @@ class Res2NetV1b(nn.Module):
             if isinstance(module, nn.Conv2d) and not module.weight.is_meta:
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
+    @property
+    def input_channels(self) -> int:
+        """Channels the model expects: 3 for images, the stem width with ``feature_input=True``."""
+        return self.stem_channels if self.feature_input else 3
+
     def stem(self, image: torch.Tensor) -> torch.Tensor:
         """The first stage: deep stem + ``bn1`` + ReLU (what the COVID-CS ``res2net_feats`` hold)."""
         return self.relu(self.bn1(self.conv1(image)))
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Stage outputs ``[stem, layer1, layer2, layer3, layer4]`` (strides 2, 4, 8, 16, 32)."""
+        if x.ndim != 4 or x.shape[1] != self.input_channels:
+            expected = f"(N, {self.input_channels}, H, W)"
+            raise ValueError(f"Res2NetV1b expects input {expected}, got {tuple(x.shape)}")
         x0 = x if self.feature_input else self.stem(x)
         x1 = self.layer1(self.maxpool(x0))
         x2 = self.layer2(x1)
