@@ -1,0 +1,99 @@
+"""Fast checks of the viewer's parts that need no browser: CLI, CT volume node, tables, chart."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+pytest.importorskip("trame_slicer")
+from phantoms import make_chest_phantom  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def scene():
+    from trame_slicer.core import SlicerApp
+
+    return SlicerApp().scene
+
+
+def test_cli_defaults_to_loopback_and_rejects_conflicts(capsys):
+    from JCSDiagnosisViewer.app import engine_options, parse_args
+
+    args = parse_args([])
+    assert (args.host, args.port, args.input, args.sample) == ("127.0.0.1", 8080, None, False)
+    assert engine_options(parse_args(["--threshold", "10", "--policy", "always"])) == {
+        "device": "auto",
+        "policy": "always",
+        "threshold": 10,
+    }
+    for bad in (["ct.nrrd", "--sample"], ["--port", "70000"], ["--policy", "sometimes"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+    assert "not both" in capsys.readouterr().err
+
+
+def test_cli_reports_a_missing_input_clearly(tmp_path, capsys):
+    from JCSDiagnosisViewer.app import main
+
+    assert main([str(tmp_path / "absent.nrrd"), "--port", "0"]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("jcs-viewer: ") and "absent.nrrd" in message
+
+
+def test_cli_resolves_a_dicom_folder_and_a_file(tmp_path):
+    from dicom_writer import write_image_series
+    from JCSDiagnosisViewer.app import parse_args, resolve_input
+
+    phantom = make_chest_phantom(shape=(16, 48, 48))
+    write_image_series(phantom.image, tmp_path / "series")
+    sitk.WriteImage(phantom.image, str(tmp_path / "chest.nii.gz"))
+    from_dicom = resolve_input(parse_args([str(tmp_path / "series")]))
+    from_file = resolve_input(parse_args([str(tmp_path / "chest.nii.gz")]))
+    assert (from_dicom.name, from_dicom.dicom_dir) == ("series", tmp_path / "series")
+    assert (from_file.name, from_file.dicom_dir) == ("chest", None)
+
+
+def test_volume_node_keeps_voxels_and_geometry(scene):
+    from jcs.io import CTVolume
+    from JCSDiagnosisLib.volumes import imageFromVolume
+    from JCSDiagnosisViewer.scene import WINDOW_PRESETS, add_volume_node, set_window
+
+    direction = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    phantom = make_chest_phantom(shape=(12, 48, 40), direction=direction, origin=(10.0, -20.0, 30.0))
+    ct = CTVolume(image=phantom.image, is_hu=True, path=None, dicom_files=None)
+    node = add_volume_node(scene, ct, "chest")
+    back = imageFromVolume(node)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(phantom.image))
+    np.testing.assert_allclose(back.GetDirection(), direction, atol=1e-9)
+    np.testing.assert_allclose(back.GetOrigin(), (10.0, -20.0, 30.0))
+    np.testing.assert_allclose(back.GetSpacing(), phantom.image.GetSpacing())
+    set_window(node, "Mediastinum")
+    display = node.GetDisplayNode()
+    assert (display.GetWindow(), display.GetLevel()) == WINDOW_PRESETS["Mediastinum"]
+    assert not display.GetAutoWindowLevel()
+
+
+def test_table_rows_carry_titles_units_and_values(scene):
+    from JCSDiagnosisLib.tables import fillTable
+    from JCSDiagnosisViewer.scene import table_rows
+
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", "lesions")
+    fillTable(node, [{"lesion_id": 1, "volume_ml": 1.23456}, {"lesion_id": 2, "volume_ml": 0.5}])
+    headers, rows = table_rows(node)
+    assert [h["title"] for h in headers] == ["Lesion id", "Volume (mL)"]
+    assert rows == [{"c0": "1", "c1": "1.235"}, {"c0": "2", "c1": "0.5"}]
+    assert table_rows(None) == ([], [])
+
+
+def test_probability_chart_marks_positive_slices_and_the_current_one():
+    from JCSDiagnosisViewer.scene import probability_chart_svg
+
+    svg = probability_chart_svg([0.1, 0.9, 0.6, 0.2], current=2, width=400)
+    bars = re.findall(r'<rect x="([\d.]+)"[^>]*fill="(#[0-9a-f]+)"', svg)
+    assert [float(x) for x, _ in bars] == [0.0, 100.0, 200.0, 300.0]
+    assert [colour for _, colour in bars] == ["#5b8fd9", "#e8504a", "#e8504a", "#5b8fd9"]
+    assert 'x1="250.00"' in svg and "slice 1: p=0.900" in svg
+    assert "<rect" not in probability_chart_svg([])
