@@ -49,6 +49,10 @@ LABEL_CONVENTIONS: dict[str, dict[int, tuple[str, int]]] = {
     "lungmask-lobes": {1: ("lobe", 4), 2: ("lobe", 5), 3: ("lobe", 1), 4: ("lobe", 2), 5: ("lobe", 3)},
 }
 
+# 8-bit images: lung candidates are darker than this fraction of the way from the dark class (air, lung)
+# to the bright class (soft tissue) of Otsu's split, so ground glass counts as lung but fat/muscle do not.
+EIGHT_BIT_LEVEL = 0.75
+
 _MAX_WORK_PIXELS = 288  # in-plane size of the working grid (speed: 512x512x300 in a few seconds)
 
 
@@ -56,7 +60,8 @@ def segment_lungs(image: np.ndarray, spacing_zyx: tuple[float, float, float], *,
                   close_mm: float = 8.0) -> np.ndarray:
     """Right/left lung labels (0 outside, 1 right, 2 left) of an axial-grid image.
 
-    `image` is (Z, Y, X) HU, or 8-bit pre-windowed (`is_hu=False`, thresholds from Otsu's method), or a
+    `image` is (Z, Y, X) HU, or 8-bit pre-windowed (`is_hu=False`, threshold `EIGHT_BIT_LEVEL` between
+    the classes of Otsu's method), or a
     single 2-D slice (Y, X) (returned 2-D). Steps: low-density candidates (< -400 HU), removal of air
     outside the body (components touching the slice border or enclosing the slice centre), removal of
     the trachea and main bronchi (tracked caudally from the top slices), components smaller than 20 % of
@@ -102,7 +107,9 @@ def _thresholds(arr: np.ndarray, is_hu: bool) -> tuple[float, float | None]:
     values = arr[:, ::2, ::2].astype(np.float32).ravel()
     if float(values.max()) - float(values.min()) < 1:
         raise InputError("segment_lungs: the image is constant")
-    return _otsu(values), None
+    otsu = _otsu(values)
+    dark, bright = float(np.median(values[values < otsu])), float(np.median(values[values >= otsu]))
+    return dark + EIGHT_BIT_LEVEL * (bright - dark), None
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -124,30 +131,57 @@ def _slice_structure() -> np.ndarray:
     return s
 
 
+def _border_components(lab: np.ndarray, n: int) -> np.ndarray:
+    """Per label: True when it runs along the slice border, i.e. touches it over at least sqrt(area)
+    pixels (a lung cut briefly by a tight field of view does not; the air around the body does)."""
+    contact = np.zeros(n + 1, dtype=np.int64)
+    for border in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
+        contact += np.bincount(border.ravel(), minlength=n + 1)
+    area = np.bincount(lab.ravel(), minlength=n + 1)
+    along = (contact > 0) & (contact >= np.sqrt(area))
+    along[0] = False
+    return along
+
+
+def _body(air: np.ndarray) -> np.ndarray:
+    """Per slice, the largest non-air component with everything it encloses (the body; the CT table
+    and other objects apart from it are left out)."""
+    lab, n = ndi.label(~air, structure=_slice_structure())
+    body = np.zeros_like(air)
+    if n == 0:
+        return body
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)
+    z_of = np.array([box[0].start for box in ndi.find_objects(lab)])
+    order = np.lexsort((sizes[1:], z_of))           # by slice, then size: the last of each slice wins
+    last = np.r_[z_of[order][1:] != z_of[order][:-1], True]
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[order[last] + 1] = True
+    core = keep[lab]
+    holes, m = ndi.label(~core, structure=_slice_structure())
+    enclosed = ~_border_components(holes, m)
+    enclosed[0] = False
+    return core | enclosed[holes]
+
+
 def _outside_air(air: np.ndarray) -> np.ndarray:
-    """Air outside the body: per slice, air components touching the border or whose filled area holds
-    the slice centre (the air ring inside a circular field of view)."""
+    """Air outside the body: per slice, air components along the border, around the slice centre (the
+    air ring inside a circular field of view) or not enclosed by the body (e.g. under the table)."""
     lab, n = ndi.label(air, structure=_slice_structure())
     if n == 0:
         return np.zeros_like(air)
-    outside = np.zeros(n + 1, dtype=bool)
-    for border in (lab[:, 0, :], lab[:, -1, :], lab[:, :, 0], lab[:, :, -1]):
-        outside[np.unique(border)] = True
-    # ring test: the component that surrounds the centre pixel of the slice is outside air
+    outside = _border_components(lab, n)
+    # ring test: a component that encloses the centre pixel of its slice (checked on the candidates that
+    # lie left of, right of, above and below the centre) is the air ring inside a circular field of view
     nz, ny, nx = air.shape
     cy, cx = ny // 2, nx // 2
     for z in range(nz):
-        row = lab[z, cy, : cx + 1]
-        ids = np.unique(row[row > 0])
-        for i in ids:
-            if outside[i]:
-                continue
-            # i encloses the centre when it also lies right of, above and below the centre
-            if (np.any(lab[z, cy, cx:] == i) and np.any(lab[z, :cy, cx] == i) and np.any(lab[z, cy:, cx] == i)
-                    and not np.any(lab[z, cy, cx] == i)):
+        sl = lab[z]
+        ids = set(np.unique(sl[cy, :cx])) & set(np.unique(sl[cy, cx + 1 :])) & set(np.unique(sl[:cy, cx]))
+        ids &= set(np.unique(sl[cy + 1 :, cx]))
+        for i in ids - {0, sl[cy, cx]}:
+            if not outside[i] and ndi.binary_fill_holes(sl == i)[cy, cx]:
                 outside[i] = True
-    outside[0] = False
-    return outside[lab]
+    return outside[lab] | (air & ~_body(air))
 
 
 def _track_airways(cand: np.ndarray, lumen: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
