@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
-from skimage.morphology import convex_hull_image
+from scipy.spatial import ConvexHull
 
 from jcs.errors import CorruptFileError, InputError
 
@@ -320,7 +320,7 @@ def _outer_concavities(mask: np.ndarray, side: int, px_mm2: float) -> np.ndarray
     ys, xs = np.nonzero(mask)
     box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
     crop = mask[box]
-    lab, n = ndi.label(convex_hull_image(crop, include_borders=False) & ~crop)
+    lab, n = ndi.label(_convex_hull(crop) & ~crop)
     if n == 0:
         return out
     cy, cx = ys.mean() - ys.min(), xs.mean() - xs.min()
@@ -337,6 +337,30 @@ def _outer_concavities(mask: np.ndarray, side: int, px_mm2: float) -> np.ndarray
     keep[0] = False
     out[box] = keep[lab]
     return out
+
+
+def _convex_hull(mask: np.ndarray) -> np.ndarray:
+    """Pixels whose centres lie inside the convex hull of the mask's pixel centres (row-wise scan of
+    the hull's edges; the mask itself is included)."""
+    edge = mask & ~ndi.binary_erosion(mask)
+    points = np.argwhere(edge).astype(np.float64)
+    if len(points) < 3 or np.linalg.matrix_rank(points - points[0]) < 2:
+        return mask.copy()
+    vertices = points[ConvexHull(points).vertices]
+    ny = mask.shape[0]
+    lo = np.full(ny, np.inf)
+    hi = np.full(ny, -np.inf)
+    for (y0, x0), (y1, x1) in zip(vertices, np.roll(vertices, -1, axis=0), strict=True):
+        rows = np.arange(math.ceil(min(y0, y1) - 1e-9), math.floor(max(y0, y1) + 1e-9) + 1)
+        xs = np.full(rows.shape, x0) if y1 == y0 else x0 + (rows - y0) * (x1 - x0) / (y1 - y0)
+        if y1 == y0:
+            xs = np.concatenate([xs, np.full(rows.shape, x1)])
+            rows = np.concatenate([rows, rows])
+        np.minimum.at(lo, rows.astype(np.int64), xs)
+        np.maximum.at(hi, rows.astype(np.int64), xs)
+    cols = np.arange(mask.shape[1])
+    hull = (cols[None, :] >= lo[:, None] - 1e-6) & (cols[None, :] <= hi[:, None] + 1e-6)
+    return hull | mask
 
 
 def _fill_slices(mask: np.ndarray) -> np.ndarray:
