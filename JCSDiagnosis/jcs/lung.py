@@ -312,7 +312,7 @@ def _close_and_fill(labels: np.ndarray, close_mm: float, spacing: tuple[float, f
 
 def _outer_concavities(mask: np.ndarray, side: int, px_mm2: float) -> np.ndarray:
     """Concavities of one lung slice facing the chest wall, where dense dependent or subpleural
-    consolidation excluded by the density threshold sits: components (>= 20 mm^2, smaller than the lung
+    consolidation excluded by the density threshold sits: components (>= 20 mm^2, at most 40 % of the lung
     slice) of its convex hull minus the lung whose centroid lies lateral of the lung's centroid, or
     posterior to it and outside the lung's medial quarter. Medial concavities (heart, hilum, spine) are
     left out."""
@@ -333,7 +333,7 @@ def _outer_concavities(mask: np.ndarray, side: int, px_mm2: float) -> np.ndarray
     mean_x = np.bincount(flat, cols.ravel(), minlength=n + 1) / np.maximum(areas, 1)
     lateral = mean_x < cx if side == RIGHT_LUNG else mean_x > cx
     not_medial = mean_x < medial_quarter if side == RIGHT_LUNG else mean_x > medial_quarter
-    keep = ((areas * px_mm2 >= 20) & (areas <= len(ys)) & (lateral | ((mean_y > cy) & not_medial)))
+    keep = (areas * px_mm2 >= 20) & (areas <= 0.4 * len(ys)) & (lateral | ((mean_y > cy) & not_medial))
     keep[0] = False
     out[box] = keep[lab]
     return out
