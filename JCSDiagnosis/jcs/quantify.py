@@ -192,10 +192,7 @@ def quantify(
         raise InputError(f"quantify: {len(slice_probabilities)} slice probabilities for {shape[0]} slices")
 
     zones = lung_zones(lungs) if geo.volumetric else None
-    distance = None
-    if geo.spacing_known and lungs.any():
-        distance = ndi.distance_transform_edt(lungs > 0, sampling=geo.spacing_zyx)
-    peripheral = None if distance is None else lesion & (distance <= peripheral_mm)
+    peripheral = _peripheral(lesion, lungs > 0, geo.spacing_zyx, peripheral_mm) if geo.spacing_known else None
 
     components, n = ndi.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
     rows = []
@@ -209,6 +206,34 @@ def quantify(
                        peripheral_mm)
     slices = _slice_rows(lesion, lungs, slice_probabilities, geo)
     return Quantification(summary=summary, lesions=rows, slices=slices)
+
+
+def _peripheral(lesion: np.ndarray, lung: np.ndarray, spacing_zyx: tuple[float, float, float],
+                distance_mm: float, chunk: int = 16) -> np.ndarray:
+    """Lesion voxels within `distance_mm` of the lung surface (Euclidean distance transform).
+
+    Computed in blocks of `chunk` slices cropped to the lesions plus a margin beyond `distance_mm`, so
+    memory stays bounded on 512x512x300 volumes; a voxel whose nearest surface lies outside its block
+    is farther than the margin and therefore not peripheral, as in the full transform.
+    """
+    out = np.zeros_like(lesion)
+    if not lesion.any():
+        return out
+    margin = [int(math.ceil(distance_mm / s)) + 1 for s in spacing_zyx]
+    ys, xs = (np.flatnonzero(lesion.any(axis=a)) for a in ((0, 2), (0, 1)))
+    y0, y1 = max(0, ys[0] - margin[1]), min(lesion.shape[1], ys[-1] + margin[1] + 1)
+    x0, x1 = max(0, xs[0] - margin[2]), min(lesion.shape[2], xs[-1] + margin[2] + 1)
+    zs_lesion = np.flatnonzero(lesion.any(axis=(1, 2)))
+    for z0 in range(zs_lesion[0], zs_lesion[-1] + 1, chunk):
+        z1 = min(lesion.shape[0], z0 + chunk)
+        zs, ze = max(0, z0 - margin[0]), min(lesion.shape[0], z1 + margin[0])
+        block = lung[zs:ze, y0:y1, x0:x1]
+        if block.all():   # no surface within reach: nothing here is peripheral
+            continue
+        dist = ndi.distance_transform_edt(block, sampling=spacing_zyx)
+        core = dist[z0 - zs : z1 - zs] <= distance_mm
+        out[z0:z1, y0:y1, x0:x1] = lesion[z0:z1, y0:y1, x0:x1] & core
+    return out
 
 
 def _hu_fields(values: np.ndarray | None) -> dict[str, float | None]:

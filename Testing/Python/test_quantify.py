@@ -402,3 +402,35 @@ def test_run_quantify_real_8bit_slice(shared_data: Path, tmp_path: Path) -> None
     with open(tmp_path / "summary.csv", newline="") as f:
         summary_rows = dict(list(csv.reader(f))[1:])
     assert summary_rows["lesion_mean_hu"] == "" and summary_rows["lung_volume_ml"] == ""
+
+
+def test_peripheral_blocks_match_the_full_distance_transform() -> None:
+    from jcs.quantify import _peripheral
+    from scipy import ndimage as ndi
+
+    lesions = [LesionSpec(side="right", zone="upper", radius_mm=9.0, position="peripheral"),
+               LesionSpec(side="left", zone="lower", radius_mm=12.0),
+               LesionSpec(side="left", zone="middle", radius_mm=5.0, position="peripheral")]
+    p = make_chest_phantom(lesions=lesions, touching_lungs=True, lung_z_range=(-0.1, 1.1))
+    lesion = p.lesion_mask > 0
+    full = lesion & (ndi.distance_transform_edt(p.lungs > 0, sampling=p.spacing_zyx) <= 10.0)
+    assert 0 < full.sum() < lesion.sum()
+    for chunk in (1, 5, 100):
+        assert np.array_equal(_peripheral(lesion, p.lungs > 0, p.spacing_zyx, 10.0, chunk=chunk), full)
+
+
+def test_touching_phantom_lesions_merge() -> None:
+    """Two ground-glass spheres overlapping in the right lung form one lesion of their union's volume."""
+    a = LesionSpec(side="right", zone="middle", radius_mm=6.0)
+    p0 = make_chest_phantom(lesions=[a])
+    cz, cy, cx = p0.lesions[0].center_voxel
+    b = LesionSpec(radius_mm=6.0, center=(cz, cy + 6.0, cx))     # 9 mm apart: the spheres overlap
+    c = LesionSpec(radius_mm=4.0, center=(cz, cy - 14.0, cx))    # 21 mm away: separate
+    p = make_chest_phantom(lesions=[LesionSpec(radius_mm=6.0, center=(cz, cy, cx)), b, c])
+    q = quantify(p.lesion_mask, p.lungs, p.axial_image, hu=p.hu)
+    assert q.summary["lesion_count"] == 2
+    volumes = sorted(r["volume_ml"] for r in q.lesions)
+    union = np.count_nonzero(p.lesion_labels == 1) + np.count_nonzero(p.lesion_labels == 2)
+    assert volumes[1] == pytest.approx(union * p.voxel_ml)
+    assert volumes[0] == pytest.approx(p.lesions[2].voxel_volume_ml)
+    assert volumes[1] < p.lesions[0].analytic_volume_ml + p.lesions[1].analytic_volume_ml
