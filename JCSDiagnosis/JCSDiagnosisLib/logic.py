@@ -90,8 +90,9 @@ def inputProblem(volumeNode) -> str | None:
     if imageData.GetNumberOfScalarComponents() != 1:
         return f"'{volumeNode.GetName()}' is a colour/vector image, not a CT."
     dims = imageData.GetDimensions()
-    if min(dims[:2]) < 16:
-        return f"'{volumeNode.GetName()}' is too small ({dims[0]}x{dims[1]} pixels per slice)."
+    inPlane = [d for axis, d in enumerate(dims) if axis != _superiorAxis(volumeNode)]
+    if min(inPlane) < 16:
+        return f"'{volumeNode.GetName()}' is too small ({inPlane[0]}x{inPlane[1]} pixels per axial slice)."
     low, high = imageData.GetScalarRange()
     if high <= low:
         return f"'{volumeNode.GetName()}' is constant (all voxels {low:g})."
@@ -100,6 +101,11 @@ def inputProblem(volumeNode) -> str | None:
             f"'{volumeNode.GetName()}' does not look like a CT in Hounsfield units (range {low:g}..{high:g})."
         )
     return None
+
+
+def _superiorAxis(volumeNode) -> int:
+    """The IJK axis closest to the patient's superior direction (the axial slice axis)."""
+    return int(np.argmax(np.abs(volumes.ijkToRasMatrix(volumeNode)[2, :3])))
 
 
 def maskSha256(mask: np.ndarray) -> str:
@@ -392,7 +398,7 @@ class JCSDiagnosisSceneLogic:
         """RAS centre of axial slice `axialIndex` (inferior to superior, as in the slice table)."""
         matrix = volumes.ijkToRasMatrix(volumeNode)
         dims = volumeNode.GetImageData().GetDimensions()
-        axis = int(np.argmax(np.abs(matrix[2, :3])))  # IJK axis closest to superior
+        axis = _superiorAxis(volumeNode)
         count = dims[axis]
         if not 0 <= axialIndex < count:
             raise IndexError(f"axial slice {axialIndex} is outside 0..{count - 1}")

@@ -104,7 +104,7 @@ def _formatValue(value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):
-        return f"{float(value):.4g}"
+        return f"{float(value):.6g}"
     return str(value)
 
 

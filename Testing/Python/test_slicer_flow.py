@@ -1,0 +1,329 @@
+"""The radiologist's flow on slicer-core: diagnose, look, edit, update, export, save and reload.
+
+A phantom chest CT (known lungs and lesions) is loaded into a real MRML scene from a DICOM series
+and from NRRD, diagnosed by the engine CLI in a background process with tiny deterministic weights;
+the segment is edited through the segmentation API, tables are checked cell by cell against the
+phantom truth, DICOM-SEG + SR are validated with dciodvfy and read back voxel-exact, and the scene
+survives a save/reload.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+pytest.importorskip("slicer", reason="slicer-core is not installed (pip install '.[slicer,viewer]')")
+SlicerApp = pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed").SlicerApp
+
+import highdicom as hd  # noqa: E402
+import pydicom  # noqa: E402
+import slicer  # noqa: E402
+import vtk  # noqa: E402
+from dicom_writer import write_image_series  # noqa: E402
+from jcs.io import CTVolume  # noqa: E402
+from JCSDiagnosisLib import display, tables, volumes  # noqa: E402
+from JCSDiagnosisLib.logic import JCSDiagnosisSceneLogic  # noqa: E402
+from JCSDiagnosisLib.process import EngineError  # noqa: E402
+from phantoms import make_chest_phantom  # noqa: E402
+from tiny_weights import tiny_weights_dir  # noqa: E402, F401  (fixture)
+
+pytestmark = [
+    pytest.mark.slicer,
+    pytest.mark.skipif(importlib.util.find_spec("jcs.cli") is None, reason="engine CLI jcs.cli not landed yet"),
+]
+
+
+@pytest.fixture(scope="module")
+def weights(tiny_weights_dir):  # noqa: F811
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
+        yield {"classifier": "tiny-classifier", "segmenter": "tiny-segmenter"}
+
+
+# The engine's cost grows with the slice count (every slice is classified and segmented at a fixed
+# size), so the phantoms are thin: 16 slices for the DICOM case, 8 for the NRRD case.
+@pytest.fixture(scope="module")
+def phantom():
+    return make_chest_phantom(shape=(16, 96, 96), spacing=(5.0, 1.5, 1.5))
+
+
+@pytest.fixture(scope="module")
+def app():
+    app = SlicerApp()
+    app.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")  # what a slice view observes
+    return app
+
+
+@pytest.fixture(scope="module")
+def logic(app):
+    return JCSDiagnosisSceneLogic(app.app_logic)
+
+
+@pytest.fixture(scope="module")
+def dicom_files(phantom, tmp_path_factory):
+    return write_image_series(phantom.image, tmp_path_factory.mktemp("ct-dicom"))
+
+
+def _original_grid(phantom, axial: np.ndarray) -> np.ndarray:
+    """An axial-grid array of the phantom on the (K, J, I) grid of its original image."""
+    ct = CTVolume(image=phantom.image, is_hu=True, path=Path("phantom"))
+    return sitk.GetArrayFromImage(ct.from_axial(np.ascontiguousarray(axial)))
+
+
+def _load_dicom(app, files) -> slicer.vtkMRMLScalarVolumeNode:
+    """Load a DICOM series with Slicer's archetype reader, as Slicer's DICOM scalar volume plugin does."""
+    names = vtk.vtkStringArray()
+    for path in files:
+        names.InsertNextValue(str(path))
+    node = app.volumes_logic.AddArchetypeVolume(str(files[0]), "phantom CT (DICOM)", 0, names)
+    assert node is not None
+    return node
+
+
+@pytest.fixture(scope="module")
+def dicom_case(app, logic, weights, dicom_files):
+    volume = _load_dicom(app, dicom_files)
+    progress = []
+    nodes = logic.diagnose(
+        volume,
+        device="cpu",
+        policy="always",
+        onProgress=lambda s, f: progress.append((s, f)),
+        timeout=300,
+        **weights,
+    )
+    return volume, nodes, progress
+
+
+def test_diagnosis_creates_linked_nodes_on_the_input_grid(app, logic, dicom_case, phantom):
+    volume, nodes, progress = dicom_case
+    assert progress and progress[-1][1] == pytest.approx(1.0)
+    assert np.array_equal(volumes.arrayFromVolume(volume), sitk.GetArrayFromImage(phantom.image))
+
+    assert np.allclose(volumes.ijkToRasMatrix(nodes.heatmapNode), volumes.ijkToRasMatrix(volume))
+    assert nodes.heatmapNode.GetImageData().GetDimensions() == volume.GetImageData().GetDimensions()
+    heat = volumes.arrayFromVolume(nodes.heatmapNode)
+    assert heat.dtype == np.float32 and 0.0 <= heat.min() and heat.max() <= 1.0 and heat.max() > 0
+    heat_display = nodes.heatmapNode.GetDisplayNode()
+    assert heat_display.GetColorNode().GetName() == display.HEATMAP_COLOR_NAME
+    assert (heat_display.GetWindowLevelMin(), heat_display.GetWindowLevelMax()) == (0.0, 1.0)
+    composite = display.sliceCompositeNodes(app.scene)[0]
+    assert composite.GetBackgroundVolumeID() == volume.GetID()
+    assert composite.GetForegroundVolumeID() == nodes.heatmapNode.GetID()
+    logic.setHeatmapOpacity(0.7)
+    assert composite.GetForegroundOpacity() == pytest.approx(0.7)
+
+    segmentation = nodes.segmentationNode
+    assert logic.sourceVolume(segmentation) is volume
+    assert segmentation.GetSegmentation().GetSourceRepresentationName() == "Binary labelmap"
+    lesion = segmentation.GetSegmentation().GetSegment("lesion")
+    assert lesion.GetName() == "COVID-19 lesions" and "DCM^112033^Abnormal opacity" in lesion.GetTerminology()
+    mask = logic.lesionMask(segmentation)
+    assert mask.shape == volumes.arrayFromVolume(volume).shape and set(np.unique(mask)) <= {0, 1}
+    assert not logic.isEdited(segmentation)
+
+    # lungs: optional hidden segments, close to the phantom truth
+    for segment_id in ("right_lung", "left_lung"):
+        assert not segmentation.GetDisplayNode().GetSegmentVisibility(segment_id)
+    lungs = logic.lungLabels(segmentation)
+    truth = _original_grid(phantom, phantom.lungs)
+    for label in (1, 2):
+        dice = (
+            2
+            * np.sum((lungs == label) & (truth == label))
+            / (np.sum(lungs == label) + np.sum(truth == label))
+        )
+        assert dice > 0.9, f"lung {label} Dice {dice:.3f}"
+
+    slices = tables.readTable(nodes.sliceTableNode)
+    assert [row[tables.SLICE_COLUMN] for row in slices] == list(range(phantom.lungs.shape[0]))
+    probabilities = np.array([row[tables.PROBABILITY_COLUMN] for row in slices])
+    assert np.all((probabilities >= 0) & (probabilities <= 1))
+    series = nodes.plotChartNode.GetNthPlotSeriesNode(0)
+    assert series.GetTableNodeID() == nodes.sliceTableNode.GetID()
+    assert series.GetYColumnName() == tables.PROBABILITY_COLUMN
+    summary = {row["quantity"]: row for row in tables.readTable(nodes.summaryTableNode)}
+    assert summary["positive_slice_count"]["value"] == str(int(np.sum(probabilities > 0.5)))
+    assert summary["opacification_volume_ml"]["unit"] == "mL"
+
+
+def _paint(logic, segmentation, mask):
+    volumes.setSegmentArray(segmentation, "lesion", mask, logic.sourceVolume(segmentation))
+
+
+def test_edit_then_update_recomputes_every_table(logic, dicom_case, phantom):
+    volume, nodes, _ = dicom_case
+    segmentation = nodes.segmentationNode
+    voxel_ml = phantom.voxel_ml
+
+    # erase everything the engine found, paint one block inside the right lung
+    axial_block = np.zeros_like(phantom.lesion_mask)
+    z, y, x = np.nonzero(phantom.lungs == 1)
+    cz, cy, cx = int(np.median(z)), int(np.median(y)), int(np.median(x))
+    axial_block[cz - 1 : cz + 2, cy - 2 : cy + 2, cx - 2 : cx + 3] = 1
+    assert np.all(phantom.lungs[axial_block > 0] == 1)
+    _paint(logic, segmentation, _original_grid(phantom, axial_block))
+    assert logic.isEdited(segmentation)
+    logic.updateResults(segmentation)
+    summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+    assert float(summary["opacification_volume_ml"]) == pytest.approx(60 * voxel_ml, rel=1e-3)
+    assert summary["lesion_count"] == "1" and summary["segmentation"] == "edited"
+    assert float(summary["opacification_volume_ml_right"]) == pytest.approx(60 * voxel_ml, rel=1e-3)
+    assert float(summary["opacification_volume_ml_left"]) == 0.0
+    (row,) = tables.readTable(nodes.lesionTableNode)
+    assert (row["voxel_count"], row["lung_side"]) == (60, "right")
+    slices = tables.readTable(nodes.sliceTableNode)
+    areas = [r["opacification_area_px"] for r in slices]
+    assert areas == [20 if cz - 1 <= k <= cz + 1 else 0 for k in range(len(slices))]
+
+    # now paint exactly the phantom's lesions (erasing the block): tables must match the truth
+    _paint(logic, segmentation, _original_grid(phantom, phantom.lesion_mask))
+    logic.updateResults(segmentation)
+    rows = tables.readTable(nodes.lesionTableNode)
+    truth = sorted(lesion.voxel_volume_ml for lesion in phantom.lesions)
+    assert sorted(r["volume_ml"] for r in rows) == pytest.approx(truth, rel=1e-4)
+    assert sorted(r["lung_side"] for r in rows) == sorted(lesion.side for lesion in phantom.lesions)
+    summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+    assert float(summary["opacification_volume_ml"]) == pytest.approx(
+        phantom.lesion_mask.sum() * voxel_ml, rel=1e-3
+    )
+    # % of lung uses the lung segments (jcs.lung on the CT), which are close to the phantom's lungs
+    lung_ml = float(summary["lung_volume_ml"])
+    assert lung_ml == pytest.approx(np.count_nonzero(phantom.lungs) * voxel_ml, rel=0.1)
+    expected_percent = 100.0 * float(summary["opacification_volume_ml"]) / lung_ml
+    assert float(summary["opacification_percent"]) == pytest.approx(expected_percent, rel=1e-3)
+    assert tables.readTable(nodes.sliceTableNode)[0][tables.PROBABILITY_COLUMN] == pytest.approx(
+        nodes.results["slices"][0][tables.PROBABILITY_COLUMN], abs=1e-5
+    )
+
+    # clicking a lesion row centres the views on it
+    ras = logic.jumpToLesion(segmentation, 0)
+    assert np.all(np.isfinite(ras))
+
+
+def _dciodvfy_errors(path: Path) -> list[str]:
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_export_seg_and_sr_validates_and_reads_back(logic, dicom_case, dicom_files, phantom, tmp_path):
+    volume, nodes, _ = dicom_case
+    segmentation = nodes.segmentationNode
+    _paint(logic, segmentation, _original_grid(phantom, phantom.lesion_mask))
+    exported = logic.exportDicomSeg(segmentation, tmp_path)  # sources: the files the volume was read from
+
+    if shutil.which("dciodvfy"):
+        assert _dciodvfy_errors(exported.segPath) == []
+        assert _dciodvfy_errors(exported.srPath) == []
+    seg = hd.seg.segread(exported.segPath)
+    description = seg.SegmentSequence[0]
+    assert description.SegmentAlgorithmType == "SEMIAUTOMATIC"
+    assert description.SegmentedPropertyTypeCodeSequence[0].CodeValue == "112033"
+    assert description.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
+    assert description.SegmentAlgorithmName == "JCS Diagnosis"
+
+    sources = [pydicom.dcmread(path, stop_before_pixels=True) for path in dicom_files]
+    uids = [str(ds.SOPInstanceUID) for ds in sources]
+    assert {
+        r.ReferencedSOPInstanceUID for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+    } <= set(uids)
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1])[..., 0]
+    # dicom_writer writes the axial grid in slice order (file k = axial slice k)
+    assert np.array_equal(pixels.astype(np.uint8), phantom.lesion_mask.astype(np.uint8))
+
+    sr = hd.sr.srread(exported.srPath)
+    groups = sr.content.get_volumetric_roi_measurement_groups() if hasattr(sr, "content") else []
+    text = str(pydicom.dcmread(exported.srPath))
+    assert seg.SOPInstanceUID in text
+    summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+    volume_ml = float(summary["opacification_volume_ml"])
+    if groups:
+        measurements = {m.name.meaning: m.value for m in groups[0].get_measurements()}
+        assert measurements["Volume"] == pytest.approx(volume_ml, rel=1e-3)
+        assert measurements["Number of lesions"] == len(phantom.lesions)
+
+
+def test_nrrd_input_export_needs_sources_and_rerun_keeps_edits(
+    app, logic, weights, phantom, dicom_files, tmp_path
+):
+    # a thin phantom in a flipped/permuted (non-axial-LPS) geometry, loaded from NRRD
+    thin = make_chest_phantom(
+        shape=(8, 96, 96), spacing=(5.0, 1.5, 1.5), direction=(-1, 0, 0, 0, 0, -1, 0, -1, 0)
+    )
+    path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(thin.image, str(path))
+    volume = app.volumes_logic.AddArchetypeVolume(str(path), "phantom CT (NRRD)")
+    assert np.array_equal(volumes.arrayFromVolume(volume), sitk.GetArrayFromImage(thin.image))
+    nodes = logic.diagnose(volume, device="cpu", policy="always", timeout=300, **weights)
+    assert np.allclose(volumes.ijkToRasMatrix(nodes.heatmapNode), volumes.ijkToRasMatrix(volume))
+    assert nodes.sliceTableNode.GetNumberOfRows() == 8  # axial slices, whatever the stored orientation
+    with pytest.raises(ValueError, match="not loaded from DICOM"):
+        logic.exportDicomSeg(nodes.segmentationNode, tmp_path / "out")
+
+    # the radiologist edits, then runs Diagnose again: new nodes, the edit is untouched
+    edited = np.zeros_like(logic.lesionMask(nodes.segmentationNode))
+    edited[tuple(slice(n // 3, n // 3 + 2) for n in edited.shape)] = 1
+    _paint(logic, nodes.segmentationNode, edited)
+    again = logic.diagnose(volume, device="cpu", policy="always", timeout=300, **weights)
+    assert again.segmentationNode.GetID() != nodes.segmentationNode.GetID()
+    assert again.heatmapNode.GetID() != nodes.heatmapNode.GetID()
+    assert again.summaryTableNode.GetID() != nodes.summaryTableNode.GetID()
+    assert np.array_equal(logic.lesionMask(nodes.segmentationNode), edited)
+    assert logic.isEdited(nodes.segmentationNode) and not logic.isEdited(again.segmentationNode)
+    # deterministic engine: the same input gives the same automatic result
+    assert again.segmentationNode.GetAttribute("JCSDiagnosis.automaticLesionSha256") == (
+        nodes.segmentationNode.GetAttribute("JCSDiagnosis.automaticLesionSha256")
+    )
+
+
+def test_export_from_a_source_folder(logic, dicom_case, dicom_files, tmp_path):
+    volume, nodes, _ = dicom_case
+    exported = logic.exportDicomSeg(nodes.segmentationNode, tmp_path, sourceDicomDir=dicom_files[0].parent)
+    assert len(exported.sourceSopInstanceUids) == len(dicom_files)
+    with pytest.raises(FileNotFoundError):
+        logic.exportDicomSeg(nodes.segmentationNode, tmp_path, sourceDicomDir=tmp_path / "missing")
+
+
+def test_scene_save_and_reload_keeps_everything(app, logic, dicom_case, tmp_path):
+    volume, nodes, _ = dicom_case
+    mask = logic.lesionMask(nodes.segmentationNode)
+    heat = volumes.arrayFromVolume(nodes.heatmapNode)
+    lesion_rows = tables.readTable(nodes.lesionTableNode)
+    assert app.app_logic.SaveSceneToSlicerDataBundleDirectory(str(tmp_path), None)
+
+    reloaded = SlicerApp()
+    reloaded.scene.SetURL(str(next(tmp_path.glob("*.mrml"))))
+    assert reloaded.scene.Import()
+    logic2 = JCSDiagnosisSceneLogic(reloaded.app_logic)
+    segmentation = reloaded.scene.GetNodeByID(nodes.segmentationNode.GetID())
+    assert segmentation is not None
+    nodes2 = logic2.resultNodes(segmentation)
+    assert np.array_equal(logic2.lesionMask(segmentation), mask)
+    assert logic2.isEdited(segmentation) == logic.isEdited(nodes.segmentationNode)
+    assert np.allclose(volumes.arrayFromVolume(nodes2.heatmapNode), heat)
+    assert nodes2.heatmapNode.GetDisplayNode().GetColorNode().GetName() == display.HEATMAP_COLOR_NAME
+    assert np.allclose(volumes.ijkToRasMatrix(nodes2.volumeNode), volumes.ijkToRasMatrix(volume))
+    assert "DCM^112033" in segmentation.GetSegmentation().GetSegment("lesion").GetTerminology()
+    rows2 = tables.readTable(nodes2.lesionTableNode)
+    assert [r["voxel_count"] for r in rows2] == [r["voxel_count"] for r in lesion_rows]
+    assert nodes2.lesionTableNode.GetColumnUnitLabel("volume_ml") == "mL"
+    assert nodes2.plotChartNode.GetNthPlotSeriesNode(0).GetTableNodeID() == nodes2.sliceTableNode.GetID()
+    logic2.updateResults(segmentation)  # the reloaded result stays editable/updatable
+
+
+def test_cancel_stops_the_engine_and_adds_nothing(app, logic, weights, dicom_case):
+    volume = dicom_case[0]
+    before = app.scene.GetNumberOfNodes()
+    run = logic.startDiagnosis(volume, device="cpu", **weights)
+    run.process.cancel()
+    with pytest.raises(EngineError, match="cancelled"):
+        run.process.wait(timeout=60)
+    assert run.process.poll() is not None
+    assert app.scene.GetNumberOfNodes() == before
+    shutil.rmtree(run.workDir, ignore_errors=True)
