@@ -35,7 +35,7 @@ from tiny_weights import tiny_weights_dir  # noqa: E402, F401  (fixture)
 
 pytestmark = [
     pytest.mark.slicer,
-    pytest.mark.skipif(importlib.util.find_spec("jcs.cli") is None, reason="engine CLI jcs.cli not landed yet"),
+    pytest.mark.skipif(importlib.util.find_spec("jcs.cli") is None, reason="no engine CLI (jcs.cli) yet"),
 ]
 
 
