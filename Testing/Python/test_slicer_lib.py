@@ -302,3 +302,32 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, StopIteration):
         return False
     return "Z" not in state.split()[1]
+
+
+def test_seg_frames_follow_source_instances_whatever_the_volume_orientation(tmp_path):
+    from dicom_writer import write_image_series
+    from JCSDiagnosisLib.dicomseg import frameMasks, readSourceSeries
+
+    hu = np.full((6, 20, 24), -800, np.int16)
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((0.9, 0.8, 3.0))
+    image.SetOrigin((5.0, -7.0, 12.0))
+    files = write_image_series(image, tmp_path / "ct")
+    sources = readSourceSeries(list(reversed(files)), 6)
+    assert [float(ds.ImagePositionPatient[2]) for ds in sources] == pytest.approx(
+        [12.0 + 3 * k for k in range(6)]
+    )
+    mask = np.zeros((6, 20, 24), np.uint8)
+    mask[1, 2:5, 3:9] = 1
+    mask[4, 15, 20] = 1
+    # the same voxels on a volume grid stored flipped in all three axes (as another reader might)
+    flipped = sitk.Flip(sitk.GetImageFromArray(mask), [True, True, True])
+    flipped.SetSpacing(image.GetSpacing())
+    reference = sitk.GetImageFromArray(mask)
+    reference.CopyInformation(image)
+    flipped.SetOrigin(reference.TransformIndexToPhysicalPoint((23, 19, 5)))
+    flipped.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, -1))
+    frames = frameMasks(sitk.GetArrayFromImage(flipped), volumes.ijkToRasFromImage(flipped), sources)
+    assert np.array_equal(frames, mask)
+    with pytest.raises(ValueError, match="slices like the volume"):
+        readSourceSeries(files, 7)
