@@ -1,0 +1,463 @@
+"""Slice-wise JCS diagnosis of a CT volume: classification, Grad-CAM and lesion segmentation.
+
+Pipeline (paper §III): every axial slice is windowed to 8 bit and classified (Res2Net, class 1 =
+COVID-19); Grad-CAM of class 1 on the last stage explains each decision (eq. (1)-(2)); the case is
+positive when more than T slices are positive (paper §IV, T = 25 for scans of about 300 slices); the
+segmenter then delineates the opacities, by default only in positive cases as in the paper.
+
+Slices are streamed through the models in batches, so no float copy of the whole volume is made per
+stage. The device is chosen automatically (CUDA, then Apple MPS, then CPU); on an out-of-memory error
+the batch is halved, and on an accelerator that cannot run even one slice the engine moves to the CPU.
+Reduced precision (bf16 on CPUs with native bf16, fp16 on CUDA) is used under autocast; the test-suite
+checks it gives the same decisions as fp32 and lesion masks with Dice >= 0.99.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jcs.errors import CancelledError, JCSError, WeightsError
+from jcs.gradcam import COVID_CLASS, cam_to_slices, grad_cam
+from jcs.io import CTVolume
+from jcs.preprocess import SEGMENTER_SIZE, axial_slices_uint8, classifier_input, segmenter_input
+from jcs.weights import DEFAULT_THRESHOLD, WeightsCard, default_weights, load_model
+
+SEGMENT_POLICIES = ("positive-only", "always")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SLICE_THRESHOLD = 0.5
+"""A slice is positive when its COVID-19 probability exceeds this; lesion pixels likewise (paper §III)."""
+REFERENCE_SLICES = 300
+"""Slice count of the scans for which the paper's T = 25 was set."""
+REFERENCE_INVOLVEMENT_MM = 25.0
+"""Cranio-caudal extent T = 25 stands for, assuming the reference scans have about 1 mm slices."""
+
+NO_WEIGHTS_MESSAGE = (
+    "no classifier weights were named and none are bundled with this installation. Get weights with "
+    "`jcs weights import-official CHECKPOINT --name NAME` (an official JCS checkpoint) or train your own "
+    "(see training/), then pass `--classifier NAME`; `jcs weights list` shows what is installed"
+)
+
+ProgressCallback = Callable[[str, float], None]
+CancelCallback = Callable[[], bool]
+
+# Rough activation memory per slice in fp32 for the full-width models, used to size GPU batches.
+_CLASSIFIER_BYTES_PER_SLICE = 120 * 2**20
+_SEGMENTER_BYTES_PER_SLICE = 900 * 2**20
+_CPU_CLASSIFIER_BATCH = 16
+_CPU_SEGMENTER_BATCH = 4
+_MAX_GPU_BATCH = 64
+
+
+@dataclass
+class DiagnosisResult:
+    """Outputs of :meth:`DiagnosisEngine.diagnose`; arrays are on the axial grid ``(Z, Y, X)``."""
+
+    slice_probabilities: np.ndarray
+    positive_slice_count: int
+    threshold: int
+    positive: bool
+    heatmap: np.ndarray
+    lesion_probability: np.ndarray | None
+    lesion_mask: np.ndarray
+    segmented: bool
+    timings_s: dict[str, float]
+    weights: dict[str, dict[str, str]]
+    device: str
+    precision: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def slice_positive(self) -> np.ndarray:
+        """Boolean (Z,) per-slice decisions (probability > 0.5)."""
+        return self.slice_probabilities > SLICE_THRESHOLD
+
+
+def scaled_threshold(n_slices: int, slice_thickness_mm: float | None = None) -> int:
+    """Positive-slice threshold T adapted to a scan, keeping what the paper's T = 25 means.
+
+    T counts slices, so a scan cut into fewer, thicker slices shows the same disease on fewer slices.
+    With the slice thickness (or spacing) known, T keeps the cranio-caudal extent of involvement that
+    25 slices of about 1 mm represent: ``T = round(25 mm / thickness)``. Otherwise T scales with the
+    slice count against the paper's ~300-slice scans: ``T = round(25 * n_slices / 300)``. Either way
+    T >= 0; a single slice gets T = 0 (the case is positive when that slice is).
+    """
+    if n_slices < 1:
+        raise ValueError(f"n_slices must be positive, got {n_slices}")
+    if n_slices == 1:
+        return 0
+    if slice_thickness_mm is not None:
+        if not slice_thickness_mm > 0:
+            raise ValueError(f"slice thickness must be positive, got {slice_thickness_mm}")
+        return max(1, round(REFERENCE_INVOLVEMENT_MM / slice_thickness_mm))
+    return max(1, round(DEFAULT_THRESHOLD * n_slices / REFERENCE_SLICES))
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit device must be available."""
+    name = str(device)
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(name)
+    except RuntimeError as exc:
+        raise JCSError(f"unknown device {name!r}; use auto, cpu, cuda or mps") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise JCSError("device 'cuda' was requested but no CUDA GPU is available to PyTorch")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise JCSError("device 'mps' was requested but Apple MPS is not available to PyTorch")
+    if resolved.type not in ("cpu", "cuda", "mps"):
+        raise JCSError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
+    return resolved
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic (AVX512-BF16/AMX on x86, per oneDNN)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    if probe is not None:
+        return bool(probe())
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto``: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; explicit values are checked."""
+    if precision not in PRECISIONS:
+        raise JCSError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        if device.type == "cpu" and cpu_supports_bf16():
+            return "bf16"
+        return "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise JCSError(f"fp16 inference needs a CUDA device, not {device.type}")
+    if precision == "bf16":
+        if device.type == "cpu" and not cpu_supports_bf16():
+            raise JCSError("bf16 inference was requested but this CPU has no native bf16 support")
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise JCSError("bf16 inference was requested but this GPU does not support bf16")
+        if device.type == "mps":
+            raise JCSError("bf16 inference is not supported on Apple MPS; use fp32")
+    return precision
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    message = str(exc).lower()
+    oom = "out of memory" in message or "can't allocate memory" in message
+    return isinstance(exc, RuntimeError) and oom
+
+
+def _prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device=device, memory_format=torch.channels_last).eval()
+    model.requires_grad_(False)
+    return model
+
+
+class DiagnosisEngine:
+    """Runs the JCS models over a CT volume; see the module docstring for the pipeline.
+
+    ``segmenter_size`` (an extension of the contract) is the segmenter's square input size: by
+    default the size in the segmenter's model card (``input.size``), else the paper's 512.
+    """
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        segmenter: nn.Module | None = None,
+        *,
+        device: str | torch.device = "auto",
+        threshold: int = DEFAULT_THRESHOLD,
+        segment_policy: str = "positive-only",
+        precision: str = "auto",
+        batch_size: int | None = None,
+        classifier_card: WeightsCard | None = None,
+        segmenter_card: WeightsCard | None = None,
+        segmenter_size: int | None = None,
+    ) -> None:
+        if segment_policy not in SEGMENT_POLICIES:
+            raise JCSError(f"segment policy must be one of {SEGMENT_POLICIES}, not {segment_policy!r}")
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+            raise JCSError(f"threshold must be a non-negative number of slices, not {threshold!r}")
+        if batch_size is not None and batch_size < 1:
+            raise JCSError(f"batch size must be at least 1, not {batch_size}")
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.threshold = threshold
+        self.segment_policy = segment_policy
+        self.batch_size = batch_size
+        self.classifier = _prepare_model(classifier, self.device)
+        self.segmenter = None if segmenter is None else _prepare_model(segmenter, self.device)
+        self.classifier_card = classifier_card
+        self.segmenter_card = segmenter_card
+        if segmenter_size is None:
+            card_input = segmenter_card.data.get("input", {}) if segmenter_card is not None else {}
+            segmenter_size = int(card_input.get("size", SEGMENTER_SIZE))
+        if segmenter_size < 32 or segmenter_size % 32:
+            raise JCSError(f"segmenter input size must be a positive multiple of 32, not {segmenter_size}")
+        self.segmenter_size = segmenter_size
+
+    @classmethod
+    def from_registry(
+        cls, classifier: str | None = None, segmenter: str | None = None, **kwargs: Any
+    ) -> DiagnosisEngine:
+        """Engine with registry weights (defaults: the bundled ones; no segmenter if none is found).
+
+        Without an explicit ``threshold`` the classifier card's recommended threshold is used.
+        """
+        classifier = classifier or default_weights("classifier")
+        if classifier is None:
+            raise WeightsError(NO_WEIGHTS_MESSAGE)
+        classifier_model, classifier_card = load_model(classifier)
+        if classifier_card.kind != "classifier":
+            raise WeightsError(f"weights {classifier!r} are a {classifier_card.kind}, not a classifier")
+        segmenter = segmenter or default_weights("segmenter")
+        segmenter_model, segmenter_card = None, None
+        if segmenter is not None:
+            segmenter_model, segmenter_card = load_model(segmenter)
+            if segmenter_card.kind != "segmenter":
+                raise WeightsError(f"weights {segmenter!r} are a {segmenter_card.kind}, not a segmenter")
+        if kwargs.get("threshold") is None:
+            kwargs["threshold"] = classifier_card.threshold if classifier_card.threshold is not None else (
+                DEFAULT_THRESHOLD
+            )
+        return cls(
+            classifier_model,
+            segmenter_model,
+            classifier_card=classifier_card,
+            segmenter_card=segmenter_card,
+            **kwargs,
+        )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _initial_batch(self, stage: str) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        if self.device.type == "cpu":
+            return _CPU_CLASSIFIER_BATCH if stage == "classify" else _CPU_SEGMENTER_BATCH
+        per_slice = _CLASSIFIER_BYTES_PER_SLICE if stage == "classify" else _SEGMENTER_BYTES_PER_SLICE
+        if self.precision != "fp32":
+            per_slice //= 2
+        if self.device.type == "cuda":
+            free, _total = torch.cuda.mem_get_info(self.device)
+        else:
+            free = 4 * 2**30
+        return int(max(1, min(_MAX_GPU_BATCH, free * 0.6 // per_slice)))
+
+    def _move_to_cpu(self) -> None:
+        self.device = torch.device("cpu")
+        self.precision = resolve_precision("auto", self.device)
+        self.classifier = _prepare_model(self.classifier, self.device)
+        if self.segmenter is not None:
+            self.segmenter = _prepare_model(self.segmenter, self.device)
+        self._empty_cache()
+
+    @staticmethod
+    def _empty_cache() -> None:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if torch.backends.mps.is_available():
+            torch.mps.empty_cache()
+
+    def _batches(
+        self,
+        stage: str,
+        n: int,
+        run: Callable[[int, int], None],
+        progress: ProgressCallback | None,
+        should_cancel: CancelCallback | None,
+        notes: list[str],
+    ) -> None:
+        """Call ``run(start, stop)`` over ``range(n)`` in batches, shrinking them on out-of-memory."""
+        batch = self._initial_batch(stage)
+        start = 0
+        while start < n:
+            if should_cancel is not None and should_cancel():
+                raise CancelledError(f"diagnosis cancelled during {stage} at slice {start} of {n}")
+            stop = min(n, start + batch)
+            try:
+                run(start, stop)
+            except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+                if not _is_out_of_memory(exc):
+                    raise
+                self._empty_cache()
+                if stop - start > 1:
+                    batch = max(1, (stop - start) // 2)
+                    notes.append(f"{stage}: out of memory on {self.device.type}; batch size now {batch}")
+                    continue
+                if self.device.type != "cpu":
+                    notes.append(f"{stage}: out of memory on {self.device.type} with one slice; moved to CPU")
+                    self._move_to_cpu()
+                    batch = self._initial_batch(stage)
+                    continue
+                raise JCSError(f"out of memory while running {stage} on a single slice") from exc
+            start = stop
+            if progress is not None:
+                progress(stage, stop / n)
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+    # -- stages --------------------------------------------------------------------------------
+
+    def classify_slices(
+        self,
+        slices: np.ndarray,
+        *,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCallback | None = None,
+        notes: list[str] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """COVID-19 probability (Z,) and normalised Grad-CAM heatmap (Z, H, W) of uint8 slices."""
+        n, height, width = slices.shape
+        probabilities = np.zeros(n, dtype=np.float32)
+        heatmap = np.zeros((n, height, width), dtype=np.float32)
+
+        def run(start: int, stop: int) -> None:
+            with torch.no_grad():
+                x = self._to_device(classifier_input(slices[start:stop]))
+            with self._autocast():
+                logits, cam = grad_cam(self.classifier, x, target_class=COVID_CLASS)
+            probabilities[start:stop] = torch.softmax(logits.float(), dim=1)[:, COVID_CLASS].cpu().numpy()
+            heatmap[start:stop] = cam_to_slices(cam.cpu(), height, width)
+
+        self._batches("classify", n, run, progress, should_cancel, [] if notes is None else notes)
+        return probabilities, heatmap
+
+    def segment_slices(
+        self,
+        slices: np.ndarray,
+        *,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCallback | None = None,
+        notes: list[str] | None = None,
+    ) -> np.ndarray:
+        """Lesion probability (Z, H, W) float32 of uint8 slices (segmenter output 0, resized back)."""
+        if self.segmenter is None:
+            raise JCSError("no segmenter weights are loaded")
+        n, height, width = slices.shape
+        probability = np.zeros((n, height, width), dtype=np.float32)
+
+        def run(start: int, stop: int) -> None:
+            with torch.inference_mode():
+                x = self._to_device(segmenter_input(slices[start:stop], size=self.segmenter_size))
+                with self._autocast():
+                    maps = self.segmenter(x)[:, :1]
+                maps = F.interpolate(maps.float(), size=(height, width), mode="bilinear", align_corners=False)
+                probability[start:stop] = maps[:, 0].clamp_(0.0, 1.0).cpu().numpy()
+
+        self._batches("segment", n, run, progress, should_cancel, [] if notes is None else notes)
+        return probability
+
+    def diagnose(
+        self,
+        ct: CTVolume,
+        progress: ProgressCallback | None = None,
+        should_cancel: CancelCallback | None = None,
+    ) -> DiagnosisResult:
+        """Diagnose ``ct``: per-slice probabilities, case decision, Grad-CAM and (policy) lesions.
+
+        ``progress(stage, fraction)`` is called after each batch with stage ``"prepare"``,
+        ``"classify"``, ``"segment"`` or ``"done"``; ``should_cancel()`` is polled before each batch
+        and a True answer raises :class:`jcs.errors.CancelledError`.
+        """
+        timings: dict[str, float] = {}
+        notes: list[str] = []
+        t_total = time.perf_counter()
+
+        def report(stage: str, fraction: float) -> None:
+            if progress is not None:
+                progress(stage, fraction)
+
+        if should_cancel is not None and should_cancel():
+            raise CancelledError("diagnosis cancelled before it started")
+        t0 = time.perf_counter()
+        slices = axial_slices_uint8(ct)
+        timings["prepare"] = time.perf_counter() - t0
+        report("prepare", 1.0)
+        n_slices = slices.shape[0]
+
+        t0 = time.perf_counter()
+        probabilities, heatmap = self.classify_slices(
+            slices, progress=report, should_cancel=should_cancel, notes=notes
+        )
+        timings["classify"] = time.perf_counter() - t0
+        count = int((probabilities > SLICE_THRESHOLD).sum())
+        threshold = self.threshold
+        if n_slices == 1:
+            threshold = 0
+            notes.append("single slice: the case is positive when the slice is (threshold 0)")
+        positive = count > threshold
+
+        lesion_probability = None
+        lesion_mask = np.zeros(slices.shape, dtype=np.uint8)
+        segmented = False
+        run_segmenter = self.segmenter is not None and (self.segment_policy == "always" or positive)
+        if self.segmenter is None:
+            notes.append("no segmenter weights: lesions were not segmented")
+        elif run_segmenter:
+            t0 = time.perf_counter()
+            lesion_probability = self.segment_slices(
+                slices, progress=report, should_cancel=should_cancel, notes=notes
+            )
+            lesion_mask = (lesion_probability > SLICE_THRESHOLD).astype(np.uint8)
+            segmented = True
+            timings["segment"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_total
+        report("done", 1.0)
+
+        weights: dict[str, dict[str, str]] = {}
+        if self.classifier_card is not None:
+            weights["classifier"] = self.classifier_card.summary()
+        if self.segmenter_card is not None:
+            weights["segmenter"] = self.segmenter_card.summary()
+        return DiagnosisResult(
+            slice_probabilities=probabilities,
+            positive_slice_count=count,
+            threshold=threshold,
+            positive=positive,
+            heatmap=heatmap,
+            lesion_probability=lesion_probability,
+            lesion_mask=lesion_mask,
+            segmented=segmented,
+            timings_s=timings,
+            weights=weights,
+            device=self.device.type,
+            precision=self.precision,
+            notes=notes,
+        )
+
+
+def slice_spacing_mm(ct: CTVolume) -> float:
+    """Spacing between axial slices (mm) of ``ct``'s axial grid."""
+    spacing = ct.axial_image().GetSpacing()
+    return float(spacing[2]) if len(spacing) > 2 and math.isfinite(spacing[2]) else float("nan")

@@ -1,0 +1,226 @@
+"""DiagnosisEngine: outputs, decision rule, segmentation policy, precision, cancel, OOM fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from jcs import weights
+from jcs.errors import CancelledError, JCSError, WeightsError
+from jcs.inference import (
+    DiagnosisEngine,
+    cpu_supports_bf16,
+    resolve_device,
+    resolve_precision,
+    scaled_threshold,
+)
+from jcs.io import CTVolume
+from jcs.weights import load_model
+from phantoms import make_chest_phantom
+from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
+
+
+@pytest.fixture(scope="module")
+def phantom_ct() -> CTVolume:
+    phantom = make_chest_phantom(shape=(10, 96, 96), seed=4)
+    return CTVolume(image=phantom.image, is_hu=True, path=Path("phantom.nrrd"))
+
+
+@pytest.fixture
+def models(tiny_weights: dict[str, str]) -> dict[str, object]:  # noqa: F811
+    classifier, classifier_card = load_model(tiny_weights["classifier"])
+    segmenter, segmenter_card = load_model(tiny_weights["segmenter"])
+    return {
+        "classifier": classifier,
+        "segmenter": segmenter,
+        "classifier_card": classifier_card,
+        "segmenter_card": segmenter_card,
+    }
+
+
+@pytest.fixture(scope="module")
+def fp32_result(tiny_weights_dir: Path, phantom_ct: CTVolume):  # noqa: F811
+    """One fp32 run with segmentation forced, shared by several tests."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
+        engine = DiagnosisEngine.from_registry(
+            "tiny-classifier", "tiny-segmenter", device="cpu", precision="fp32", segment_policy="always"
+        )
+    calls: list[tuple[str, float]] = []
+    result = engine.diagnose(phantom_ct, progress=lambda stage, f: calls.append((stage, f)))
+    return result, calls
+
+
+def test_result_contents(fp32_result) -> None:
+    result, calls = fp32_result
+    z = 10
+    assert result.slice_probabilities.shape == (z,) and result.slice_probabilities.dtype == np.float32
+    assert ((result.slice_probabilities >= 0) & (result.slice_probabilities <= 1)).all()
+    assert result.positive_slice_count == int((result.slice_probabilities > 0.5).sum())
+    assert 0 < result.positive_slice_count < z  # the tiny classifier separates lung from non-lung slices
+    assert result.threshold == 25 and not result.positive
+    assert result.heatmap.shape == (z, 96, 96) and result.heatmap.dtype == np.float32
+    assert result.heatmap.min() >= 0 and result.heatmap.max() == pytest.approx(1.0)
+    assert result.segmented and result.lesion_probability is not None
+    assert result.lesion_mask.dtype == np.uint8 and result.lesion_mask.shape == (z, 96, 96)
+    np.testing.assert_array_equal(result.lesion_mask, (result.lesion_probability > 0.5).astype(np.uint8))
+    assert 0 < result.lesion_mask.mean() < 1
+    assert set(result.timings_s) >= {"prepare", "classify", "segment", "total"}
+    assert result.weights["classifier"]["name"] == "tiny-classifier"
+    assert len(result.weights["segmenter"]["sha256"]) == 64
+    assert result.device == "cpu" and result.precision == "fp32"
+    stages = [stage for stage, _ in calls]
+    assert stages[0] == "prepare" and stages[-1] == "done" and "classify" in stages and "segment" in stages
+    classify = [f for stage, f in calls if stage == "classify"]
+    assert classify == sorted(classify) and classify[-1] == 1.0
+
+
+@pytest.mark.skipif(not cpu_supports_bf16(), reason="this CPU has no native bf16")
+def test_bf16_matches_fp32(models: dict[str, object], phantom_ct: CTVolume, fp32_result) -> None:
+    reference, _ = fp32_result
+    engine = DiagnosisEngine(**models, device="cpu", precision="bf16", segment_policy="always")
+    result = engine.diagnose(phantom_ct)
+    assert result.precision == "bf16"
+    assert result.positive == reference.positive
+    p32, p16 = reference.slice_probabilities, result.slice_probabilities
+    confident = np.abs(p32 - 0.5) > 0.1
+    np.testing.assert_array_equal(p16[confident] > 0.5, p32[confident] > 0.5)
+    assert np.abs(p16 - p32).max() < 0.1
+    a, b = reference.lesion_mask.astype(bool), result.lesion_mask.astype(bool)
+    dice = 2 * (a & b).sum() / (a.sum() + b.sum())
+    # The tiny random-weight segmenter has many pixels near 0.5, so it is held to 0.98; trained
+    # weights give far fewer borderline pixels (see benchmarks/bench_engine.py).
+    assert dice >= 0.98
+    cos = (reference.heatmap * result.heatmap).sum() / (
+        np.linalg.norm(reference.heatmap) * np.linalg.norm(result.heatmap)
+    )
+    assert cos > 0.98
+
+
+def test_positive_only_policy_skips_negative_cases(models: dict[str, object], phantom_ct: CTVolume) -> None:
+    engine = DiagnosisEngine(**models, device="cpu", precision="fp32", threshold=10)
+    result = engine.diagnose(phantom_ct)
+    assert not result.positive and not result.segmented
+    assert result.lesion_probability is None and not result.lesion_mask.any()
+    assert "segment" not in result.timings_s
+    engine = DiagnosisEngine(**models, device="cpu", precision="fp32", threshold=0)
+    result = engine.diagnose(phantom_ct)
+    assert result.positive and result.segmented
+
+
+def test_classification_only_without_segmenter(models: dict[str, object], phantom_ct: CTVolume) -> None:
+    engine = DiagnosisEngine(models["classifier"], device="cpu", precision="fp32", threshold=0)
+    result = engine.diagnose(phantom_ct)
+    assert result.positive and not result.segmented and "segmenter" not in result.weights
+    assert any("no segmenter" in note for note in result.notes)
+
+
+def test_cancel(models: dict[str, object], phantom_ct: CTVolume) -> None:
+    engine = DiagnosisEngine(**models, device="cpu", precision="fp32", batch_size=4)
+    polls: list[int] = []
+
+    def cancel_after_two() -> bool:
+        polls.append(1)
+        return len(polls) > 2
+
+    with pytest.raises(CancelledError, match="cancelled during classify"):
+        engine.diagnose(phantom_ct, should_cancel=cancel_after_two)
+    with pytest.raises(CancelledError, match="before it started"):
+        engine.diagnose(phantom_ct, should_cancel=lambda: True)
+
+
+class _OutOfMemoryAbove(torch.nn.Module):
+    """Wraps a classifier and raises the CUDA OOM error for batches larger than ``limit``."""
+
+    def __init__(self, inner: torch.nn.Module, limit: int) -> None:
+        super().__init__()
+        self.inner = inner
+        self.layer4 = inner.layer4
+        self.limit = limit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.inner(x)
+
+
+def test_out_of_memory_halves_the_batch(models: dict[str, object], fp32_result) -> None:
+    reference, _ = fp32_result
+    slices = np.full((5, 96, 96), 60, dtype=np.uint8)
+    slices[:, 20:70, 15:45] = 10
+    plain = DiagnosisEngine(models["classifier"], device="cpu", precision="fp32", batch_size=16)
+    expected, expected_heatmap = plain.classify_slices(slices)
+    wrapped = _OutOfMemoryAbove(models["classifier"], limit=3)
+    engine = DiagnosisEngine(wrapped, device="cpu", precision="fp32", batch_size=16)
+    notes: list[str] = []
+    probabilities, heatmap = engine.classify_slices(slices, notes=notes)
+    assert notes[-1] == "classify: out of memory on cpu; batch size now 2"
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    np.testing.assert_allclose(heatmap, expected_heatmap, atol=1e-4)
+    failing = DiagnosisEngine(_OutOfMemoryAbove(models["classifier"], limit=0), device="cpu", batch_size=4)
+    with pytest.raises(JCSError, match="out of memory while running classify on a single slice"):
+        failing.classify_slices(slices)
+
+
+def test_single_slice_uses_threshold_zero(models: dict[str, object]) -> None:
+    phantom = make_chest_phantom(shape=(10, 96, 96), seed=4)
+    ct = CTVolume(image=phantom.image[:, :, 5], is_hu=True, path=Path("slice.nrrd"))
+    engine = DiagnosisEngine(**models, device="cpu", precision="fp32")
+    result = engine.diagnose(ct)
+    assert result.threshold == 0 and result.slice_probabilities.shape == (1,)
+    assert result.positive == bool(result.slice_probabilities[0] > 0.5)
+    assert result.heatmap.shape == (1, 96, 96)
+
+
+def test_scaled_threshold() -> None:
+    assert scaled_threshold(300) == 25
+    assert scaled_threshold(600) == 50
+    assert scaled_threshold(150) == 12
+    assert scaled_threshold(148, slice_thickness_mm=2.0) == 12
+    assert scaled_threshold(60, slice_thickness_mm=5.0) == 5
+    assert scaled_threshold(1) == 0
+    assert scaled_threshold(5) == 1
+    with pytest.raises(ValueError):
+        scaled_threshold(0)
+
+
+def test_device_and_precision_resolution() -> None:
+    cpu = torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type in ("cpu", "mps")
+        with pytest.raises(JCSError, match="no CUDA GPU"):
+            resolve_device("cuda")
+    with pytest.raises(JCSError, match="unknown device|unsupported device"):
+        resolve_device("tpu")
+    assert resolve_precision("auto", cpu) == ("bf16" if cpu_supports_bf16() else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32"
+    with pytest.raises(JCSError, match="needs a CUDA device"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(JCSError, match="precision must be"):
+        resolve_precision("int8", cpu)
+
+
+def test_bad_engine_arguments(models: dict[str, object]) -> None:
+    with pytest.raises(JCSError, match="segment policy"):
+        DiagnosisEngine(**models, segment_policy="never")
+    with pytest.raises(JCSError, match="threshold"):
+        DiagnosisEngine(**models, threshold=-1)
+    with pytest.raises(JCSError, match="batch size"):
+        DiagnosisEngine(**models, batch_size=0)
+
+
+def test_from_registry_without_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path / "none")
+    with pytest.raises(WeightsError, match="jcs weights import-official"):
+        DiagnosisEngine.from_registry()
+
+
+def test_from_registry_uses_card_threshold_and_checks_kind(tiny_weights: dict[str, str]) -> None:  # noqa: F811
+    engine = DiagnosisEngine.from_registry(tiny_weights["classifier"], device="cpu")
+    assert engine.threshold == 25 and engine.segmenter is None
+    assert DiagnosisEngine.from_registry(tiny_weights["classifier"], threshold=7, device="cpu").threshold == 7
+    with pytest.raises(WeightsError, match="not a classifier"):
+        DiagnosisEngine.from_registry(tiny_weights["segmenter"], device="cpu")
