@@ -219,7 +219,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 run.process.check(code)
                 nodes = self.logic.sceneLogic.loadResults(run)
                 self._parameterNode.resultSegmentation = nodes.segmentationNode
-                self.logic.showResults(nodes, self._parameterNode.heatmapOpacity)
+                self.logic.showResults(nodes, self._parameterNode.heatmapOpacity, self.onPlotDataSelected)
                 self.ui.statusLabel.text = self.logic.decisionText(nodes)
                 self.onShowTable()
         finally:
@@ -366,18 +366,18 @@ class JCSDiagnosisLogic(ScriptedLoadableModuleLogic):
                 slicer.util.pip_install([requirement, "-c", str(constraints)])
         return True
 
-    def showResults(self, nodes, opacity: float) -> None:
-        """Heatmap over the CT, segmentation, and the probability plot in the layout."""
+    def showResults(self, nodes, opacity: float, onPlotDataSelected=None) -> None:
+        """Heatmap over the CT, probability plot in the layout; plot clicks call `onPlotDataSelected`."""
         from JCSDiagnosisLib import display
 
         display.showHeatmap(nodes.volumeNode, nodes.heatmapNode, opacity)
         slicer.modules.plots.logic().ShowChartInLayout(nodes.plotChartNode)
         layoutManager = slicer.app.layoutManager()
-        if layoutManager is not None and layoutManager.plotWidget(0) is not None:
-            widget = slicer.modules.JCSDiagnosisWidget
+        if onPlotDataSelected and layoutManager is not None and layoutManager.plotWidget(0) is not None:
             plotView = layoutManager.plotWidget(0).plotView()
-            plotView.disconnect("dataSelected(vtkStringArray*, vtkCollection*)", widget.onPlotDataSelected)
-            plotView.connect("dataSelected(vtkStringArray*, vtkCollection*)", widget.onPlotDataSelected)
+            signal = "dataSelected(vtkStringArray*, vtkCollection*)"
+            plotView.disconnect(signal, onPlotDataSelected)
+            plotView.connect(signal, onPlotDataSelected)
         slicer.util.resetSliceViews()
 
     def jumpToSliceRow(self, segmentationNode, row: int) -> None:
