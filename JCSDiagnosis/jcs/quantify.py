@@ -179,7 +179,7 @@ def quantify(
     shape = lesion.shape
     geo = _Geometry(reference, shape, spacing_known)
     lesion = lesion > 0
-    if not set(np.unique(lungs).tolist()) <= {0, RIGHT_LUNG, LEFT_LUNG}:
+    if lungs.dtype.kind not in "biu" or (lungs.size and (lungs.min() < 0 or lungs.max() > LEFT_LUNG)):
         raise InputError("quantify: lungs must be labelled 0 outside, 1 right, 2 left")
     extras = {"hu": hu, "heatmap": heatmap, "lobes": lobes}
     for name, arr in extras.items():
@@ -187,17 +187,21 @@ def quantify(
             raise InputError(f"quantify: {name} of shape {np.shape(arr)} does not match {shape}")
     hu = None if hu is None else np.asarray(hu, dtype=np.float32).reshape(shape)
     heatmap = None if heatmap is None else np.asarray(heatmap, dtype=np.float32).reshape(shape)
-    lobes = None if lobes is None else np.asarray(lobes).reshape(shape)
+    lungs = lungs.astype(np.uint8)
+    lobes = None if lobes is None else np.asarray(lobes).reshape(shape).astype(np.uint8)
     if slice_probabilities is not None and len(slice_probabilities) != shape[0]:
         raise InputError(f"quantify: {len(slice_probabilities)} slice probabilities for {shape[0]} slices")
 
     zones = lung_zones(lungs) if geo.volumetric else None
     peripheral = _peripheral(lesion, lungs > 0, geo.spacing_zyx, peripheral_mm) if geo.spacing_known else None
 
-    components, n = ndi.label(lesion, structure=np.ones((3, 3, 3), dtype=bool))
     rows = []
-    for index, box in enumerate(ndi.find_objects(components), start=1):
-        comp = components[box] == index
+    bbox = ndi.find_objects(lesion.astype(np.uint8))   # labelling only the lesions' bounding box
+    crop = bbox[0] if bbox else (slice(0, 1),) * 3
+    components, _ = ndi.label(lesion[crop], structure=np.ones((3, 3, 3), dtype=bool))
+    for index, local in enumerate(ndi.find_objects(components), start=1):
+        comp = components[local] == index
+        box = tuple(slice(c.start + s.start, c.start + s.stop) for c, s in zip(crop, local, strict=True))
         if comp.sum() < min_lesion_voxels:
             continue
         rows.append(_lesion_row(len(rows) + 1, box, comp, geo, lungs, zones, lobes, hu, heatmap, peripheral))
@@ -220,12 +224,15 @@ def _peripheral(lesion: np.ndarray, lung: np.ndarray, spacing_zyx: tuple[float, 
     if not lesion.any():
         return out
     margin = [int(math.ceil(distance_mm / s)) + 1 for s in spacing_zyx]
-    ys, xs = (np.flatnonzero(lesion.any(axis=a)) for a in ((0, 2), (0, 1)))
-    y0, y1 = max(0, ys[0] - margin[1]), min(lesion.shape[1], ys[-1] + margin[1] + 1)
-    x0, x1 = max(0, xs[0] - margin[2]), min(lesion.shape[2], xs[-1] + margin[2] + 1)
     zs_lesion = np.flatnonzero(lesion.any(axis=(1, 2)))
     for z0 in range(zs_lesion[0], zs_lesion[-1] + 1, chunk):
         z1 = min(lesion.shape[0], z0 + chunk)
+        part = lesion[z0:z1]
+        if not part.any():
+            continue
+        ys, xs = (np.flatnonzero(part.any(axis=a)) for a in ((0, 2), (0, 1)))
+        y0, y1 = max(0, ys[0] - margin[1]), min(lesion.shape[1], ys[-1] + margin[1] + 1)
+        x0, x1 = max(0, xs[0] - margin[2]), min(lesion.shape[2], xs[-1] + margin[2] + 1)
         zs, ze = max(0, z0 - margin[0]), min(lesion.shape[0], z1 + margin[0])
         block = lung[zs:ze, y0:y1, x0:x1]
         if block.all():   # no surface within reach: nothing here is peripheral
@@ -295,9 +302,10 @@ def _lesion_row(lesion_id: int, box: tuple[slice, ...], comp: np.ndarray, geo: _
 def _summary(lesion: np.ndarray, lungs: np.ndarray, zones: np.ndarray | None, lobes: np.ndarray | None,
              hu: np.ndarray | None, peripheral: np.ndarray | None, geo: _Geometry, lesion_count: int,
              min_lesion_voxels: int, peripheral_mm: float) -> dict[str, Any]:
-    in_lung = lesion & (lungs > 0)
-    lung_n = int(np.count_nonzero(lungs))
-    les_in = int(in_lung.sum())
+    lung_counts = np.bincount(lungs.ravel(), minlength=3)        # one count per label: 0, right, left
+    les_counts = np.bincount(lungs[lesion], minlength=3)
+    lung_n = int(lung_counts[1:].sum())
+    les_in = int(les_counts[1:].sum())
     s: dict[str, Any] = {
         "slice_count": lesion.shape[0],
         "hu_available": hu is not None,
@@ -307,43 +315,39 @@ def _summary(lesion: np.ndarray, lungs: np.ndarray, zones: np.ndarray | None, lo
         "lung_voxel_count": lung_n,
     }
     for side, name in LUNG_NAMES.items():
-        s[f"lung_volume_ml_{name}"] = geo.ml(np.count_nonzero(lungs == side))
+        s[f"lung_volume_ml_{name}"] = geo.ml(lung_counts[side])
     s["opacification_volume_ml"] = geo.ml(les_in)
     for side, name in LUNG_NAMES.items():
-        s[f"opacification_volume_ml_{name}"] = geo.ml(np.count_nonzero(lesion & (lungs == side)))
-    s["opacification_volume_ml_outside_lungs"] = geo.ml(np.count_nonzero(lesion & (lungs == 0)))
+        s[f"opacification_volume_ml_{name}"] = geo.ml(les_counts[side])
+    s["opacification_volume_ml_outside_lungs"] = geo.ml(les_counts[0])
     s["opacification_voxel_count"] = les_in
     s["opacification_percent"] = _percent(les_in, lung_n)
     for side, name in LUNG_NAMES.items():
-        s[f"opacification_percent_{name}"] = _percent(np.count_nonzero(lesion & (lungs == side)),
-                                                      np.count_nonzero(lungs == side))
+        s[f"opacification_percent_{name}"] = _percent(les_counts[side], lung_counts[side])
     s["infection_ratio_fraction"] = les_in / lung_n if lung_n else None
-    s["bilateral"] = bool(np.any(lesion & (lungs == RIGHT_LUNG)) and np.any(lesion & (lungs == LEFT_LUNG)))
+    s["bilateral"] = bool(les_counts[RIGHT_LUNG] > 0 and les_counts[LEFT_LUNG] > 0)
 
     zone_scores = []
+    if zones is not None:
+        zone_lung = np.bincount(zones.ravel(), minlength=len(ZONE_KEYS) + 1)
+        zone_les = np.bincount(zones[lesion], minlength=len(ZONE_KEYS) + 1)
     for label, key in ZONE_KEYS.items():
-        if zones is None:
-            zone_lung = zone_les = 0
-            pct = None
-        else:
-            zone_lung = np.count_nonzero(zones == label)
-            zone_les = np.count_nonzero(lesion & (zones == label))
-            pct = _percent(zone_les, zone_lung)
-        s[f"lung_volume_ml_{key}"] = geo.ml(zone_lung) if zones is not None else None
-        s[f"opacification_volume_ml_{key}"] = geo.ml(zone_les) if zones is not None else None
+        pct = None if zones is None else _percent(zone_les[label], zone_lung[label])
+        s[f"lung_volume_ml_{key}"] = None if zones is None else geo.ml(zone_lung[label])
+        s[f"opacification_volume_ml_{key}"] = None if zones is None else geo.ml(zone_les[label])
         s[f"opacification_percent_{key}"] = pct
-        score = zone_score(pct) if zones is not None and zone_lung else None
+        score = zone_score(pct)
         s[f"severity_score_{key}"] = score
         zone_scores.append(score)
     s["severity_score_6zone"] = sum(zone_scores) if all(v is not None for v in zone_scores) else None
 
     lobe_scores = []
+    if lobes is not None:
+        lobe_lung = np.bincount(lobes.ravel(), minlength=len(LOBE_KEYS) + 1)
+        lobe_les = np.bincount(lobes[lesion], minlength=len(LOBE_KEYS) + 1)
     for label, key in LOBE_KEYS.items():
-        if lobes is None:
-            pct = None
-        else:
-            pct = _percent(np.count_nonzero(lesion & (lobes == label)), np.count_nonzero(lobes == label))
-        s[f"lung_volume_ml_{key}"] = None if lobes is None else geo.ml(np.count_nonzero(lobes == label))
+        pct = None if lobes is None else _percent(lobe_les[label], lobe_lung[label])
+        s[f"lung_volume_ml_{key}"] = None if lobes is None else geo.ml(lobe_lung[label])
         s[f"opacification_percent_{key}"] = pct
         score = lobe_score(pct)
         s[f"severity_score_{key}"] = score
