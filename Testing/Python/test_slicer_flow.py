@@ -290,6 +290,24 @@ def test_export_from_a_source_folder(logic, dicom_case, dicom_files, tmp_path):
         logic.exportDicomSeg(nodes.segmentationNode, tmp_path, sourceDicomDir=tmp_path / "missing")
 
 
+def test_export_finds_sources_through_the_dicom_database(app, logic, dicom_case, dicom_files, tmp_path):
+    # what Slicer's DICOM plugin records: the instance UIDs on the volume's subject hierarchy item
+    volume, nodes, _ = dicom_case
+    by_uid = {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID): str(p) for p in dicom_files}
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(app.scene)
+    item = sh.GetItemByDataNode(volume) or sh.CreateItem(sh.GetSceneItemID(), volume)
+    sh.SetItemAttribute(item, "DICOM.instanceUIDs", " ".join(by_uid))
+    asked = []
+    logic.dicomFileForInstance = lambda uid: asked.append(uid) or by_uid[uid]
+    try:
+        exported = logic.exportDicomSeg(nodes.segmentationNode, tmp_path)
+    finally:
+        logic.dicomFileForInstance = None
+        sh.RemoveItemAttribute(item, "DICOM.instanceUIDs")
+    assert sorted(asked) == sorted(by_uid)
+    assert sorted(exported.sourceSopInstanceUids) == sorted(by_uid)
+
+
 def test_scene_save_and_reload_keeps_everything(app, logic, dicom_case, tmp_path):
     volume, nodes, _ = dicom_case
     mask = logic.lesionMask(nodes.segmentationNode)
