@@ -60,15 +60,18 @@ def segment_lungs(image: np.ndarray, spacing_zyx: tuple[float, float, float], *,
                   close_mm: float = 8.0) -> np.ndarray:
     """Right/left lung labels (0 outside, 1 right, 2 left) of an axial-grid image.
 
-    `image` is (Z, Y, X) HU, or 8-bit pre-windowed (`is_hu=False`, threshold `EIGHT_BIT_LEVEL` between
-    the classes of Otsu's method), or a
-    single 2-D slice (Y, X) (returned 2-D). Steps: low-density candidates (< -400 HU), removal of air
-    outside the body (components touching the slice border or enclosing the slice centre), removal of
-    the trachea and main bronchi (tracked caudally from the top slices), components smaller than 20 % of
-    the largest dropped, each slice's lung component assigned to a side by its position relative to the
-    midline (a component crossing it, i.e. lungs touching, is cut at its narrowest column), and per
-    lung a 2-D closing (square of `close_mm`) plus hole filling so vessels and dense lesions count as
-    lung. Computed on a grid of at most ~288 pixels in-plane and refined at full resolution.
+    `image` is (Z, Y, X) HU, or 8-bit pre-windowed (`is_hu=False`: threshold `EIGHT_BIT_LEVEL` of the
+    way between the classes of Otsu's method), or a single 2-D slice (Y, X), returned 2-D.
+
+    Steps (after Hu, Hoffman & Reinhardt, IEEE TMI 2001): low-density candidates (< -400 HU); removal
+    of air outside the body (per slice: components running along the border, the air ring of a
+    circular field of view, air not enclosed by the body, e.g. under the table); removal of the trachea
+    and main bronchi (HU volumes only: lumen < -950 HU tracked caudally from the top slices until it
+    opens into the lung); 3-D components under 20 % of the largest dropped; each slice's components
+    assigned to a side by their centroid relative to the midline (a component crossing it, i.e. lungs
+    touching, is cut at its narrowest column); per lung and slice a closing (square of `close_mm`),
+    hole filling and filling of chest-wall concavities so vessels and dense lesions count as lung.
+    Computed on a grid of at most ~288 pixels in-plane, then refined at full resolution.
     """
     arr = np.asarray(image)
     if arr.ndim == 2:
