@@ -40,7 +40,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
-from jcs.errors import InputError
+from jcs.errors import CorruptFileError, InputError
+from jcs.io import read_ct
 from jcs.lung import (
     LEFT_LUNG,
     LOBE_NAMES,
@@ -448,16 +449,12 @@ def run_quantify(ct_path: str | Path, mask_path: str | Path, out_dir: str | Path
     `jcs.lung.read_lung_labelmap`) or `jcs.lung.segment_lungs`. Writes summary.csv, lesions.csv,
     slices.csv and results.json ({"case", "summary", "lesions", "slices"}); returns that dict.
     """
-    from jcs.io import read_ct
-
     ct = read_ct(ct_path)
     axial = ct.axial_image()
     array = ct.axial_array()
     try:
         mask_image = sitk.ReadImage(str(mask_path))
     except RuntimeError as exc:
-        from jcs.errors import CorruptFileError
-
         raise CorruptFileError(f"cannot read lesion mask {mask_path}: {str(exc).splitlines()[-1]}") from exc
     lesion = _mask_on_grid(mask_image, axial, mask_path)
     lobes = None

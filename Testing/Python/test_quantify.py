@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from jcs.errors import InputError
+from jcs.errors import CorruptFileError, InputError
 from jcs.io import CTVolume
 from jcs.lung import LEFT_LUNG, RIGHT_LUNG, lung_zones
 from jcs.quantify import (
@@ -434,3 +434,16 @@ def test_touching_phantom_lesions_merge() -> None:
     assert volumes[1] == pytest.approx(union * p.voxel_ml)
     assert volumes[0] == pytest.approx(p.lesions[2].voxel_volume_ml)
     assert volumes[1] < p.lesions[0].analytic_volume_ml + p.lesions[1].analytic_volume_ml
+
+
+def test_run_quantify_bad_mask(tmp_path: Path) -> None:
+    p = make_chest_phantom(shape=(16, 64, 64), lesions=[])
+    ct_path = tmp_path / "ct.nrrd"
+    sitk.WriteImage(p.image, str(ct_path))
+    with pytest.raises(CorruptFileError, match="cannot read lesion mask"):
+        run_quantify(ct_path, tmp_path / "missing.nii.gz", tmp_path / "out")
+    far = sitk.GetImageFromArray(np.ones((4, 8, 8), dtype=np.uint8))
+    far.SetOrigin((5000.0, 5000.0, 5000.0))
+    sitk.WriteImage(far, str(tmp_path / "far.nrrd"))
+    with pytest.raises(InputError, match="does not overlap"):
+        run_quantify(ct_path, tmp_path / "far.nrrd", tmp_path / "out")
