@@ -1,0 +1,60 @@
+"""Evaluation measures: Dice, IoU, Eφ (worked example), ROC/AUC, patient table, threshold choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training import metrics
+from training.evaluate import format_patient_table, recommend_threshold
+
+
+def test_dice_and_iou() -> None:
+    pred = np.array([[1, 1, 0, 0]])
+    truth = np.array([[1, 0, 1, 0]])
+    assert metrics.dice(pred, truth) == pytest.approx(0.5)
+    assert metrics.iou(pred, truth) == pytest.approx(1 / 3)
+    empty = np.zeros((2, 2))
+    assert metrics.dice(empty, empty) == 1.0 and metrics.iou(empty, empty) == 1.0
+
+
+def test_e_measure_worked_example() -> None:
+    # P = [1,1,0,0], G = [1,0,0,0]: φ_P = ±0.5, φ_G = [.75,-.25,-.25,-.25];
+    # ξ = [12/13, -0.8, 0.8, 0.8]; (1+ξ)²/4 = [0.92456, 0.01, 0.81, 0.81]; sum / (4 - 1)
+    pred = np.array([[1, 1], [0, 0]])
+    truth = np.array([[1, 0], [0, 0]])
+    expected = ((1 + 12 / 13) ** 2 / 4 + 0.01 + 0.81 + 0.81) / 3
+    assert metrics.e_measure(pred, truth) == pytest.approx(expected, rel=1e-9)
+
+
+def test_e_measure_special_cases() -> None:
+    truth = np.zeros((2, 2))
+    assert metrics.e_measure(np.array([[1, 0], [0, 0]]), truth) == pytest.approx(3 / 3)
+    assert metrics.e_measure(np.ones((2, 2)), np.ones((2, 2))) == pytest.approx(4 / 3)
+    perfect = np.zeros((10, 10))
+    perfect[2:5, 3:7] = 1
+    assert metrics.e_measure(perfect, perfect) == pytest.approx(100 / 99)
+
+
+def test_auc_and_roc() -> None:
+    scores, labels = [0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]
+    assert metrics.auc(scores, labels) == pytest.approx(0.75)
+    fpr, tpr, thresholds = metrics.roc_curve(scores, labels)
+    assert fpr[0] == 0 and tpr[-1] == 1 and fpr[-1] == 1 and np.isinf(thresholds[0])
+    assert metrics.auc([0.5, 0.5], [0, 1]) == pytest.approx(0.5)  # ties count one half
+    with pytest.raises(ValueError):
+        metrics.auc([0.1, 0.2], [1, 1])
+
+
+def test_patient_table_iv_and_threshold() -> None:
+    counts = metrics.positive_slice_counts(
+        {"covid": [0.9] * 40 + [0.1] * 10, "normal": [0.6] * 18 + [0.2] * 100}
+    )
+    assert counts == {"covid": 40, "normal": 18}
+    rows = metrics.patient_table(counts, {"covid": 1, "normal": 0})
+    assert [r["T"] for r in rows] == [15, 20, 25, 30]
+    assert [r["specificity"] for r in rows] == [0.0, 1.0, 1.0, 1.0]
+    assert all(r["sensitivity"] == 1.0 for r in rows)
+    assert recommend_threshold(counts, {"covid": 1, "normal": 0}) == 29
+    assert recommend_threshold({"a": 5, "b": 5}, {"a": 1, "b": 0}) is None
+    assert "| 20 | 1.000 | 1.000 | 1 / 1 |" in format_patient_table(rows)

@@ -1,0 +1,141 @@
+"""Training runs on tiny models: resume equivalence, 2-process DDP (gloo), export → engine load."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from test_training_data import write_list
+
+from training import common, export, train_classifier, train_segmenter
+from training.config import ClassifierConfig, SegmenterConfig, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (and leave the other core to the rest of the suite)."""
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)
+
+
+def seg_config(tmp_path: Path, **extra: object) -> Path:
+    values = {
+        "data": {"lists": [str(write_list(tmp_path, n=5, size=32))], "val_count": 0},
+        "arch": "jcs", "width_mult": 0.125, "size": 32, "batch_size": 2, "iterations": 4, "lr": 1e-3,
+        "augment": "strong", "precision": "fp32", "out_dir": str(tmp_path / "run"), "checkpoint_every": 2,
+        "log_every": 1, "keep_checkpoints": True, "threads": 1,
+    }
+    values.update(extra)
+    path = tmp_path / "seg.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def classifier_config(tmp_path: Path, out: str) -> ClassifierConfig:
+    lst = write_list(tmp_path, n=6, size=48)
+    lines = lst.read_text().splitlines()
+    # slices 3-5 become lesion-free negatives (empty masks)
+    for i in range(3, 6):
+        (tmp_path / f"empty{i}.png").write_bytes((tmp_path / "mask0.png").read_bytes())
+        from PIL import Image
+
+        Image.fromarray(np.zeros((48, 48), np.uint8)).save(tmp_path / f"empty{i}.png")
+        lines[i] = f"img{i}.png empty{i}.png"
+    lst.write_text("\n".join(lines) + "\n")
+    config = ClassifierConfig()
+    config.data.lists = [str(lst)]
+    config.depth, config.width_mult, config.size, config.resize = 50, 0.125, 32, 36
+    config.batch_size, config.epochs, config.lr, config.precision = 3, 2, 0.01, "fp32"
+    config.out_dir, config.checkpoint_every_epochs, config.log_every = out, 1, 1
+    config.keep_checkpoints, config.augment, config.threads = True, "strong", 1
+    return config
+
+
+def states_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_segmenter_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
+    config = load_config(SegmenterConfig, seg_config(tmp_path))
+    final = train_segmenter.train(config)
+    full = common.load_training_checkpoint(final)["model"]
+    log = (Path(config.out_dir) / "train_log.csv").read_text().splitlines()
+    assert log[0].startswith("iteration,epoch,lr,loss,side1") and len(log) == 5
+    resumed_cfg = load_config(SegmenterConfig, seg_config(tmp_path, out_dir=str(tmp_path / "resumed")))
+    train_segmenter.train(resumed_cfg, resume=str(Path(config.out_dir) / "iter_000002.pt"))
+    resumed = common.load_training_checkpoint(Path(resumed_cfg.out_dir) / "last.pt")
+    assert resumed["iteration"] == 4
+    assert states_equal(full, resumed["model"])
+    halfway = common.load_training_checkpoint(Path(config.out_dir) / "iter_000002.pt")["model"]
+    assert not states_equal(full, halfway)
+
+
+def test_classifier_resume_equals_uninterrupted_run_with_mixing_and_attention(tmp_path: Path) -> None:
+    config = classifier_config(tmp_path, str(tmp_path / "cls"))
+    train_classifier.train(config)
+    log = (tmp_path / "cls" / "train_log.csv").read_text().splitlines()
+    header = log[0].split(",")
+    att = [float(row.split(",")[header.index("att")]) for row in log[1:]]
+    assert len(att) == 4 and any(a > 0 for a in att)  # eq. (4) active on masked slices
+    config2 = classifier_config(tmp_path, str(tmp_path / "cls2"))
+    train_classifier.train(config2, resume=str(tmp_path / "cls" / "iter_000002.pt"))
+    full = common.load_training_checkpoint(tmp_path / "cls" / "last.pt")["model"]
+    resumed = common.load_training_checkpoint(tmp_path / "cls2" / "last.pt")["model"]
+    assert states_equal(full, resumed)
+
+
+def test_two_process_ddp_gloo(tmp_path: Path) -> None:
+    config = seg_config(tmp_path, iterations=3, keep_checkpoints=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "training.train_segmenter", "--config", str(config)],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stdout
+    assert "DDP: 2 replicas in sync" in result.stdout
+    state = common.load_training_checkpoint(tmp_path / "run" / "last.pt")
+    assert state["iteration"] == 3
+
+
+def test_export_then_engine_load_gives_same_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load_config(SegmenterConfig, seg_config(tmp_path, iterations=2, data={
+        "lists": [str(write_list(tmp_path, n=5, size=32))], "val_count": 1}))
+    checkpoint = train_segmenter.train(config)
+    metrics_file = Path(config.out_dir) / "eval" / "jcs_metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    assert set(metrics["validation"]) == {"dice", "iou", "e_measure"} and len(metrics["perturbed"]) == 5
+    registry = tmp_path / "registry"
+    result = export.export(checkpoint, "tiny-seg", registry, {"ct100": metrics}, "synthetic discs",
+                           default=True, dtype="float32")
+    assert result["reload_max_abs_diff"] == 0.0
+    card = json.loads((registry / "tiny-seg.json").read_text())
+    assert card["kind"] == "segmenter" and card["default"] is True
+    assert "not for clinical use" in card["intended_use"]
+    assert card["architecture"] == {
+        "joint": False, "width_mult": 0.125, "feature_input": False, "batchnorm": "batch"
+    }
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(registry))
+    from jcs.weights import load_model
+
+    engine_model, loaded_card = load_model("tiny-seg")
+    _, net, _ = __import__("training.models", fromlist=["x"]).model_from_checkpoint(checkpoint)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(engine_model(x), net.eval()(x))
+    assert loaded_card.sha256 == card["sha256"]
+    half = export.export(checkpoint, "tiny-seg-fp16", registry, {}, "synthetic discs", dtype="float16")
+    assert half["reload_max_abs_diff"] < 2e-2
+    with pytest.raises(ValueError, match="already the default"):
+        export.export(checkpoint, "other", registry, {}, "x", default=True)

@@ -1,0 +1,419 @@
+"""Training data: JCS list files, CT volumes with labelmaps, slice-label CSVs, COVID-CS features.
+
+Every source becomes a list of :class:`SliceRecord` (one axial slice, its lesion mask if any, its
+slice label and its patient), so that splits are made by patient (§IV: never one patient on both
+sides) whatever the source. HU volumes are windowed to 8 bits exactly like the engine
+(``jcs.preprocess.window_to_uint8``, lung window by default).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from jcs.errors import JCSError
+from PIL import Image, UnidentifiedImageError
+
+from training import augment
+from training.config import DataConfig
+
+
+class DataError(JCSError, ValueError):
+    """A training data file or list is missing, unreadable or inconsistent."""
+
+
+@dataclass
+class SliceRecord:
+    """One axial slice: 8-bit image (or a COVID-CS feature file), optional mask, label, patient."""
+
+    image: np.ndarray | None  # (H, W) uint8; None for feature-file records
+    mask: np.ndarray | None  # (H, W) uint8 in {0, 1}; None when the slice has no pixel annotation
+    label: int  # 1 = COVID-19 / lesion present, 0 = not
+    patient: str
+    source: str  # file (and slice index) for messages and reports
+    features: Path | None = None  # COVID-CS .mat holding uint8 feature×20
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask is not None
+
+
+def read_grey_png(path: Path) -> np.ndarray:
+    """An 8-bit PNG/JPG as a (H, W) uint8 array (colour converted to grey)."""
+    if not path.is_file():
+        raise DataError(f"image file {path} does not exist")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode not in ("L", "P", "RGB", "RGBA", "LA", "1", "I;16", "I"):
+                raise DataError(f"image file {path} has unsupported pixel mode {img.mode}")
+            array = np.array(img.convert("L") if img.mode not in ("I;16", "I") else img)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"image file {path} is unreadable: {exc}") from exc
+    if array.dtype != np.uint8:
+        raise DataError(f"image file {path} is not 8-bit (dtype {array.dtype}); window it to 8 bits first")
+    return array
+
+
+def read_mask_png(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """A lesion mask PNG (0/1 or 0/255) as uint8 {0, 1}; must have the image's size."""
+    mask = read_grey_png(path)
+    if mask.shape != shape:
+        raise DataError(
+            f"mask {path} is {mask.shape[1]}×{mask.shape[0]} but its image is {shape[1]}×{shape[0]}"
+        )
+    values = np.unique(mask)
+    if not set(values.tolist()) <= {0, 1, 255}:
+        raise DataError(f"mask {path} must hold only 0/1 or 0/255, found values {values[:8].tolist()}")
+    return (mask > 0).astype(np.uint8)
+
+
+def load_list_file(path: str | Path) -> list[SliceRecord]:
+    """Records of a JCS list file: ``image mask [patient]`` per line, paths relative to the file.
+
+    Without a patient column each slice is its own patient (as for COVID-19-CT100, whose file names
+    do not identify patients).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"list file {path} does not exist")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        if len(parts) not in (2, 3):
+            raise DataError(f"{path}:{number}: expected 'image mask [patient]', got {line!r}")
+        image_path, mask_path = (path.parent / parts[0]), (path.parent / parts[1])
+        if not mask_path.is_file():
+            raise DataError(f"{path}:{number}: mask file {mask_path} does not exist")
+        image = read_grey_png(image_path)
+        mask = read_mask_png(mask_path, image.shape)
+        patient = parts[2] if len(parts) == 3 else image_path.stem
+        records.append(SliceRecord(image, mask, int(mask.any()), patient, str(image_path)))
+    if not records:
+        raise DataError(f"list file {path} lists no images")
+    return records
+
+
+def _window(hu: np.ndarray, config: DataConfig) -> np.ndarray:
+    from jcs.preprocess import window_to_uint8
+
+    return window_to_uint8(hu, config.window_level, config.window_width)
+
+
+def load_volume_csv(path: str | Path, config: DataConfig) -> list[SliceRecord]:
+    """Records of CT volumes with lesion labelmaps: CSV ``image,mask[,patient]`` (paths relative to it).
+
+    The labelmap must share the CT's grid; it is brought into the engine's axial grid by
+    nearest-neighbour resampling onto ``CTVolume.axial_image()``.
+    """
+    from jcs.io import read_ct
+
+    path = Path(path)
+    rows = _read_csv(path, required=("image", "mask"))
+    records = []
+    for row in rows:
+        image_path, mask_path = path.parent / row["image"], path.parent / row["mask"]
+        if not mask_path.exists():
+            raise DataError(f"{path}: labelmap {mask_path} does not exist")
+        ct = read_ct(image_path, allow_2d=False)
+        try:
+            labelmap = sitk.ReadImage(str(mask_path))
+        except RuntimeError as exc:
+            raise DataError(f"{path}: labelmap {mask_path} is unreadable: {exc}") from exc
+        if labelmap.GetSize() != ct.image.GetSize() or not np.allclose(
+            labelmap.GetSpacing(), ct.image.GetSpacing(), rtol=1e-3
+        ):
+            raise DataError(
+                f"{path}: labelmap {mask_path} (size {labelmap.GetSize()}) does not match CT {image_path} "
+                f"(size {ct.image.GetSize()})"
+            )
+        labelmap.CopyInformation(ct.image)
+        axial = sitk.Resample(labelmap, ct.axial_image(), sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+        masks = (sitk.GetArrayFromImage(axial) > 0).astype(np.uint8)
+        slices = _window(ct.axial_array(), config)
+        patient = row.get("patient") or Path(row["image"]).name.split(".")[0]
+        for z in range(slices.shape[0]):
+            records.append(
+                SliceRecord(slices[z], masks[z], int(masks[z].any()), patient, f"{image_path}[{z}]")
+            )
+    return records
+
+
+def load_slice_labels(path: str | Path, config: DataConfig) -> list[SliceRecord]:
+    """Records of a slice-label CSV (COVID-CT-MD layout: ``patient,file,infected_slice_label``).
+
+    Each patient's files form one DICOM series, read with ``jcs.io.read_ct`` and windowed like the
+    engine; the slices carry labels but no masks.
+    """
+    from jcs.io import read_ct
+
+    path = Path(path)
+    rows = _read_csv(path, required=("patient", "file", "infected_slice_label"))
+    by_patient: dict[str, dict[Path, int]] = {}
+    for row in rows:
+        file = (path.parent / row["file"]).resolve()
+        try:
+            label = int(row["infected_slice_label"])
+        except ValueError as exc:
+            raise DataError(f"{path}: label {row['infected_slice_label']!r} of {file} is not 0/1") from exc
+        if label not in (0, 1):
+            raise DataError(f"{path}: label {label} of {file} is not 0/1")
+        by_patient.setdefault(row["patient"], {})[file] = label
+    records = []
+    for patient, labels in by_patient.items():
+        folders = {f.parent for f in labels}
+        if len(folders) != 1:
+            raise DataError(f"{path}: files of patient {patient} lie in several folders: {sorted(folders)}")
+        folder = folders.pop()
+        missing = [f for f in labels if not f.is_file()]
+        if missing:
+            raise DataError(
+                f"{path}: {len(missing)} listed files of {patient} are missing, e.g. {missing[0]}"
+            )
+        ct = read_ct(folder, allow_2d=False)
+        if ct.dicom_files is None:
+            raise DataError(f"{path}: {folder} did not read as a DICOM series")
+        slices = _window(ct.axial_array(), config)
+        order = [Path(f).resolve() for f in ct.dicom_files]
+        unlabelled = [f for f in order if f not in labels]
+        if unlabelled:
+            raise DataError(
+                f"{path}: {len(unlabelled)} slices of {folder} have no label, e.g. {unlabelled[0]}"
+            )
+        for z, file in enumerate(order):
+            records.append(SliceRecord(slices[z], None, labels[file], patient, str(file)))
+    return records
+
+
+def load_feature_list(path: str | Path) -> list[SliceRecord]:
+    """Records of the COVID-CS feature release: lines ``features.mat [mask.png|-] [label] [patient]``.
+
+    The .mat files are read lazily (they are large); the label defaults to 1 when a mask is given.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"feature list {path} does not exist")
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        features = path.parent / parts[0]
+        if not features.is_file():
+            raise DataError(f"{path}:{number}: feature file {features} does not exist")
+        mask = None
+        if len(parts) > 1 and parts[1] != "-":
+            mask = (read_grey_png(path.parent / parts[1]) > 0).astype(np.uint8)
+        label = int(parts[2]) if len(parts) > 2 else int(mask is not None and bool(mask.any()))
+        patient = parts[3] if len(parts) > 3 else features.stem
+        records.append(SliceRecord(None, mask, label, patient, str(features), features))
+    if not records:
+        raise DataError(f"feature list {path} lists no files")
+    return records
+
+
+def read_features(path: Path, key: str) -> torch.Tensor:
+    """A COVID-CS feature map (C, H, W) float32 = stored uint8 / 20 (the release stores feature×20)."""
+    from scipy.io import loadmat
+
+    try:
+        content = loadmat(str(path), variable_names=[key])
+    except (OSError, ValueError) as exc:
+        raise DataError(f"feature file {path} is unreadable: {exc}") from exc
+    if key not in content:
+        raise DataError(f"feature file {path} has no {key!r} array")
+    array = np.asarray(content[key])
+    if array.dtype != np.uint8 or array.ndim != 3:
+        raise DataError(f"{path}:{key} must be a uint8 (C, H, W) array, got {array.dtype} {array.shape}")
+    return torch.from_numpy(array.astype(np.float32) / 20.0)
+
+
+def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise DataError(f"CSV file {path} does not exist")
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"CSV file {path} lacks column(s) {', '.join(missing)}")
+        rows = list(reader)
+    if not rows:
+        raise DataError(f"CSV file {path} has no rows")
+    return rows
+
+
+def load_records(config: DataConfig) -> list[SliceRecord]:
+    """All records of every source named in ``config``."""
+    records: list[SliceRecord] = []
+    for item in config.lists:
+        records += load_list_file(item)
+    for item in config.volumes:
+        records += load_volume_csv(item, config)
+    for item in config.slice_labels:
+        records += load_slice_labels(item, config)
+    for item in config.feature_lists:
+        records += load_feature_list(item)
+    if not records:
+        raise DataError(
+            "no training data: set data.lists, data.volumes, data.slice_labels or data.feature_lists"
+        )
+    return records
+
+
+def split_by_patient(
+    records: Sequence[SliceRecord], val_patients: Iterable[str] = (), val_count: int = 0, seed: int = 0
+) -> tuple[list[SliceRecord], list[SliceRecord]]:
+    """(train, val) with no patient on both sides.
+
+    ``val_patients`` names the held-out patients; otherwise ``val_count`` patients are drawn with
+    ``numpy.random.default_rng(seed)`` from the sorted patient list (documented, reproducible).
+    """
+    patients = sorted({r.patient for r in records})
+    chosen = set(val_patients)
+    unknown = chosen - set(patients)
+    if unknown:
+        raise DataError(f"validation patients not in the data: {', '.join(sorted(unknown))}")
+    if not chosen and val_count:
+        if val_count >= len(patients):
+            raise DataError(f"cannot hold out {val_count} of {len(patients)} patients")
+        rng = np.random.default_rng(seed)
+        chosen = set(rng.choice(patients, size=val_count, replace=False).tolist())
+    train = [r for r in records if r.patient not in chosen]
+    val = [r for r in records if r.patient in chosen]
+    if not train:
+        raise DataError("the split leaves no training data")
+    return train, val
+
+
+class SegmentationDataset(torch.utils.data.Dataset):
+    """Slices with masks → (input (3,S,S), mask (1,S,S)); augmentation seeded by (seed, epoch, index).
+
+    Slices are resized to ``size`` (the inference size); with ``crop`` < ``size`` each sample is a
+    random ``crop``² window of it (full-resolution patch training, cheaper than whole slices).
+    """
+
+    def __init__(
+        self,
+        records: Sequence[SliceRecord],
+        size: int,
+        augment_mode: str | None,
+        seed: int = 0,
+        per_image_norm: bool = False,
+        feature_key: str = "vgg_feats",
+        crop: int = 0,
+    ) -> None:
+        missing = [r.source for r in records if r.mask is None]
+        if missing:
+            raise DataError(
+                f"segmentation needs pixel masks; {len(missing)} slices have none, e.g. {missing[0]}"
+            )
+        if not records:
+            raise DataError("segmentation dataset is empty")
+        self.records = list(records)
+        self.size = size
+        self.crop = crop if crop and crop < size else size
+        self.augment_mode = augment_mode
+        self.seed = seed
+        self.epoch = 0
+        self.per_image_norm = per_image_norm
+        self.feature_key = feature_key
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        record = self.records[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        mask = torch.from_numpy(record.mask).float()[None]
+        if record.features is not None:
+            feats = read_features(record.features, self.feature_key)
+            if self.augment_mode and rng.random() < 0.5:
+                feats, mask = feats.flip(-1), mask.flip(-1)
+            return feats, mask
+        size = (self.size, self.size)
+        image = augment.resize(torch.from_numpy(record.image).float()[None], size)
+        mask = augment.resize(mask, size)
+        view = self.crop / self.size
+        if self.augment_mode:
+            theta = augment.random_affine(rng, self.augment_mode, view=view)
+        else:
+            theta = augment.identity()
+            theta[:, :2] *= view
+        image, mask = augment.warp(image, mask, theta, (self.crop, self.crop))
+        if self.augment_mode == "strong":
+            image = augment.random_intensity(image, rng)
+        x = augment.segmenter_normalize(augment.quantize(image))
+        if self.per_image_norm:
+            x = augment.standardize(x)
+        return x, (mask > 0.5).float()
+
+
+class ClassificationDataset(torch.utils.data.Dataset):
+    """Slices → (input (3,S,S), label, mask (1,S,S), has_mask), cropped as classifier_input does."""
+
+    def __init__(
+        self,
+        records: Sequence[SliceRecord],
+        size: int = 224,
+        resize: int = 256,
+        augment_mode: str | None = "paper",
+        seed: int = 0,
+        feature_key: str = "res2net_feats",
+    ) -> None:
+        if not records:
+            raise DataError("classification dataset is empty")
+        self.records = list(records)
+        self.size = size
+        self.resize = resize
+        self.crop_fraction = size / resize
+        self.augment_mode = augment_mode
+        self.seed = seed
+        self.epoch = 0
+        self.feature_key = feature_key
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        record = self.records[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        label = torch.tensor(float(record.label))
+        has_mask = torch.tensor(record.mask is not None)
+        if record.features is not None:
+            feats = read_features(record.features, self.feature_key)
+            mask = (
+                torch.zeros(1, *feats.shape[-2:])
+                if record.mask is None
+                else torch.from_numpy(record.mask).float()[None]
+            )
+            if mask.shape[-2:] != feats.shape[-2:]:
+                mask = torch.nn.functional.interpolate(mask[None], size=feats.shape[-2:], mode="area")[0]
+            if self.augment_mode and rng.random() < 0.5:
+                feats, mask = feats.flip(-1), mask.flip(-1)
+            return feats, label, mask, has_mask
+        image = torch.from_numpy(record.image).float()[None]
+        mask = torch.zeros_like(image) if record.mask is None else torch.from_numpy(record.mask).float()[None]
+        resized = augment.shorter_side_size(*image.shape[-2:], self.resize)
+        image, mask = augment.resize(image, resized), augment.resize(mask, resized)
+        base = augment.centre_crop_theta(*resized, self.crop_fraction)
+        if self.augment_mode:
+            theta = augment.random_affine(rng, self.augment_mode, base=base, crop=True)
+        else:
+            theta = base
+        image, mask = augment.warp(image, mask, theta, (self.size, self.size))
+        if self.augment_mode == "strong":
+            image = augment.random_intensity(image, rng)
+        return augment.classifier_normalize(augment.quantize(image)), label, mask, has_mask

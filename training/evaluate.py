@@ -1,0 +1,338 @@
+"""Evaluation in the paper's layouts (§V): Tables IV (patients), V–VII (segmentation), Fig. 11.
+
+    python -m training.evaluate --checkpoint runs/seg/last.pt --checkpoint runs/unet/last.pt --out runs/eval
+    python -m training.evaluate --checkpoint runs/cls_fold1/last.pt --checkpoint runs/cls_fold2/last.pt ...
+    python -m training.evaluate --weights NAME --out DIR     # bundled/registry weights, split from the card
+
+Inputs are prepared with ``jcs.preprocess`` exactly as the engine does. Segmentation: Dice, IoU and
+Eφ per held-out image and their means, the same on perturbed copies (other windows, CLAHE, gamma +
+flip, zoom), a Dice histogram and overlays of the worst cases. Classification: the held-out
+predictions of all given checkpoints are pooled (leave-patients-out folds), giving slice-level ROC/AUC
+and, for CT volumes, patient decisions for T = 15, 20, 25, 30 and a recommended T.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jcs.preprocess import classifier_input, segmenter_input
+from scipy import ndimage
+
+from training import augment, common, metrics, plots
+from training.config import ClassifierConfig, SegmenterConfig
+from training.data import SliceRecord, load_records, split_by_patient
+from training.models import config_from_dict, model_from_checkpoint
+
+MIN_VOLUME_SLICES = 10  # patients with fewer slices (single PNGs) get slice-level but no patient decisions
+
+
+def _batched(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+@torch.no_grad()
+def predict_lesions(
+    net: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    size: int,
+    per_image_norm: bool,
+    device: torch.device,
+    precision: str,
+    batch_size: int = 8,
+) -> list[np.ndarray]:
+    """Lesion probability maps at each image's own size, computed like the engine's segment stage."""
+    net.eval()
+    out = []
+    for chunk in _batched(list(images), batch_size):
+        shapes = {im.shape for im in chunk}
+        groups = [[im] for im in chunk] if len(shapes) > 1 else [list(chunk)]
+        for group in groups:
+            x = segmenter_input(np.stack(group), size=size)
+            if per_image_norm:
+                x = augment.standardize(x)
+            x = x.to(device).contiguous(memory_format=torch.channels_last)
+            with common.autocast(precision, device):
+                prob = net(x)[:, :1].float()
+            prob = F.interpolate(prob, size=group[0].shape, mode="bilinear", align_corners=False)
+            out += [p[0].clamp(0, 1).cpu().numpy() for p in prob]
+    return out
+
+
+@torch.no_grad()
+def predict_covid(
+    net: torch.nn.Module,
+    images: Sequence[np.ndarray],
+    device: torch.device,
+    precision: str,
+    batch_size: int = 32,
+) -> np.ndarray:
+    """COVID-19 probability per slice (softmax class 1) with the engine's classifier input."""
+    net.eval()
+    probs = []
+    for chunk in _batched(list(images), batch_size):
+        x = classifier_input(np.stack(chunk)).to(device).contiguous(memory_format=torch.channels_last)
+        with common.autocast(precision, device):
+            logits = net(x).float()
+        probs.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
+    return np.concatenate(probs) if probs else np.zeros(0)
+
+
+def segmentation_scores(
+    net: torch.nn.Module,
+    records: Sequence[SliceRecord],
+    config: SegmenterConfig,
+    device: torch.device,
+    precision: str,
+    perturbation: str | None = None,
+    keep_predictions: bool = False,
+) -> dict[str, Any]:
+    """Per-image Dice/IoU/Eφ (prediction thresholded at 0.5) and their summaries."""
+    pairs = [(r.image, r.mask) for r in records]
+    if perturbation is not None:
+        pairs = [augment.PERTURBATIONS[perturbation](im, m) for im, m in pairs]
+    probs = predict_lesions(net, [p[0] for p in pairs], config.size, config.per_image_norm, device, precision)
+    rows = []
+    predictions = []
+    for record, (image, mask), prob in zip(records, pairs, probs, strict=True):
+        pred = (prob > 0.5).astype(np.uint8)
+        rows.append(
+            {
+                "image": record.source,
+                "dice": metrics.dice(pred, mask),
+                "iou": metrics.iou(pred, mask),
+                "e_measure": metrics.e_measure(pred, mask),
+                "lesions": int(ndimage.label(mask)[1]),
+                "lesion_fraction": float(mask.mean()),
+            }
+        )
+        if keep_predictions:
+            predictions.append((record.source, image, mask, pred))
+    report: dict[str, Any] = {
+        k: metrics.summarize([r[k] for r in rows]) for k in ("dice", "iou", "e_measure")
+    }
+    report["per_image"] = rows
+    if keep_predictions:
+        report["predictions"] = predictions
+    return report
+
+
+def format_segmentation_table(rows: dict[str, dict[str, Any]]) -> str:
+    """Tables V–VII layout: one row per method, mean Dice / IoU / Eφ (± std) over the images."""
+    lines = ["| Method | Dice | IoU | Eφ | images |", "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        cells = [f"{r[k]['mean']:.4f} ± {r[k]['std']:.3f}" for k in ("dice", "iou", "e_measure")]
+        lines.append(f"| {name} | {' | '.join(cells)} | {r['dice']['n']} |")
+    return "\n".join(lines)
+
+
+def format_patient_table(rows: Sequence[dict[str, float]]) -> str:
+    """Table IV layout: T, patient-level sensitivity and specificity."""
+    lines = ["| T | Sensitivity | Specificity | COVID-19 / other patients |", "|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['T']} | {r['sensitivity']:.3f} | {r['specificity']:.3f} | "
+            f"{r['patients_pos']} / {r['patients_neg']} |"
+        )
+    return "\n".join(lines)
+
+
+def _validation_records(config: SegmenterConfig | ClassifierConfig) -> list[SliceRecord]:
+    records = load_records(config.data)
+    _, val = split_by_patient(
+        records, config.data.val_patients, config.data.val_count, config.data.split_seed
+    )
+    if not val:
+        raise ValueError("the configuration holds out no patients; nothing to evaluate")
+    return val
+
+
+def segmenter_report(
+    net: torch.nn.Module,
+    config: SegmenterConfig,
+    out_dir: Path,
+    name: str,
+    device: torch.device | None = None,
+    worst: int = 6,
+) -> dict[str, Any]:
+    """Validation and perturbed-validation scores of one segmenter; writes CSV, JSON and figures."""
+    device = device or torch.device("cpu")
+    net = net.to(device).to(memory_format=torch.channels_last)
+    precision = common.resolve_precision(config.precision, device)
+    val = _validation_records(config)
+    main = segmentation_scores(net, val, config, device, precision, keep_predictions=True)
+    predictions = main.pop("predictions")
+    perturbed = {
+        p: segmentation_scores(net, val, config, device, precision, perturbation=p)
+        for p in augment.PERTURBATIONS
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / f"{name}_per_image.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(main["per_image"][0]))
+        writer.writeheader()
+        writer.writerows(main["per_image"])
+    dice = [r["dice"] for r in main["per_image"]]
+    plots.dice_histograms(
+        dice,
+        [r["lesions"] for r in main["per_image"]],
+        [r["lesion_fraction"] for r in main["per_image"]],
+        out_dir / f"{name}_dice_histogram.png",
+    )
+    order = np.argsort(dice)[:worst]
+    plots.write_overlays([(*predictions[i], dice[i]) for i in order], out_dir / f"{name}_worst")
+    summary = {k: main[k] for k in ("dice", "iou", "e_measure")}
+    perturbed_summary = {p: {k: r[k] for k in ("dice", "iou", "e_measure")} for p, r in perturbed.items()}
+    mean_perturbed = float(np.mean([r["dice"]["mean"] for r in perturbed.values()]))
+    report = {
+        "name": name,
+        "validation": summary,
+        "perturbed": perturbed_summary,
+        "perturbed_mean_dice": mean_perturbed,
+        "validation_images": [r.source for r in val],
+    }
+    (out_dir / f"{name}_metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def evaluate_segmenter_checkpoint(path: Path, out_dir: Path) -> dict[str, Any]:
+    """:func:`segmenter_report` of a training checkpoint, named after its architecture."""
+    kind, net, config = model_from_checkpoint(path)
+    if kind != "segmenter":
+        raise ValueError(f"{path} is a {kind} checkpoint")
+    return segmenter_report(net, config, out_dir, config.arch)
+
+
+def classifier_predictions(
+    net: torch.nn.Module, config: ClassifierConfig, device: torch.device | None = None
+) -> list[dict[str, Any]]:
+    """Held-out slice predictions: one dict (patient, source, label, probability) per slice."""
+    device = device or torch.device("cpu")
+    net = net.to(device).to(memory_format=torch.channels_last)
+    precision = common.resolve_precision(config.precision, device)
+    val = _validation_records(config)
+    probs = predict_covid(net, [r.image for r in val], device, precision)
+    return [
+        {"patient": r.patient, "source": r.source, "label": r.label, "probability": float(p)}
+        for r, p in zip(val, probs, strict=True)
+    ]
+
+
+def recommend_threshold(counts: dict[str, int], truth: dict[str, int]) -> int | None:
+    """Largest-margin T between the held-out patients: midway between the highest positive-slice count
+    of a non-COVID patient and the lowest of a COVID-19 patient (None if they overlap or one is absent)."""
+    neg = [counts[p] for p in counts if truth[p] == 0]
+    pos = [counts[p] for p in counts if truth[p] == 1]
+    if not neg or not pos or max(neg) >= min(pos):
+        return None
+    return (max(neg) + min(pos)) // 2
+
+
+def classifier_report(predictions: Sequence[dict[str, Any]], out_dir: Path, name: str) -> dict[str, Any]:
+    """Slice AUC/ROC and patient-level Table IV from pooled held-out predictions; writes files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scores = [p["probability"] for p in predictions]
+    labels = [p["label"] for p in predictions]
+    report: dict[str, Any] = {"name": name, "slices": len(predictions)}
+    if 0 < sum(labels) < len(labels):
+        fpr, tpr, _ = metrics.roc_curve(scores, labels)
+        report["slice_auc"] = metrics.auc(scores, labels)
+        predicted = np.asarray(scores) > 0.5
+        truth = np.asarray(labels).astype(bool)
+        report["slice_sensitivity"] = float((predicted & truth).sum() / truth.sum())
+        report["slice_specificity"] = float((~predicted & ~truth).sum() / (~truth).sum())
+        plots.roc_plot(fpr, tpr, report["slice_auc"], out_dir / f"{name}_roc.png")
+    per_patient: dict[str, list[dict[str, Any]]] = {}
+    for p in predictions:
+        per_patient.setdefault(p["patient"], []).append(p)
+    volumes = {k: v for k, v in per_patient.items() if len(v) >= MIN_VOLUME_SLICES}
+    if volumes:
+        counts = metrics.positive_slice_counts({k: [s["probability"] for s in v] for k, v in volumes.items()})
+        truth_patient = {k: int(any(s["label"] for s in v)) for k, v in volumes.items()}
+        report["patients"] = {
+            k: {
+                "slices": len(volumes[k]),
+                "positive_slices": counts[k],
+                "labelled_positive_slices": sum(s["label"] for s in volumes[k]),
+                "covid19": bool(truth_patient[k]),
+            }
+            for k in sorted(volumes)
+        }
+        report["table_iv"] = metrics.patient_table(counts, truth_patient)
+        report["recommended_threshold"] = recommend_threshold(counts, truth_patient)
+        plots.patient_curve_plot(counts, truth_patient, out_dir / f"{name}_patients.png")
+    with open(out_dir / f"{name}_slices.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["patient", "source", "label", "probability"])
+        writer.writeheader()
+        writer.writerows(predictions)
+    (out_dir / f"{name}_metrics.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", action="append", default=[], help="training checkpoint (repeatable)")
+    parser.add_argument("--weights", help="registry weights name; the split comes from its model card")
+    parser.add_argument("--out", required=True, help="output folder for tables, CSVs and figures")
+    args = parser.parse_args(argv)
+    out_dir = Path(args.out)
+    if not args.checkpoint and not args.weights:
+        parser.error("give --checkpoint and/or --weights")
+    seg_rows: dict[str, dict[str, Any]] = {}
+    pooled: list[dict[str, Any]] = []
+    extra_seg: dict[str, float] = {}
+    for path in args.checkpoint:
+        kind, net, config = model_from_checkpoint(Path(path))
+        name = Path(path).parent.name
+        if kind == "segmenter":
+            report = segmenter_report(net, config, out_dir, name)
+            seg_rows[name] = report["validation"]
+            extra_seg[name] = report["perturbed_mean_dice"]
+        else:
+            pooled += classifier_predictions(net, config)
+    if args.weights:
+        from jcs.weights import load_model
+
+        net, card = load_model(args.weights)
+        config = config_from_dict(card.kind, card.data["training"]["config"])
+        if card.kind == "segmenter":
+            report = segmenter_report(net, config, out_dir, card.name)
+            seg_rows[card.name] = report["validation"]
+            extra_seg[card.name] = report["perturbed_mean_dice"]
+        else:
+            pooled += classifier_predictions(net, config)
+    if seg_rows:
+        print(format_segmentation_table(seg_rows))
+        print(
+            "\nmean Dice on the perturbed copies: " + ", ".join(f"{k} {v:.4f}" for k, v in extra_seg.items())
+        )
+    if pooled:
+        sources = [p["source"] for p in pooled]
+        if len(set(sources)) != len(sources):
+            raise ValueError("the classifier checkpoints' validation sets overlap; pool disjoint folds only")
+        report = classifier_report(pooled, out_dir, "classifier")
+        if "slice_auc" in report:
+            print(
+                f"slice-level AUC {report['slice_auc']:.4f} over {report['slices']} held-out slices "
+                f"(sensitivity {report['slice_sensitivity']:.3f}, "
+                f"specificity {report['slice_specificity']:.3f})"
+            )
+        if "table_iv" in report:
+            for patient, row in report["patients"].items():
+                print(
+                    f"  {patient}: {row['positive_slices']} of {row['slices']} slices positive "
+                    f"({row['labelled_positive_slices']} labelled infected)"
+                )
+            print(format_patient_table(report["table_iv"]))
+            print(f"recommended T (count > T): {report['recommended_threshold']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""Training losses of the paper: image mixing (eq. 3), activation-map supervision (eq. 4) and the
+deeply supervised BCE + Dice segmentation loss (eq. 6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def sample_mixing_lambda(rng: np.random.Generator, alpha: float = 0.5) -> float:
+    """λ ~ Beta(α, α) of eq. (3) (α = 0.5 in the paper)."""
+    return float(rng.beta(alpha, alpha))
+
+
+def mix(tensor: torch.Tensor, lam: float, perm: torch.Tensor) -> torch.Tensor:
+    """Eq. (3): λ·a + (1 − λ)·b with b the batch permuted by ``perm`` (images, labels or masks)."""
+    return lam * tensor + (1.0 - lam) * tensor[perm]
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of 2-class logits (N, 2) against soft COVID-19 probabilities (N,) (mixed labels)."""
+    log_p = F.log_softmax(logits.float(), dim=1)
+    return -(target * log_p[:, 1] + (1.0 - target) * log_p[:, 0]).mean()
+
+
+def class_activation_map(features: torch.Tensor, fc_weight: torch.Tensor, cls: int = 1) -> torch.Tensor:
+    """COVID-class activation map Σ_c w_{cls,c} F_c of the last stage (N, C, h, w) → (N, h, w)."""
+    return torch.einsum("nchw,c->nhw", features.float(), fc_weight[cls].float())
+
+
+def normalize_map(cam: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """ReLU then per-map min–max scaling to [0, 1], the normalised activation map of eq. (4)."""
+    cam = F.relu(cam)
+    low = cam.amin(dim=(-2, -1), keepdim=True)
+    high = cam.amax(dim=(-2, -1), keepdim=True)
+    return (cam - low) / (high - low + eps)
+
+
+def attention_loss(
+    cam: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6
+) -> torch.Tensor:
+    """Eq. (4): mean squared (L2) distance between the normalised activation map and the lesion mask.
+
+    ``cam`` (N, h, w) raw activation maps; ``mask`` (N, 1, H, W) lesion masks (possibly mixed, eq. 3)
+    brought to (h, w) by area averaging and scaled to a maximum of 1; only samples with ``valid``
+    True and a non-empty mask count. Returns 0 (keeping the graph) when none does.
+    """
+    target = F.adaptive_avg_pool2d(mask.float(), cam.shape[-2:])[:, 0]
+    peak = target.amax(dim=(-2, -1))
+    use = valid.bool() & (peak > eps)
+    if not bool(use.any()):
+        return cam.sum() * 0.0
+    target = target[use] / peak[use, None, None]
+    return ((normalize_map(cam[use]) - target) ** 2).mean(dim=(-2, -1)).mean()
+
+
+def dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """1 − (2|P∩G| + s)/(|P| + |G| + s) per image, averaged over the batch."""
+    dims = tuple(range(1, prob.dim()))
+    inter = (prob * target).sum(dim=dims)
+    total = prob.sum(dim=dims) + target.sum(dim=dims)
+    return (1.0 - (2.0 * inter + smooth) / (total + smooth)).mean()
+
+
+def deep_supervision_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, list[float]]:
+    """Eq. (6): Σ over side outputs of BCE + Dice, each side output upsampled to the label size.
+
+    ``logits`` (N, K, h, w) side outputs before the sigmoid (K = 5 for JCS, 1 for the U-Net);
+    ``target`` (N, 1, H, W) in {0, 1}. Returns the total and the per-output values.
+    """
+    logits = logits.float()
+    if logits.shape[-2:] != target.shape[-2:]:
+        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+    parts = []
+    for k in range(logits.shape[1]):
+        side = logits[:, k : k + 1]
+        bce = F.binary_cross_entropy_with_logits(side, target)
+        parts.append(bce + dice_loss(torch.sigmoid(side), target))
+    total = torch.stack(parts).sum()
+    return total, [float(p.detach()) for p in parts]

@@ -1,0 +1,99 @@
+"""Model construction for training: the engine's jcs.models builders (trainable batch norm) or the
+baseline U-Net, plus the builder arguments that go into the model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from jcs.models import build_classifier, build_segmenter
+from torch import nn
+
+from training.config import ClassifierConfig, SegmenterConfig, apply_overrides
+from training.unet import UNet
+
+
+def segmenter_architecture(config: SegmenterConfig) -> dict[str, Any]:
+    """jcs.models.build_segmenter keyword arguments (what the engine rebuilds from the card)."""
+    return {
+        "joint": config.joint,
+        "width_mult": config.width_mult,
+        "feature_input": config.feature_input,
+        "batchnorm": "batch",
+    }
+
+
+def classifier_architecture(config: ClassifierConfig) -> dict[str, Any]:
+    """jcs.models.build_classifier keyword arguments."""
+    return {
+        "depth": config.depth,
+        "num_classes": 2,
+        "width_mult": config.width_mult,
+        "feature_input": config.feature_input,
+        "batchnorm": "batch",
+    }
+
+
+def build_segmentation_model(config: SegmenterConfig) -> nn.Module:
+    """The network to train; it has ``forward_logits`` returning (N, K, H, W) side-output logits."""
+    if config.arch == "unet":
+        if config.feature_input or config.joint:
+            raise ValueError("the U-Net baseline takes images only (no joint or feature-input mode)")
+        return UNet(config.unet_width, in_channels=3)
+    if config.arch != "jcs":
+        raise ValueError(f"segmenter arch must be 'jcs' or 'unet', not {config.arch!r}")
+    if config.joint and config.feature_input:
+        raise ValueError(
+            "joint training from the feature release needs the Res2Net stem features too; "
+            "train the joint model on images"
+        )
+    model = build_segmenter(**segmenter_architecture(config))
+    if config.joint and config.classifier_checkpoint:
+        load_joint_backbone(model, config.classifier_checkpoint)
+    return model
+
+
+def load_joint_backbone(model: nn.Module, checkpoint: str) -> None:
+    """§III-B4: start the joint model's Res2Net from a classifier trained on the classification set."""
+    from training.common import load_training_checkpoint
+
+    state = load_training_checkpoint(checkpoint)["model"]
+    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.res2net.load_state_dict(backbone, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"classifier {checkpoint} does not fit the joint model's Res2Net: "
+            f"missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+
+
+def build_classification_model(config: ClassifierConfig) -> nn.Module:
+    return build_classifier(**classifier_architecture(config))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def to_channels_last(model: nn.Module, device: torch.device) -> nn.Module:
+    return model.to(device).to(memory_format=torch.channels_last)
+
+
+def config_from_dict(kind: str, values: dict[str, Any]) -> SegmenterConfig | ClassifierConfig:
+    """The training configuration stored in a checkpoint or model card."""
+    config = SegmenterConfig() if kind == "segmenter" else ClassifierConfig()
+    apply_overrides(config, values, f"stored {kind} config")
+    return config
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[str, nn.Module, SegmenterConfig | ClassifierConfig]:
+    """(kind, trained network, its config) from a training checkpoint."""
+    from training.common import load_training_checkpoint
+
+    state = load_training_checkpoint(path)
+    kind = state.get("extra", {}).get("kind", "segmenter")
+    config = config_from_dict(kind, state["config"])
+    net = build_segmentation_model(config) if kind == "segmenter" else build_classification_model(config)
+    net.load_state_dict(state["model"])
+    return kind, net, config
