@@ -16,8 +16,13 @@ from .res2net import Bottle2neck, Res2NetV1b
 
 
 @torch.no_grad()
-def _fold(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    """Fold the eval-mode ``bn`` into ``conv`` in place (adds a bias to ``conv`` when it has none)."""
+def _fold(conv: nn.Conv2d, bn: nn.Module) -> None:
+    """Fold the eval-mode ``bn`` into ``conv`` in place (adds a bias to ``conv`` when it has none).
+
+    Does nothing when ``bn`` was already folded (replaced by an identity).
+    """
+    if not isinstance(bn, nn.BatchNorm2d):
+        return
     scale = bn.weight * (bn.running_var + bn.eps).rsqrt()
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
@@ -32,7 +37,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every batch norm of a JCS classifier or segmenter into its convolution, in place.
 
     Puts the model in eval mode (folding uses the stored statistics) and returns it. Outputs equal the
-    unfolded model's up to float rounding.
+    unfolded model's up to float rounding; folding an already folded model changes nothing.
     """
     model.eval()
     for module in list(model.modules()):
