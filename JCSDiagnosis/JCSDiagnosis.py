@@ -79,7 +79,7 @@ class JCSDiagnosisParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     device: Annotated[str, Choice(["auto", "cpu", "cuda", "mps"])] = "auto"
     useCardThreshold: bool = True
-    threshold: Annotated[int, Minimum(1)] = 25
+    threshold: Annotated[int, Minimum(0)] = 25
     policy: Annotated[str, Choice(["positive-only", "always"])] = "positive-only"
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     resultSegmentation: vtkMRMLSegmentationNode

@@ -145,8 +145,8 @@ class JCSDiagnosisSceneLogic:
             raise ValueError(f"segmentation policy must be one of {POLICIES}, got '{policy}'")
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got '{device}'")
-        if threshold is not None and threshold < 1:
-            raise ValueError(f"positive-slice threshold must be at least 1, got {threshold}")
+        if threshold is not None and threshold < 0:
+            raise ValueError(f"positive-slice threshold must not be negative, got {threshold}")
         workDir = Path(tempfile.mkdtemp(prefix="JCSDiagnosis-"))
         inputPath = workDir / "volume.nrrd"
         sitk.WriteImage(volumes.imageFromVolume(volumeNode), str(inputPath), useCompression=True)
@@ -157,9 +157,8 @@ class JCSDiagnosisSceneLogic:
             str(workDir / "out"),
             "--device",
             device,
-            "--policy",
+            "--segment",
             policy,
-            "--progress",
         ]
         if threshold is not None:
             arguments += ["--threshold", str(threshold)]
@@ -495,15 +494,20 @@ class JCSDiagnosisSceneLogic:
 
 
 def sliceRecords(slices: list[dict], probabilities: np.ndarray | None = None) -> list[dict]:
-    """Slice-table rows with a `slice` index and `covid_probability` column first (plot axes)."""
+    """Slice-table rows, `slice_index` and `classifier_probability` first (the plot's axes).
+
+    Accepts the CLI's results.json rows (`index`, `probability`, `positive`, quantification fields) and
+    jcs.quantify's rows (`slice_index`, `classifier_probability`, ...); `probabilities` overrides.
+    """
     rows = []
-    for index, record in enumerate(slices):
-        row = {tables.SLICE_COLUMN: int(record.get("slice", record.get("index", record.get("z", index))))}
-        probability = record.get(tables.PROBABILITY_COLUMN, record.get("probability"))
+    for position, record in enumerate(slices):
+        row = {
+            tables.SLICE_COLUMN: int(record.get(tables.SLICE_COLUMN, record.get("index", position))),
+            tables.PROBABILITY_COLUMN: record.get(tables.PROBABILITY_COLUMN, record.get("probability")),
+        }
         if probabilities is not None:
-            probability = float(probabilities[index])
-        row[tables.PROBABILITY_COLUMN] = float(probability) if probability is not None else float("nan")
-        row.update({k: v for k, v in record.items() if k not in ("slice", "index", "z", "probability", *row)})
+            row[tables.PROBABILITY_COLUMN] = float(probabilities[position])
+        row.update({k: v for k, v in record.items() if k not in (*row, "index", "probability")})
         rows.append(row)
     return rows
 
@@ -532,7 +536,7 @@ def _engineInfo(results: dict) -> dict:
     return {
         "engine_version": results.get("engine_version", ""),
         "weights": results.get("weights", {}),
-        "device": case.get("device", ""),
+        "device": results.get("device", ""),
         "threshold": case.get("threshold"),
         "positive": case.get("positive"),
     }

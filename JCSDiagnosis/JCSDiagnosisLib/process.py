@@ -21,9 +21,9 @@ from pathlib import Path
 #: Folder holding the `jcs` package (it ships beside this package in the extension).
 ENGINE_PARENT = Path(__file__).resolve().parents[1]
 
-_PROGRESS = re.compile(
-    r"^\s*(?:PROGRESS|progress)[\s:]+(?P<stage>[\w.\-/ ]+?)[\s:]+(?P<value>[0-9.]+)\s*(?P<pct>%?)"
-)
+# The CLI's progress bar (tqdm on stderr): "classify:  42%|####      | 42/100 [...]", redrawn after
+# a carriage return; the percent is of the whole run.
+_PROGRESS = re.compile(r"^\s*(?P<stage>[\w\-]+):\s+(?P<percent>\d{1,3})%\|")
 
 
 def pythonExecutable() -> str:
@@ -32,14 +32,11 @@ def pythonExecutable() -> str:
 
 
 def parseProgress(line: str) -> tuple[str, float] | None:
-    """(stage, fraction in 0..1) of a progress line such as ``PROGRESS classify 0.42``, else None."""
+    """(stage, fraction of the whole run in 0..1) of a progress-bar line, else None."""
     match = _PROGRESS.match(line)
     if match is None:
         return None
-    value = float(match["value"])
-    if match["pct"] or value > 1.0:
-        value /= 100.0
-    return match["stage"].strip(), min(max(value, 0.0), 1.0)
+    return match["stage"], min(int(match["percent"]), 100) / 100.0
 
 
 class EngineError(RuntimeError):
@@ -84,9 +81,6 @@ class EngineProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
             env=env,
             **kwargs,
         )
@@ -94,18 +88,28 @@ class EngineProcess:
         self._reader.start()
 
     def _readOutput(self) -> None:
+        """Split the output on newlines and carriage returns (progress bars redraw with \\r)."""
         assert self._process is not None and self._process.stdout is not None
-        for raw in self._process.stdout:
-            line = raw.rstrip("\n")
-            progress = parseProgress(line)
-            with self._lock:
+        pending = b""
+        while chunk := self._process.stdout.read1(4096):
+            *complete, pending = re.split(rb"[\r\n]", pending + chunk)
+            for raw in complete:
+                if raw.strip():
+                    self._handleLine(raw.decode("utf-8", errors="replace"))
+        if pending.strip():
+            self._handleLine(pending.decode("utf-8", errors="replace"))
+
+    def _handleLine(self, line: str) -> None:
+        progress = parseProgress(line)
+        with self._lock:
+            if progress is None:
                 self.lines.append(line)
-                if progress is not None:
-                    self.stage, self.fraction = progress
-            if progress is not None and self.onProgress is not None:
-                self.onProgress(*progress)
             else:
-                logging.debug("jcs: %s", line)
+                self.stage, self.fraction = progress
+        if progress is not None and self.onProgress is not None:
+            self.onProgress(*progress)
+        elif progress is None:
+            logging.debug("jcs: %s", line)
 
     def poll(self) -> int | None:
         """Exit code once finished, else None (for a GUI timer)."""

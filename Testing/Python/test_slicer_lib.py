@@ -173,8 +173,9 @@ def _fake_engine_outputs(out: Path, image: sitk.Image, lesion: np.ndarray, lungs
         written.CopyInformation(image)
         sitk.WriteImage(written, str(out / f"{name}.nrrd"))
     results = {
-        "case": {"positive": True, "positive_slice_count": 3, "threshold": 2, "device": "cpu"},
-        "slices": [{"slice_index": z, "classifier_probability": z / 12} for z in range(12)],
+        "case": {"positive": True, "positive_slice_count": 3, "threshold": 2},
+        "device": "cpu",
+        "slices": [{"index": z, "probability": z / 12, "positive": z > 6} for z in range(12)],
         "summary": {"lesion_volume_ml": 0.5, "lesion_count": 1},
         "lesions": [{"label": 1, "volume_ml": 0.5}],
         "weights": {"classifier": {"name": "c", "sha256": "ab" * 32}},
@@ -224,7 +225,7 @@ def test_load_results_builds_linked_nodes(scene_logic, tmp_path):
 
     slices = tables.readTable(nodes.sliceTableNode)
     assert [row["slice_index"] for row in slices] == list(range(12))
-    expected = [s["classifier_probability"] for s in results["slices"]]
+    expected = [s["probability"] for s in results["slices"]]
     assert np.allclose([row["classifier_probability"] for row in slices], expected)
     summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
     assert summary["lesion_volume_ml"] == "0.5" and summary["positive"] == "yes"
@@ -255,32 +256,31 @@ def test_axial_slice_centre_follows_inferior_to_superior(scene_logic):
 
 
 def test_progress_lines_are_parsed():
-    assert parseProgress("PROGRESS classify 0.25") == ("classify", 0.25)
-    assert parseProgress("progress: segment 50%") == ("segment", 0.5)
-    assert parseProgress("loading weights") is None
+    assert parseProgress("classify:  42%|####2     | 42/100 [00:01<00:02, 30.1%/s]") == ("classify", 0.42)
+    assert parseProgress("segment: 100%|##########| 100/100") == ("segment", 1.0)
+    assert parseProgress("classifier: tiny-classifier (sha256 ba6f72f4b86c4b79, ...)") is None
 
 
 def test_cancel_kills_the_engine_process_tree(tmp_path):
-    # A child that starts a grandchild and sleeps: cancel must end both.
-    script = tmp_path / "jcs" / "cli.py"
-    script.parent.mkdir()
-    (script.parent / "__init__.py").write_text("")
+    # A child that starts a grandchild, reports progress like the CLI and sleeps: cancel ends both.
+    script = tmp_path / "engine.py"
     pid_file = tmp_path / "grandchild.pid"
     script.write_text(
         "import subprocess, sys, time\n"
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
         f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
-        "print('PROGRESS start 0.1', flush=True)\n"
+        "sys.stderr.write('classify:  10%|#         | 10/100\\r')\n"
+        "sys.stderr.flush()\n"
         "time.sleep(60)\n"
     )
-    process = EngineProcess([], python=sys.executable, environment={"PYTHONPATH": str(tmp_path)})
+    process = EngineProcess([], python=sys.executable)
     process.command = [sys.executable, str(script)]
     process.start()
     for _ in range(200):
         if pid_file.exists() and process.fraction > 0:
             break
         time.sleep(0.05)
-    assert process.fraction == pytest.approx(0.1)
+    assert (process.stage, process.fraction) == ("classify", pytest.approx(0.1))
     process.cancel()
     assert process.poll() is not None
     grandchild = int(pid_file.read_text())
