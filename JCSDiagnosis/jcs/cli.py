@@ -1,0 +1,354 @@
+"""``jcs`` command line: ``diagnose``, ``quantify`` and ``weights list|import-official``.
+
+User errors (bad input, missing weights, cancelled) end with one line on stderr and exit code 2;
+no traceback. Everything runs offline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+from tqdm import tqdm
+
+import jcs
+from jcs.errors import InputError, JCSError
+from jcs.inference import (
+    PRECISIONS,
+    SEGMENT_POLICIES,
+    SLICE_THRESHOLD,
+    DiagnosisEngine,
+    DiagnosisResult,
+    scaled_threshold,
+)
+from jcs.io import CTVolume, read_ct
+
+EXIT_USER_ERROR = 2
+# Share of the progress bar given to each stage of `jcs diagnose`.
+_STAGE_SPAN = {
+    "prepare": (0.0, 0.05),
+    "classify": (0.05, 0.55),
+    "segment": (0.55, 0.85),
+    "done": (0.85, 0.85),
+    "quantify": (0.85, 1.0),
+}
+RESULTS_CSV_FIELDS = (
+    "index",
+    "probability",
+    "positive",
+    "opacification_area_px",
+    "opacification_area_mm2",
+    "lung_area_mm2",
+    "position_z_mm",
+    "file",
+)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jcs",
+        description="Explainable COVID-19 diagnosis of chest CT (JCS, Wu et al., IEEE TIP 2021). "
+        "Research use only; not for clinical diagnosis.",
+    )
+    parser.add_argument("--version", action="version", version=f"jcs {jcs.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    diagnose = commands.add_parser(
+        "diagnose",
+        help="classify every axial slice, explain with Grad-CAM, segment lesions, quantify",
+        description="Writes heatmap.nrrd, lesions.nrrd (input geometry), results.json, results.csv, "
+        "summary.csv, lesions.csv and slices.csv into --out.",
+    )
+    diagnose.add_argument("input", nargs="?", type=Path, help="CT file, DICOM folder or 2-D PNG/JPG slice")
+    diagnose.add_argument("--sample", action="store_true", help="run on the sample scan shipped with jcs")
+    diagnose.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
+    diagnose.add_argument("--classifier", help="classifier weights name (default: the bundled one)")
+    diagnose.add_argument("--segmenter", help="segmenter weights name (default: the bundled one)")
+    diagnose.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
+    diagnose.add_argument("--precision", default="auto", choices=PRECISIONS)
+    diagnose.add_argument(
+        "--threshold",
+        type=int,
+        help="case is positive when more than T slices are (default: the weights' card, else 25)",
+    )
+    diagnose.add_argument("--segment", default="positive-only", choices=SEGMENT_POLICIES)
+    diagnose.add_argument("--batch-size", type=int, help="slices per batch (default: chosen per device)")
+    diagnose.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    quantify = commands.add_parser(
+        "quantify",
+        help="quantify a (possibly edited) lesion mask",
+        description="Writes summary.csv, lesions.csv, slices.csv and results.json into --out.",
+    )
+    quantify.add_argument("ct", type=Path, help="CT file or DICOM folder")
+    quantify.add_argument("lesion_mask", type=Path, help="lesion mask (any format SimpleITK reads)")
+    quantify.add_argument("--lungs", type=Path, help="lung or lobe labelmap (default: segmented)")
+    quantify.add_argument("--out", type=Path, required=True, help="output folder")
+
+    weights = commands.add_parser("weights", help="list or import model weights")
+    weight_commands = weights.add_subparsers(dest="weights_command", required=True)
+    weight_commands.add_parser("list", help="show installed weights (user registry and bundled)")
+    importer = weight_commands.add_parser(
+        "import-official",
+        help="convert an official JCS checkpoint (.pth/.safetensors) into the user registry",
+    )
+    importer.add_argument("path", type=Path)
+    importer.add_argument("--name", required=True, help="registry name for the weights")
+    return parser
+
+
+class _Progress:
+    """Maps engine stage fractions onto one tqdm bar (percent of the whole run)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.bar = tqdm(total=100, unit="%", disable=not enabled, file=sys.stderr, leave=False)
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        start, stop = _STAGE_SPAN.get(stage, (0.95, 1.0))
+        self.bar.set_description(stage)
+        self.bar.n = round(100 * (start + (stop - start) * fraction))
+        self.bar.refresh()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _describe_weights(kind: str, card: Any) -> str:
+    return f"{kind}: {card.name} (sha256 {card.sha256[:16]}, {card.source} weights, {card.path})"
+
+
+def _slice_spacing(ct: CTVolume) -> float | None:
+    if ct.is_2d or not ct.is_hu:
+        return None
+    return float(ct.axial_image().GetSpacing()[2])
+
+
+def _quantify(ct: CTVolume, result: DiagnosisResult, notes: list[str]) -> Any:
+    """Lung masks (jcs.lung) and the lesion tables (jcs.quantify) of a diagnosis."""
+    from jcs.lung import segment_lungs
+    from jcs.quantify import quantify
+
+    axial = ct.axial_image()
+    array = ct.axial_array()
+    sx, sy, sz = axial.GetSpacing()
+    try:
+        lungs = segment_lungs(array, (sz, sy, sx), is_hu=ct.is_hu)
+    except InputError as exc:
+        notes.append(f"lungs could not be segmented ({exc}); lung-relative fields are empty")
+        lungs = np.zeros(array.shape, dtype=np.uint8)
+    return quantify(
+        result.lesion_mask,
+        lungs,
+        axial,
+        hu=array if ct.is_hu else None,
+        slice_probabilities=result.slice_probabilities,
+        heatmap=result.heatmap,
+        spacing_known=ct.is_hu,
+    )
+
+
+def _slice_rows(ct: CTVolume, result: DiagnosisResult, tables: dict[str, Any]) -> list[dict[str, Any]]:
+    """One entry per axial slice: index, probability, decision, plus the quantification's slice fields."""
+    quant = {row["slice_index"]: row for row in tables.get("slices", [])}
+    rows = []
+    for index, probability in enumerate(result.slice_probabilities.tolist()):
+        row: dict[str, Any] = {
+            "index": index,
+            "probability": probability,
+            "positive": probability > SLICE_THRESHOLD,
+        }
+        if ct.dicom_files is not None and index < len(ct.dicom_files):
+            row["file"] = ct.dicom_files[index].name
+        extra = quant.get(index, {})
+        row.update({k: v for k, v in extra.items() if k not in ("slice_index", "classifier_probability")})
+        rows.append(row)
+    return rows
+
+
+def _write_outputs(
+    ct: CTVolume,
+    result: DiagnosisResult,
+    out: Path,
+    engine: DiagnosisEngine,
+    timings: dict[str, float],
+    progress: _Progress,
+) -> dict[str, Any]:
+    from jcs.quantify import write_tables
+
+    notes = list(result.notes)
+    progress("quantify", 0.0)
+    t0 = time.perf_counter()
+    tables = write_tables(_quantify(ct, result, notes), out)
+    timings["quantify"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    sitk.WriteImage(ct.from_axial(result.heatmap.astype(np.float32)), str(out / "heatmap.nrrd"), True)
+    sitk.WriteImage(ct.from_axial(result.lesion_mask.astype(np.uint8)), str(out / "lesions.nrrd"), True)
+    slices = _slice_rows(ct, result, tables)
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=RESULTS_CSV_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in slices:
+            writer.writerow({k: "" if row.get(k) is None else row.get(k, "") for k in RESULTS_CSV_FIELDS})
+    timings["write"] = time.perf_counter() - t0
+    progress("quantify", 1.0)
+
+    n_slices = len(slices)
+    image = ct.image
+    payload = {
+        "engine_version": jcs.__version__,
+        "input": {
+            "path": str(ct.path),
+            "is_hu": ct.is_hu,
+            "size": list(image.GetSize()),
+            "spacing_mm": list(image.GetSpacing()),
+            "origin_mm": list(image.GetOrigin()),
+            "direction": list(image.GetDirection()),
+            "series_instance_uid": ct.series_instance_uid,
+            "skipped_series": list(ct.skipped_series),
+            "axial_slices": n_slices,
+            "slice_order": "axial grid, index 0 = most inferior",
+        },
+        "case": {
+            "positive": result.positive,
+            "positive_slice_count": result.positive_slice_count,
+            "threshold": result.threshold,
+            "decision_rule": "positive when positive_slice_count > threshold; a slice is positive when "
+            f"its COVID-19 probability > {SLICE_THRESHOLD}",
+            "suggested_threshold": scaled_threshold(n_slices, _slice_spacing(ct)),
+            "segmented": result.segmented,
+            "segment_policy": engine.segment_policy,
+        },
+        "slices": slices,
+        "weights": result.weights,
+        "device": result.device,
+        "precision": result.precision,
+        "timings_s": {**result.timings_s, **timings},
+        "notes": notes,
+        "summary": tables.get("summary", {}),
+        "lesions": tables.get("lesions", []),
+        "outputs": {
+            "heatmap": "heatmap.nrrd",
+            "lesions": "lesions.nrrd",
+            "tables": ["results.csv", "summary.csv", "lesions.csv", "slices.csv"],
+        },
+        "intended_use": "Research use only. Not a medical device; not for clinical diagnosis.",
+    }
+    with open(out / "results.json", "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, allow_nan=False)
+    return payload
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    if args.sample == (args.input is not None):
+        raise InputError("give either an INPUT path or --sample")
+    t_start = time.perf_counter()
+    if args.sample:
+        from jcs.sample import SAMPLE_CITATION, sample_path
+
+        path = sample_path()
+        print(f"sample: {path} ({SAMPLE_CITATION})")
+    else:
+        path = args.input
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ct = read_ct(path)
+    timings["read"] = time.perf_counter() - t0
+    engine = DiagnosisEngine.from_registry(
+        args.classifier,
+        args.segmenter,
+        device=args.device,
+        threshold=args.threshold,
+        segment_policy=args.segment,
+        precision=args.precision,
+        batch_size=args.batch_size,
+    )
+    print(_describe_weights("classifier", engine.classifier_card))
+    if engine.segmenter_card is not None:
+        print(_describe_weights("segmenter", engine.segmenter_card))
+    else:
+        print("segmenter: none installed; lesions will not be segmented")
+    args.out.mkdir(parents=True, exist_ok=True)
+    progress = _Progress(enabled=not args.quiet)
+    try:
+        result = engine.diagnose(ct, progress=progress)
+        payload = _write_outputs(ct, result, args.out, engine, timings, progress)
+    finally:
+        progress.close()
+    timings["total"] = time.perf_counter() - t_start
+    case = payload["case"]
+    n = len(payload["slices"])
+    verdict = "POSITIVE" if case["positive"] else "negative"
+    print(
+        f"case: {verdict} ({case['positive_slice_count']} of {n} slices positive, "
+        f"threshold {case['threshold']}; {result.device} {result.precision}, {timings['total']:.1f} s)"
+    )
+    if not ct.is_2d and case["suggested_threshold"] != case["threshold"]:
+        print(
+            f"note: for {n} slices the paper's rule T=25 (about 300 slices of ~1 mm) scales to "
+            f"T={case['suggested_threshold']}; pass --threshold to use it"
+        )
+    for note in payload["notes"]:
+        print(f"note: {note}")
+    print(f"outputs: {args.out}")
+    return 0
+
+
+def _quantify_command(args: argparse.Namespace) -> int:
+    from jcs.quantify import run_quantify
+
+    payload = run_quantify(args.ct, args.lesion_mask, args.out, lungs_path=args.lungs)
+    summary = payload.get("summary", {})
+    print(f"lesions: {summary.get('lesion_count', len(payload.get('lesions', [])))}; outputs: {args.out}")
+    return 0
+
+
+def _weights_command(args: argparse.Namespace) -> int:
+    from jcs.weights import import_official, list_weights, user_dir
+
+    if args.weights_command == "import-official":
+        card = import_official(args.path, args.name)
+        print(f"imported {card.data.get('official_format')} as {card.name!r} ({card.kind}) into {card.path}")
+        print(f"sha256 {card.sha256}")
+        return 0
+    cards = list_weights()
+    if not cards:
+        print(
+            f"no weights installed (user registry {user_dir()}); add some with "
+            "`jcs weights import-official CHECKPOINT --name NAME`"
+        )
+        return 0
+    print(f"{'name':<28} {'kind':<10} {'source':<8} {'threshold':>9}  sha256")
+    for card in cards:
+        threshold = "" if card.threshold is None else str(card.threshold)
+        print(f"{card.name:<28} {card.kind:<10} {card.source:<8} {threshold:>9}  {card.sha256[:16]}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jcs`` console script; returns the exit code."""
+    args = _build_parser().parse_args(argv)
+    handlers = {"diagnose": _diagnose, "quantify": _quantify_command, "weights": _weights_command}
+    try:
+        return handlers[args.command](args)
+    except JCSError as exc:
+        print(f"jcs {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        print(f"jcs {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print(f"jcs {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""`jcs` command line end to end with the tiny weights: phantom, real CT100 slice, real DICOM series."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from jcs import weights
+from jcs.cli import main
+from jcs.weights import find_weights
+from phantoms import make_chest_phantom
+from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
+
+TABLES = ("results.json", "results.csv", "summary.csv", "lesions.csv", "slices.csv")
+CORONAL_DIRECTION = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0)
+
+
+def _same_geometry(a: sitk.Image, b: sitk.Image) -> None:
+    assert a.GetSize() == b.GetSize()
+    np.testing.assert_allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(a.GetSpacing(), b.GetSpacing(), atol=1e-6)
+    np.testing.assert_allclose(a.GetDirection(), b.GetDirection(), atol=1e-6)
+
+
+def _diagnose(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["diagnose", *args, "--quiet", "--precision", "fp32"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _check_outputs(out: Path, reference: sitk.Image, n_slices: int) -> dict:
+    for name in TABLES:
+        assert (out / name).is_file(), name
+    heatmap = sitk.ReadImage(str(out / "heatmap.nrrd"))
+    lesions = sitk.ReadImage(str(out / "lesions.nrrd"))
+    _same_geometry(heatmap, reference)
+    _same_geometry(lesions, reference)
+    assert heatmap.GetPixelID() == sitk.sitkFloat32 and lesions.GetPixelID() == sitk.sitkUInt8
+    values = sitk.GetArrayViewFromImage(heatmap)
+    assert values.min() >= 0.0 and values.max() <= 1.0
+    assert set(np.unique(sitk.GetArrayViewFromImage(lesions))) <= {0, 1}
+    results = json.loads((out / "results.json").read_text())
+    case = results["case"]
+    assert {"positive", "positive_slice_count", "threshold"} <= set(case)
+    assert len(results["slices"]) == n_slices
+    probabilities = [s["probability"] for s in results["slices"]]
+    assert [s["index"] for s in results["slices"]] == list(range(n_slices))
+    assert case["positive_slice_count"] == sum(p > 0.5 for p in probabilities)
+    assert case["positive"] == (case["positive_slice_count"] > case["threshold"])
+    for kind in ("classifier", "segmenter"):
+        card = find_weights(results["weights"][kind]["name"])
+        assert results["weights"][kind]["sha256"] == card.sha256
+    assert results["engine_version"] and results["timings_s"]["total"] > 0
+    assert "summary" in results and "lesions" in results
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == n_slices
+    np.testing.assert_allclose([float(r["probability"]) for r in rows], probabilities, rtol=1e-6)
+    # the lesion labelmap, mapped back to the axial grid, holds exactly the per-slice areas reported
+    axial = sitk.GetArrayFromImage(sitk.DICOMOrient(lesions, "LPS")) if lesions.GetDimension() == 3 else (
+        sitk.GetArrayFromImage(lesions)[None]
+    )
+    areas = [s["opacification_area_px"] for s in results["slices"]]
+    assert axial.reshape(n_slices, -1).sum(axis=1).tolist() == areas
+    return results
+
+
+def test_diagnose_phantom_in_coronal_storage(
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    phantom = make_chest_phantom(shape=(10, 96, 96), seed=2, direction=CORONAL_DIRECTION)
+    source = tmp_path / "phantom.nrrd"
+    sitk.WriteImage(phantom.image, str(source))
+    out = tmp_path / "out"
+    code, stdout, stderr = _diagnose(
+        [str(source), "--out", str(out), "--segment", "always", "--threshold", "2",
+         "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
+        capsys,
+    )
+    assert code == 0, stderr
+    assert "classifier: tiny-classifier (sha256" in stdout and "segmenter: tiny-segmenter" in stdout
+    results = _check_outputs(out, phantom.image, 10)
+    assert results["case"]["threshold"] == 2 and results["case"]["segmented"]
+    assert sitk.GetArrayViewFromImage(sitk.ReadImage(str(out / "lesions.nrrd"))).any()
+    assert results["input"]["direction"] == pytest.approx(list(CORONAL_DIRECTION))
+
+
+def test_diagnose_real_ct100_png(
+    shared_data: Path, tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    png = shared_data / "covid19-ct100" / "images" / "ct100_0000.png"
+    out = tmp_path / "png"
+    code, stdout, stderr = _diagnose(
+        [str(png), "--out", str(out), "--segment", "always",
+         "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
+        capsys,
+    )
+    assert code == 0, stderr
+    reference = sitk.ReadImage(str(png))
+    results = _check_outputs(out, reference, 1)
+    assert results["case"]["threshold"] == 0 and results["input"]["is_hu"] is False
+
+
+def test_diagnose_real_dicom_series(
+    shared_data: Path, tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    """Twelve contiguous slices of the real P001 series (copied as they are), read as a DICOM folder."""
+    with open(shared_data / "covid-ct-md" / "slice_labels.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["patient"] == "P001"]
+    rows.sort(key=lambda r: int(r["slice_index_sup_to_inf"]))
+    series = tmp_path / "P001"
+    series.mkdir()
+    for row in rows[60:72]:
+        shutil.copy(shared_data / "covid-ct-md" / row["file"], series)
+    out = tmp_path / "dicom"
+    code, stdout, stderr = _diagnose(
+        [str(series), "--out", str(out), "--segment", "always",
+         "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
+        capsys,
+    )
+    assert code == 0, stderr
+    reader = sitk.ImageSeriesReader()
+    reference = sitk.ReadImage(reader.GetGDCMSeriesFileNames(str(series)))
+    results = _check_outputs(out, reference, 12)
+    files = {r["file"].split("/")[-1] for r in rows[60:72]}
+    assert {s["file"] for s in results["slices"]} == files
+    # axial index 0 is the most inferior slice: SliceLocation increases with the index
+    by_file = {r["file"].split("/")[-1]: float(r["SliceLocation"]) for r in rows}
+    locations = [by_file[s["file"]] for s in results["slices"]]
+    assert locations == sorted(locations)
+
+
+def test_diagnose_sample_classification_only(
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    out = tmp_path / "sample"
+    code, stdout, stderr = _diagnose(
+        ["--sample", "--out", str(out), "--threshold", "1000",
+         "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
+        capsys,
+    )
+    assert code == 0, stderr
+    assert "COVID-CT-MD" in stdout
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["slices"]) == 48 and not results["case"]["segmented"]
+    assert results["case"]["suggested_threshold"] == 12  # 2 mm slices: 25 mm / 2 mm
+
+
+def test_no_weights_gives_instructions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tmp_path / "empty"))
+    monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path / "none")
+    phantom = make_chest_phantom(shape=(10, 64, 64), seed=4)
+    source = tmp_path / "p.nrrd"
+    sitk.WriteImage(phantom.image, str(source))
+    code, stdout, stderr = _diagnose([str(source), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert stderr.count("\n") == 1 and "jcs weights import-official" in stderr
+    assert main(["weights", "list"]) == 0
+    assert "no weights installed" in capsys.readouterr().out
+
+
+def test_user_errors_exit_2_without_traceback(
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    code, _, stderr = _diagnose([str(tmp_path / "absent.nii.gz"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "absent.nii.gz" in stderr and stderr.count("\n") == 1
+    code, _, stderr = _diagnose(["--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "INPUT path or --sample" in stderr
+    phantom = make_chest_phantom(shape=(10, 64, 64), seed=4)
+    source = tmp_path / "p.nrrd"
+    sitk.WriteImage(phantom.image, str(source))
+    code, _, stderr = _diagnose([str(source), "--out", str(tmp_path / "o"), "--classifier", "nope"], capsys)
+    assert code == 2 and "no weights named 'nope'" in stderr
+    code, _, stderr = _diagnose(
+        [str(source), "--out", str(tmp_path / "o"), "--classifier", tiny_weights["segmenter"]], capsys
+    )
+    assert code == 2 and "not a classifier" in stderr
+    not_official = tmp_path / "x.pth"
+    torch.save({"w": torch.zeros(2)}, not_official)
+    assert main(["weights", "import-official", str(not_official), "--name", "x"]) == 2
+    assert "none of the official JCS formats" in capsys.readouterr().err
+
+
+def test_weights_list(tiny_weights: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-classifier" in out and "classifier" in out and "tiny-segmenter" in out
+    assert find_weights("tiny-classifier").sha256[:16] in out
+
+
+def test_quantify_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    phantom = make_chest_phantom(shape=(12, 96, 96), seed=3)
+    ct_path, mask_path = tmp_path / "ct.nrrd", tmp_path / "mask.nrrd"
+    sitk.WriteImage(phantom.image, str(ct_path))
+    mask = sitk.GetImageFromArray(phantom.lesion_mask.astype(np.uint8))
+    mask.CopyInformation(phantom.axial_image)
+    sitk.WriteImage(mask, str(mask_path))
+    out = tmp_path / "q"
+    assert main(["quantify", str(ct_path), str(mask_path), "--out", str(out)]) == 0
+    for name in ("results.json", "summary.csv", "lesions.csv", "slices.csv"):
+        assert (out / name).is_file()
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["lesions"]) >= 1
+    assert "lesions:" in capsys.readouterr().out
+    assert main(["quantify", str(ct_path), str(tmp_path / "absent.nrrd"), "--out", str(out)]) == 2
+    assert "absent.nrrd" in capsys.readouterr().err
+
+
+def test_console_script_error_is_one_line(tmp_path: Path) -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "jcs.cli", "diagnose", str(tmp_path / "absent"), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 2
+    assert process.stderr.startswith("jcs diagnose: error:") and "Traceback" not in process.stderr
