@@ -252,9 +252,7 @@ def test_export_seg_and_sr_validates_and_reads_back(logic, dicom_case, dicom_fil
         assert measurements["Number of lesions"] == len(phantom.lesions)
 
 
-def test_nrrd_input_export_needs_sources_and_rerun_keeps_edits(
-    app, logic, weights, phantom, dicom_files, tmp_path
-):
+def test_nrrd_input_export_needs_sources_and_rerun_keeps_edits(app, logic, weights, tmp_path):
     # a thin phantom in a flipped/permuted (non-axial-LPS) geometry, loaded from NRRD
     thin = make_chest_phantom(
         shape=(8, 96, 96), spacing=(5.0, 1.5, 1.5), direction=(-1, 0, 0, 0, 0, -1, 0, -1, 0)
@@ -263,7 +261,10 @@ def test_nrrd_input_export_needs_sources_and_rerun_keeps_edits(
     sitk.WriteImage(thin.image, str(path))
     volume = app.volumes_logic.AddArchetypeVolume(str(path), "phantom CT (NRRD)")
     assert np.array_equal(volumes.arrayFromVolume(volume), sitk.GetArrayFromImage(thin.image))
-    nodes = logic.diagnose(volume, device="cpu", policy="always", timeout=300, **weights)
+    # classification only (no positive case below 1000 positive slices): the segmenter is skipped
+    options = {"device": "cpu", "policy": "positive-only", "threshold": 1000, "timeout": 300, **weights}
+    nodes = logic.diagnose(volume, **options)
+    assert nodes.results["case"]["segmented"] is False and not logic.lesionMask(nodes.segmentationNode).any()
     assert np.allclose(volumes.ijkToRasMatrix(nodes.heatmapNode), volumes.ijkToRasMatrix(volume))
     assert nodes.sliceTableNode.GetNumberOfRows() == 8  # axial slices, whatever the stored orientation
     with pytest.raises(ValueError, match="not loaded from DICOM"):
@@ -273,15 +274,15 @@ def test_nrrd_input_export_needs_sources_and_rerun_keeps_edits(
     edited = np.zeros_like(logic.lesionMask(nodes.segmentationNode))
     edited[tuple(slice(n // 3, n // 3 + 2) for n in edited.shape)] = 1
     _paint(logic, nodes.segmentationNode, edited)
-    again = logic.diagnose(volume, device="cpu", policy="always", timeout=300, **weights)
+    again = logic.diagnose(volume, **options)
     assert again.segmentationNode.GetID() != nodes.segmentationNode.GetID()
     assert again.heatmapNode.GetID() != nodes.heatmapNode.GetID()
     assert again.summaryTableNode.GetID() != nodes.summaryTableNode.GetID()
     assert np.array_equal(logic.lesionMask(nodes.segmentationNode), edited)
     assert logic.isEdited(nodes.segmentationNode) and not logic.isEdited(again.segmentationNode)
-    # deterministic engine: the same input gives the same automatic result
-    assert again.segmentationNode.GetAttribute("JCSDiagnosis.automaticLesionSha256") == (
-        nodes.segmentationNode.GetAttribute("JCSDiagnosis.automaticLesionSha256")
+    # deterministic engine: the same input gives the same slice probabilities
+    assert tables.columnValues(again.sliceTableNode, tables.PROBABILITY_COLUMN) == pytest.approx(
+        tables.columnValues(nodes.sliceTableNode, tables.PROBABILITY_COLUMN)
     )
 
 
