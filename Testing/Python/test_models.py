@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import math
 import pickle
@@ -32,6 +33,16 @@ from safetensors.torch import save_file
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = REPO_ROOT.parent / "shared" / "reference" / "jcs_official_state_dict_manifest.json"
+# SHA-256 of each manifest entry as the ordered JSON list [[key, shape], ...] (compact separators), so
+# the layouts are checked even where ../shared/reference is absent.
+MANIFEST_SHA256 = {
+    "classifier_res2net101_v1b_26w_4s_fc2": (
+        "aa772d83dd0cd83155cd02e24a42679b7efdce8a2cbe0c9dd095fcf1ff74c17b"
+    ),
+    "classifier_res2net50_v1b_26w_4s_fc2": "651b32c01e456f6004b8c22b5003ab40c60a24a03ca3ad0ec5c825276a774b10",
+    "segmentation_single": "f44f53025e22283e969355115dbd117bcf97d7cedc339edc25b66070c3c9ff68",
+    "segmentation_joint": "472d5b499308ac0033eb3d9d8568f782a2e76d087fcdbb9ded2b71269bf0861b",
+}
 
 
 @pytest.fixture(autouse=True)
@@ -66,10 +77,27 @@ def meta_model(name: str) -> torch.nn.Module:
         return build_model(kind, **arch)
 
 
+def official_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    kind, arch = OFFICIAL_FORMATS[name]
+    return expected_shapes(kind, **arch)
+
+
+def layout_sha256(shapes: dict[str, tuple[int, ...]]) -> str:
+    canonical = json.dumps([[k, list(v)] for k, v in shapes.items()], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def test_official_layouts_match_manifest_fingerprints():
+    assert set(OFFICIAL_FORMATS) == set(MANIFEST_SHA256)
+    for name in OFFICIAL_FORMATS:
+        assert layout_sha256(official_shapes(name)) == MANIFEST_SHA256[name], name
+
+
 def test_official_formats_are_the_manifest(manifest):
     assert set(OFFICIAL_FORMATS) == set(manifest)
-    for name, (kind, arch) in OFFICIAL_FORMATS.items():
-        assert expected_shapes(kind, **arch) == manifest[name], name
+    for name in OFFICIAL_FORMATS:
+        assert list(official_shapes(name).items()) == list(manifest[name].items()), name
+        assert layout_sha256(manifest[name]) == MANIFEST_SHA256[name]
 
 
 def test_builders_give_manifest_layouts(manifest):
@@ -89,8 +117,8 @@ def test_builders_give_manifest_layouts(manifest):
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_FORMATS))
-def test_strict_load_in_every_container(name, manifest, tmp_path):
-    shapes = manifest[name]
+def test_strict_load_in_every_container(name, tmp_path):
+    shapes = official_shapes(name)  # = the manifest entry (fingerprint test above)
     keys = list(shapes)
     state = manifest_state_dict(shapes, compact=True)
     torch.save(state, tmp_path / "plain.pth")
@@ -111,9 +139,9 @@ def test_strict_load_in_every_container(name, manifest, tmp_path):
     assert list(load_checkpoint(wrapped)) == keys
 
 
-def test_joint_loads_without_batch_counters(manifest):
+def test_joint_loads_without_batch_counters():
     """PyTorch fills the joint fusion BNs' num_batches_tracked when a checkpoint lacks them."""
-    joint = manifest["segmentation_joint"]
+    joint = official_shapes("segmentation_joint")
     state = {k: torch.zeros(()).expand(s) for k, s in joint.items() if not k.endswith("num_batches_tracked")}
     assert detect_official_format(state) == "segmentation_joint"
     model = meta_model("segmentation_joint")
@@ -292,8 +320,9 @@ def test_batchnorm_modes():
         build_segmenter(batchnorm="sync")
 
 
-def test_wrong_file_gives_weights_error(manifest, tmp_path):
-    classifier_sd = {k: torch.zeros(s) for k, s in manifest["classifier_res2net50_v1b_26w_4s_fc2"].items()}
+def test_wrong_file_gives_weights_error():
+    shapes = official_shapes("classifier_res2net50_v1b_26w_4s_fc2")
+    classifier_sd = {k: torch.zeros(()).expand(s) for k, s in shapes.items()}
     with torch.device("meta"):
         segmenter = build_segmenter()
     with pytest.raises(WeightsError) as err:

@@ -40,12 +40,13 @@ class GAM(nn.Module):
         if group * len(rates) != expanded:
             raise ValueError(f"GAM splits {expanded} channels into groups of {group}: needs 4 rates")
         self.group = group
+        # Registration order = the official state-dict order.
         self.expand_conv = ConvBNReLU(channels, expanded, 1)
-        self.dilation_convs = nn.ModuleList(nn.Conv2d(group, group, 3, padding=r, dilation=r) for r in rates)
-        self.act1 = nn.ReLU(inplace=True)
-        self.se_block = SEBlock(expanded, reduction=4)
         self.reduce_conv = ConvBNReLU(expanded, channels, 1)
         self.end_conv = ConvBNReLU(channels, channels, 3)
+        self.se_block = SEBlock(expanded, reduction=4)
+        self.dilation_convs = nn.ModuleList(nn.Conv2d(group, group, 3, padding=r, dilation=r) for r in rates)
+        self.act1 = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = torch.split(self.expand_conv(x), self.group, dim=1)
