@@ -9,7 +9,6 @@ survives a save/reload.
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -33,10 +32,7 @@ from JCSDiagnosisLib.process import EngineError  # noqa: E402
 from phantoms import make_chest_phantom  # noqa: E402
 from tiny_weights import tiny_weights_dir  # noqa: E402, F401  (fixture)
 
-pytestmark = [
-    pytest.mark.slicer,
-    pytest.mark.skipif(importlib.util.find_spec("jcs.cli") is None, reason="no engine CLI (jcs.cli) yet"),
-]
+pytestmark = pytest.mark.slicer
 
 
 @pytest.fixture(scope="module")
