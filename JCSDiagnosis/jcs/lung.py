@@ -33,9 +33,10 @@ LOBE_SIDE = {1: RIGHT_LUNG, 2: RIGHT_LUNG, 3: RIGHT_LUNG, 4: LEFT_LUNG, 5: LEFT_
 ZONE_NAMES = {1: "right upper", 2: "right middle", 3: "right lower",
               4: "left upper", 5: "left middle", 6: "left lower"}
 
-# HU thresholds (after Hu, Hoffman & Reinhardt, IEEE TMI 2001: lung parenchyma < -400 HU, air lumen < -950).
+# HU thresholds: lung parenchyma < -400 HU (after Hu, Hoffman & Reinhardt, IEEE TMI 2001); airway lumen:
+# 3x3 in-plane mean < -900 HU (real tracheal air reads about -950 +- 40 HU, aerated lung about -850).
 LUNG_MAX_HU = -400.0
-AIRWAY_MAX_HU = -950.0
+AIRWAY_MAX_HU = -900.0
 
 # External labelmap conventions: label value -> our lobe label (0 = ignore) or, for lung-only maps, lung side.
 LABEL_CONVENTIONS: dict[str, dict[int, tuple[str, int]]] = {
@@ -66,7 +67,7 @@ def segment_lungs(image: np.ndarray, spacing_zyx: tuple[float, float, float], *,
     Steps (after Hu, Hoffman & Reinhardt, IEEE TMI 2001): low-density candidates (< -400 HU); removal
     of air outside the body (per slice: components running along the border, the air ring of a
     circular field of view, air not enclosed by the body, e.g. under the table); removal of the trachea
-    and main bronchi (HU volumes only: lumen < -950 HU tracked caudally from the top slices until it
+    and main bronchi (HU volumes only: lumen, 3x3 mean < -900 HU, tracked caudally from the top slices until it
     opens into the lung); 3-D components under 20 % of the largest dropped; each slice's components
     assigned to a side by their centroid relative to the midline (a component crossing it, i.e. lungs
     touching, is cut at its narrowest column); per lung and slice a closing (square of `close_mm`),
@@ -94,7 +95,7 @@ def segment_lungs(image: np.ndarray, spacing_zyx: tuple[float, float, float], *,
     air = work < air_thr
     cand = air & ~_outside_air(air)
     if aw_thr is not None and cand.shape[0] > 1:
-        cand &= ~_track_airways(cand, work < aw_thr, spacing)
+        cand &= ~_track_airways(cand, work, aw_thr, spacing)
     cand = _keep_large_components(cand)
     labels = _assign_sides(cand)
     labels = _close_and_fill(labels, close_mm, spacing)
@@ -187,10 +188,13 @@ def _outside_air(air: np.ndarray) -> np.ndarray:
     return outside[lab] | (air & ~_body(air))
 
 
-def _track_airways(cand: np.ndarray, lumen: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Trachea and main bronchi: a small round midline lumen found in the top slices, followed caudally
-    slice by slice while each followed component stays small (a component more than twice the area it
-    continues, or larger than 1000 mm^2, has reached the lung and is not taken)."""
+def _track_airways(cand: np.ndarray, work: np.ndarray, threshold: float,
+                   spacing: tuple[float, float, float]) -> np.ndarray:
+    """Trachea and main bronchi: lumen (3x3 in-plane mean below `threshold`, robust to noise) found as
+    a small round midline component in the top slices, followed caudally slice by slice while each
+    followed component stays small (a component more than twice the area it continues, or larger than
+    1000 mm^2, has reached the lung and is not taken). Returned grown by one pixel in-plane to take the
+    partial-volume rim of the lumen too."""
     nz = cand.shape[0]
     px_mm2 = spacing[1] * spacing[2]
     zs = np.flatnonzero(cand.any(axis=(1, 2)))
@@ -198,19 +202,25 @@ def _track_airways(cand: np.ndarray, lumen: np.ndarray, spacing: tuple[float, fl
         return np.zeros_like(cand)
     xs = np.flatnonzero(cand.any(axis=(0, 1)))
     x_mid, half_w = (xs[0] + xs[-1]) / 2, (xs[-1] - xs[0]) / 2
-    lumen = lumen & cand
+    cache: dict[int, np.ndarray] = {}
+
+    def lumen_at(z: int) -> np.ndarray:
+        if z not in cache:
+            cache[z] = (ndi.uniform_filter(work[z].astype(np.float32), 3) < threshold) & cand[z]
+        return cache[z]
+
     s2 = ndi.generate_binary_structure(2, 1)
     airway = np.zeros_like(cand)
     top, first = zs[-1], zs[0]
     seed = None
     for z in range(top, top - max(2, (top - first) // 3), -1):
-        lab, n = ndi.label(lumen[z], structure=s2)
+        lab, n = ndi.label(lumen_at(z), structure=s2)
         for i in range(1, n + 1):
             comp = lab == i
             area = comp.sum() * px_mm2
             yy, xx = np.nonzero(comp)
             box = (np.ptp(yy) + 1) * (np.ptp(xx) + 1)
-            if 40 <= area <= 700 and abs(xx.mean() - x_mid) < 0.2 * half_w and comp.sum() / box > 0.5:
+            if 20 <= area <= 700 and abs(xx.mean() - x_mid) < 0.2 * half_w and comp.sum() / box > 0.5:
                 seed = (z, comp)
                 break
         if seed is not None:
@@ -220,13 +230,13 @@ def _track_airways(cand: np.ndarray, lumen: np.ndarray, spacing: tuple[float, fl
     z0, comp = seed
     airway[z0] = comp
     for z in range(z0 + 1, nz):  # above the seed: everything connected to it in the lumen
-        lab, _ = ndi.label(lumen[z], structure=s2)
+        lab, _ = ndi.label(lumen_at(z), structure=s2)
         ids = np.unique(lab[airway[z - 1] & (lab > 0)])
         if len(ids) == 0:
             break
         airway[z] = np.isin(lab, ids)
     for z in range(z0 - 1, -1, -1):
-        lab, _ = ndi.label(lumen[z], structure=s2)
+        lab, _ = ndi.label(lumen_at(z), structure=s2)
         prev_lab, prev_n = ndi.label(airway[z + 1], structure=s2)
         kept = np.zeros(cand.shape[1:], dtype=bool)
         for j in range(1, prev_n + 1):
@@ -239,7 +249,7 @@ def _track_airways(cand: np.ndarray, lumen: np.ndarray, spacing: tuple[float, fl
         if not kept.any():
             break
         airway[z] = kept
-    return airway
+    return ndi.binary_dilation(airway, structure=_slice_structure()) & cand
 
 
 def _keep_large_components(cand: np.ndarray) -> np.ndarray:

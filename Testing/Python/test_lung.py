@@ -246,3 +246,39 @@ def test_real_8bit_slices(shared_data: Path, artifacts_dir: Path) -> None:
     imsave(artifacts_dir / "lung_masks_ct100.png", np.concatenate(rows, axis=0), check_contrast=False)
     print(f"lesion pixels inside the lung mask: {inside / total:.3f}")
     assert inside / total >= 0.75
+
+
+@pytest.mark.slow
+def test_real_ct_volume_airways_and_sides(shared_data: Path, artifacts_dir: Path) -> None:
+    """COVID-CT-MD P001 (148 DICOM slices): plausible lung volumes, sides, trachea left out."""
+    from scipy import ndimage as ndi
+    from skimage.io import imsave
+
+    ct = read_ct(shared_data / "covid-ct-md" / "P001")
+    hu = ct.axial_array()
+    sx, sy, sz = ct.axial_image().GetSpacing()
+    labels = segment_lungs(hu, (sz, sy, sx))
+    ml = sx * sy * sz / 1000.0
+    for side in (RIGHT_LUNG, LEFT_LUNG):
+        assert 2000 < np.count_nonzero(labels == side) * ml < 4500
+    xs = {side: np.nonzero(labels == side)[2].mean() for side in (RIGHT_LUNG, LEFT_LUNG)}
+    assert xs[RIGHT_LUNG] < xs[LEFT_LUNG]
+    # midline air components of 150-600 mm^2 in the top slice
+    top = hu.shape[0] - 1
+    lumen, n = ndi.label(ndi.uniform_filter(hu[top], 3) < -900)
+    sizes = np.bincount(lumen.ravel())
+    centres = ndi.center_of_mass(np.ones_like(lumen), lumen, range(1, n + 1))
+    candidates = [i for i in range(1, n + 1)
+                  if 150 <= sizes[i] * sx * sy <= 600 and abs(centres[i - 1][1] - hu.shape[2] / 2) < 40]
+    assert candidates   # the trachea (and the oesophagus when it holds air): none of it is lung
+    yy, xx = np.ogrid[: hu.shape[1], : hu.shape[2]]
+    for i in candidates:
+        cy, cx = centres[i - 1]
+        disc = ((yy - cy) * sy) ** 2 + ((xx - cx) * sx) ** 2 <= 8.0**2
+        assert not labels[top - 9 :, disc].any()
+    z = top - 20
+    rgb = np.repeat(window_to_uint8(hu[z])[..., None], 3, axis=-1).astype(np.float32)
+    for side, colour in ((RIGHT_LUNG, (0, 0, 110)), (LEFT_LUNG, (0, 110, 0))):
+        rgb[labels[z] == side] = rgb[labels[z] == side] * 0.6 + np.array(colour)
+    overlay = rgb.clip(0, 255).astype(np.uint8)
+    imsave(artifacts_dir / "lung_mask_P001_upper.png", overlay, check_contrast=False)
