@@ -67,8 +67,8 @@ def segment_lungs(image: np.ndarray, spacing_zyx: tuple[float, float, float], *,
     Steps (after Hu, Hoffman & Reinhardt, IEEE TMI 2001): low-density candidates (< -400 HU); removal
     of air outside the body (per slice: components running along the border, the air ring of a
     circular field of view, air not enclosed by the body, e.g. under the table); removal of the trachea
-    and main bronchi (HU volumes only: lumen, 3x3 mean < -900 HU, tracked caudally from the top slices until it
-    opens into the lung); 3-D components under 20 % of the largest dropped; each slice's components
+    and main bronchi (HU volumes only: lumen, 3x3 mean < -900 HU, tracked caudally from the top slices
+    until it opens into the lung); 3-D components under 20 % of the largest dropped; each slice's components
     assigned to a side by their centroid relative to the midline (a component crossing it, i.e. lungs
     touching, is cut at its narrowest column); per lung and slice a closing (square of `close_mm`),
     hole filling and filling of chest-wall concavities so vessels and dense lesions count as lung.
