@@ -101,7 +101,7 @@ def segment_lungs(image: np.ndarray, spacing_zyx: tuple[float, float, float], *,
     labels = _close_and_fill(labels, close_mm, spacing)
     if step == 1:
         return labels
-    return _refine(labels, arr < air_thr, step, arr.shape)
+    return _refine(labels, arr, air_thr, step)
 
 
 def _thresholds(arr: np.ndarray, is_hu: bool) -> tuple[float, float | None]:
@@ -386,12 +386,23 @@ def _fill_slices(mask: np.ndarray) -> np.ndarray:
     return mask | ~border[lab]
 
 
-def _refine(labels: np.ndarray, air_full: np.ndarray, step: int, shape: tuple[int, int, int]) -> np.ndarray:
-    """Upsample working-grid labels; at the lung border keep only full-resolution low-density voxels."""
-    up = np.repeat(np.repeat(labels, step, axis=1), step, axis=2)[:, : shape[1], : shape[2]]
-    interior = ndi.minimum_filter(labels, size=(1, 3, 3)) == labels
-    interior_up = np.repeat(np.repeat(interior, step, axis=1), step, axis=2)[:, : shape[1], : shape[2]]
-    return np.where(air_full | interior_up, up, 0).astype(np.uint8)
+def _refine(labels: np.ndarray, image: np.ndarray, air_threshold: float, step: int) -> np.ndarray:
+    """Upsample working-grid labels; at the lung border keep only full-resolution low-density voxels.
+    Only the lungs' bounding box is touched."""
+    out = np.zeros(image.shape, dtype=np.uint8)
+    boxes = ndi.find_objects((labels > 0).astype(np.uint8))
+    if not boxes:
+        return out
+    zb, yb, xb = boxes[0]
+    sub = labels[zb, max(0, yb.start - 1) : yb.stop + 1, max(0, xb.start - 1) : xb.stop + 1]
+    y0, x0 = max(0, yb.start - 1) * step, max(0, xb.start - 1) * step
+    y1, x1 = min(image.shape[1], (yb.stop + 1) * step), min(image.shape[2], (xb.stop + 1) * step)
+    interior = ndi.minimum_filter(sub, size=(1, 3, 3)) == sub
+    up = np.repeat(np.repeat(sub, step, axis=1), step, axis=2)[:, : y1 - y0, : x1 - x0]
+    interior_up = np.repeat(np.repeat(interior, step, axis=1), step, axis=2)[:, : y1 - y0, : x1 - x0]
+    keep = interior_up | (image[zb, y0:y1, x0:x1] < air_threshold)
+    out[zb, y0:y1, x0:x1] = np.where(keep, up, 0)
+    return out
 
 
 def lung_zones(lungs: np.ndarray) -> np.ndarray:
