@@ -253,13 +253,15 @@ class DiagnosisEngine:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """The autocast context of the engine's precision (a no-op for fp32)."""
         if self.precision == "fp32":
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
-    def _initial_batch(self, stage: str) -> int:
+    def initial_batch(self, stage: str) -> int:
+        """Starting batch size of a stage ("classify" or "segment") on the current device."""
         if self.batch_size is not None:
             return self.batch_size
         if self.device.type == "cpu":
@@ -298,7 +300,7 @@ class DiagnosisEngine:
         notes: list[str],
     ) -> None:
         """Call ``run(start, stop)`` over ``range(n)`` in batches, shrinking them on out-of-memory."""
-        batch = self._initial_batch(stage)
+        batch = self.initial_batch(stage)
         start = 0
         while start < n:
             if should_cancel is not None and should_cancel():
@@ -317,7 +319,7 @@ class DiagnosisEngine:
                 if self.device.type != "cpu":
                     notes.append(f"{stage}: out of memory on {self.device.type} with one slice; moved to CPU")
                     self._move_to_cpu()
-                    batch = self._initial_batch(stage)
+                    batch = self.initial_batch(stage)
                     continue
                 raise JCSError(f"out of memory while running {stage} on a single slice") from exc
             start = stop
@@ -345,7 +347,7 @@ class DiagnosisEngine:
         def run(start: int, stop: int) -> None:
             with torch.no_grad():
                 x = self._to_device(classifier_input(slices[start:stop]))
-            with self._autocast():
+            with self.autocast():
                 logits, cam = grad_cam(self.classifier, x, target_class=COVID_CLASS)
             probabilities[start:stop] = torch.softmax(logits.float(), dim=1)[:, COVID_CLASS].cpu().numpy()
             heatmap[start:stop] = cam_to_slices(cam.cpu(), height, width)
@@ -370,7 +372,7 @@ class DiagnosisEngine:
         def run(start: int, stop: int) -> None:
             with torch.inference_mode():
                 x = self._to_device(segmenter_input(slices[start:stop], size=self.segmenter_size))
-                with self._autocast():
+                with self.autocast():
                     maps = self.segmenter(x)[:, :1]
                 maps = F.interpolate(maps.float(), size=(height, width), mode="bilinear", align_corners=False)
                 probability[start:stop] = maps[:, 0].clamp_(0.0, 1.0).cpu().numpy()

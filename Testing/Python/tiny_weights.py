@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -66,26 +67,36 @@ def _head_inputs(model: nn.Module, head: nn.Module, images: torch.Tensor) -> tor
 
 def make_tiny_classifier(seed: int = 0) -> nn.Module:
     """Tiny Res2Net-v1b classifier, deterministic for ``seed`` (a fresh copy on every call)."""
-    model = build_classifier(**TINY_CLASSIFIER_ARCH)
-    model.load_state_dict(_tiny_classifier_state(seed))
-    return model.eval()
+    return calibrated_classifier(TINY_CLASSIFIER_ARCH, seed)
 
 
 def make_tiny_segmenter(seed: int = 0) -> nn.Module:
     """Tiny JCS segmenter, deterministic for ``seed`` (a fresh copy on every call)."""
-    model = build_segmenter(**TINY_SEGMENTER_ARCH)
-    model.load_state_dict(_tiny_segmenter_state(seed))
+    return calibrated_segmenter(TINY_SEGMENTER_ARCH, TINY_SEGMENTER_SIZE, seed)
+
+
+def calibrated_classifier(architecture: dict[str, Any], seed: int = 0) -> nn.Module:
+    """Untrained classifier of any ``architecture`` (``batchnorm="batch"``) made well-behaved as below."""
+    model = build_classifier(**architecture)
+    model.load_state_dict(_classifier_state(tuple(sorted(architecture.items())), seed))
+    return model.eval()
+
+
+def calibrated_segmenter(architecture: dict[str, Any], size: int, seed: int = 0) -> nn.Module:
+    """Untrained segmenter of any ``architecture`` (``batchnorm="batch"``), calibrated at ``size``."""
+    model = build_segmenter(**architecture)
+    model.load_state_dict(_segmenter_state(tuple(sorted(architecture.items())), size, seed))
     return model.eval()
 
 
 @functools.lru_cache(maxsize=4)
-def _tiny_classifier_state(seed: int) -> dict[str, torch.Tensor]:
+def _classifier_state(architecture: tuple[tuple[str, Any], ...], seed: int) -> dict[str, torch.Tensor]:
     """Residual branches are damped (a random deep ReLU net is otherwise chaotic, so bf16 rounding
     changes its output as much as the input does), and the ``fc`` logit difference reads the main
     direction of variation of the pooled features, orthogonal to their mean, scaled so COVID-19
     probabilities spread over (0, 1)."""
     torch.manual_seed(seed)
-    model = build_classifier(**TINY_CLASSIFIER_ARCH)
+    model = build_classifier(**dict(architecture))
     images = classifier_input(_calibration_slices(seed))
     _calibrate_batch_norm(model, images)
     with torch.no_grad():
@@ -104,13 +115,15 @@ def _tiny_classifier_state(seed: int) -> dict[str, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=4)
-def _tiny_segmenter_state(seed: int) -> dict[str, torch.Tensor]:
+def _segmenter_state(
+    architecture: tuple[tuple[str, Any], ...], size: int, seed: int
+) -> dict[str, torch.Tensor]:
     """The final side output reads the main direction of variation of its input features (a random
     direction would be dominated by features that bf16 rounding changes), scaled, and thresholded
     at the emptiest value between its 30th and 80th percentiles, so few pixels sit near 0.5."""
     torch.manual_seed(seed + 1)
-    model = build_segmenter(**TINY_SEGMENTER_ARCH)
-    images = segmenter_input(_calibration_slices(seed), size=TINY_SEGMENTER_SIZE)
+    model = build_segmenter(**dict(architecture))
+    images = segmenter_input(_calibration_slices(seed), size=size)
     _calibrate_batch_norm(model, images)
     features = _head_inputs(model, model.cls1, images)
     with torch.no_grad():
