@@ -237,15 +237,19 @@ def test_export_seg_and_sr_validates_and_reads_back(logic, dicom_case, dicom_fil
     assert np.array_equal(pixels.astype(np.uint8), phantom.lesion_mask.astype(np.uint8))
 
     sr = hd.sr.srread(exported.srPath)
-    groups = sr.content.get_volumetric_roi_measurement_groups() if hasattr(sr, "content") else []
-    text = str(pydicom.dcmread(exported.srPath))
-    assert seg.SOPInstanceUID in text
+    (group,) = sr.content.get_volumetric_roi_measurement_groups()
+    referenced = group.referenced_segment
+    assert referenced.referenced_sop_instance_uid == seg.SOPInstanceUID
+    assert list(referenced.referenced_segment_numbers) == [1]
+    assert referenced.source_series_for_segmentation.value == sources[0].SeriesInstanceUID
     summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
-    volume_ml = float(summary["opacification_volume_ml"])
-    if groups:
-        measurements = {m.name.meaning: m.value for m in groups[0].get_measurements()}
-        assert measurements["Volume"] == pytest.approx(volume_ml, rel=1e-3)
-        assert measurements["Number of lesions"] == len(phantom.lesions)
+    measurements = {m.name.meaning: (m.value, m.unit.value) for m in group.get_measurements()}
+    assert measurements["Volume"][0] == pytest.approx(float(summary["opacification_volume_ml"]), rel=1e-5)
+    assert measurements["Volume"][1] == "ml"
+    percent = measurements["Lesion volume as percentage of lung volume"]
+    assert percent == (pytest.approx(float(summary["opacification_percent"]), rel=1e-5), "%")
+    assert measurements["Number of lesions"][0] == len(phantom.lesions)
+    assert measurements["Number of COVID-19 positive slices"][0] == float(summary["positive_slice_count"])
 
 
 def test_nrrd_input_export_needs_sources_and_rerun_keeps_edits(app, logic, weights, tmp_path):
