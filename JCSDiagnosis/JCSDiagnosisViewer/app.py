@@ -13,6 +13,12 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jcs.io import CTVolume
+
+    from .viewer import ViewerInput
 
 DEFAULT_PORT = 8080
 DEFAULT_HOST = "127.0.0.1"
@@ -64,7 +70,7 @@ def use_offscreen_rendering() -> None:
         os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")
 
 
-def resolve_input(args: argparse.Namespace):
+def resolve_input(args: argparse.Namespace) -> ViewerInput | None:
     """The `ViewerInput` to open, or None for an empty viewer; raises `jcs.errors.JCSError` on bad input."""
     from jcs.io import read_ct
 
@@ -81,7 +87,23 @@ def resolve_input(args: argparse.Namespace):
     ct = read_ct(path)
     dicom_dir = path if ct.dicom_files and path.is_dir() else None
     name = path.name.removesuffix(".gz").rsplit(".", 1)[0] if path.is_file() else path.name
-    return ViewerInput(ct=ct, name=name or str(path), dicom_dir=dicom_dir)
+    return ViewerInput(ct=ct, name=name or str(path), dicom_dir=dicom_dir, details=describe(ct))
+
+
+def describe(ct: CTVolume) -> str:
+    """One line about the case: DICOM patient, study date and series, or the file name."""
+    if not ct.dicom_files:
+        return f"{ct.path.name} ({'HU' if ct.is_hu else '8-bit image'})"
+    import pydicom
+
+    header = pydicom.dcmread(ct.dicom_files[0], stop_before_pixels=True)
+    parts = [
+        f"Patient {header.get('PatientID', '?')}",
+        f"study {header.get('StudyDate', '?')}",
+        f"series {header.get('SeriesNumber', '?')} {header.get('SeriesDescription', '')}".strip(),
+        f"{len(ct.dicom_files)} DICOM images",
+    ]
+    return ", ".join(parts)
 
 
 def engine_options(args: argparse.Namespace) -> dict:

@@ -56,7 +56,7 @@ def table_rows(table_node: vtkMRMLTableNode | None) -> tuple[list[dict[str, str]
     names = [table.GetColumnName(col) for col in range(table.GetNumberOfColumns())]
     headers = []
     for col, name in enumerate(names):
-        title = table_node.GetColumnLongName(name) or name
+        title = table_node.GetColumnTitle(name) or name
         unit = table_node.GetColumnUnitLabel(name)
         headers.append({"title": f"{title} ({unit})" if unit else title, "key": f"c{col}"})
     records = readTable(table_node)

@@ -178,6 +178,10 @@ def slice_view_overlay(server: Server, view_id: str, view: SliceView) -> None:
 
 
 def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Callable) -> None:
+    html.Div("Case", classes="jcs-section mb-1")
+    html.Div(
+        "{{ jcs_case_details }}", id="jcs-case-details", classes="text-body-2 mb-4", style="opacity: 0.85;"
+    )
     html.Div("Diagnosis", classes="jcs-section mb-2")
     with html.Div(classes="d-flex ga-2"):
         VBtn(
@@ -203,6 +207,14 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
         classes="mt-3 text-caption",
     )
 
+    html.Div(
+        "The classifier scores every axial slice; the case is positive when enough slices score above 0.5. "
+        "The Grad-CAM heatmap shows the regions behind the slice scores and the segmenter outlines the "
+        "opacities that are measured (JCS, Wu et al., IEEE TIP 2021).",
+        v_if=("!jcs_has_results && !jcs_running",),
+        classes="text-caption mt-4",
+        style="opacity: 0.7;",
+    )
     with VCard(v_if=("jcs_has_results",), variant="tonal", classes="mt-4", id="jcs-decision-card"):
         with VCardText():
             html.Div(

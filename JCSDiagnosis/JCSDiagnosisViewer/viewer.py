@@ -52,11 +52,12 @@ TABLES = ("summary", "lesions", "slices")
 
 @dataclass
 class ViewerInput:
-    """What the viewer shows: the CT as read by `jcs.io.read_ct`, its display name, its DICOM folder."""
+    """What the viewer shows: the CT as read by `jcs.io.read_ct`, its name, DICOM folder and description."""
 
     ct: CTVolume
     name: str
     dicom_dir: Path | None = None
+    details: str = ""
 
 
 class JCSViewer(TrameApp):
@@ -108,6 +109,7 @@ class JCSViewer(TrameApp):
             {
                 "active_tool": "jcs",
                 "jcs_case_name": "no case loaded",
+                "jcs_case_details": "Start jcs-viewer with a CT file, a DICOM folder or --sample.",
                 "jcs_footer": "",
                 "jcs_volume_loaded": False,
                 "jcs_is_dicom": False,
@@ -160,6 +162,7 @@ class JCSViewer(TrameApp):
         self.state.update(
             {
                 "jcs_case_name": viewer_input.name,
+                "jcs_case_details": viewer_input.details,
                 "jcs_volume_loaded": True,
                 "jcs_is_dicom": viewer_input.dicom_dir is not None,
                 "jcs_footer": (
@@ -224,6 +227,7 @@ class JCSViewer(TrameApp):
     def _show_result(self, result: DiagnosisNodes) -> None:
         self.result = result
         self.scene_logic.setHeatmapOpacity(self._heatmap_opacity())
+        self._render_slice_views()
         editor = self.slicer_app.segmentation_editor
         editor.deactivate_effect()
         editor.set_active_segmentation(result.segmentationNode, self.volume_node)
@@ -283,6 +287,7 @@ class JCSViewer(TrameApp):
     def _on_heatmap_changed(self, **_: Any) -> None:
         if self.result is not None:
             self.scene_logic.setHeatmapOpacity(self._heatmap_opacity())
+            self._render_slice_views()
 
     def chart_click(self, fraction: float) -> None:
         """Open the axial slice under a click on the probability chart (x fraction 0..1)."""
@@ -297,10 +302,18 @@ class JCSViewer(TrameApp):
             self.go_to_slice(int(readTable(self.result.sliceTableNode)[row][SLICE_COLUMN]))
         elif table == "lesions":
             self.scene_logic.jumpToLesion(self.result.segmentationNode, row)
+            self._render_slice_views()
 
     def go_to_slice(self, index: int) -> None:
         """Show axial-grid slice `index` (0 = most inferior) in every slice view."""
         self.scene_logic.jumpToSlice(self.volume_node, index)
+        self._render_slice_views()
+
+    def _render_slice_views(self) -> None:
+        """Schedule a render of every slice view: composite/slice node edits made through the scene logic
+        do not trigger one in trame-slicer (its own setters call `schedule_render`)."""
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.schedule_render()
 
     def _on_axial_slice_changed(self, view: Any) -> None:
         if not len(self.slice_positions):
@@ -339,7 +352,7 @@ class JCSViewer(TrameApp):
         written = self.scene_logic.exportDicomSeg(
             self.result.segmentationNode, folder / "dicom", sourceDicomDir=self.input.dicom_dir
         )
-        return Path(written[key]).read_bytes()
+        return (written.segPath if key == "seg" else written.srPath).read_bytes()
 
     def _labelmap_bytes(self, path: Path) -> bytes:
         mask = self.scene_logic.lesionMask(self.result.segmentationNode)

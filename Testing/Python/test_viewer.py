@@ -1,0 +1,285 @@
+"""The web viewer end to end in a real headless Chromium: load, diagnose, heatmap, edit, update, export.
+
+`jcs-viewer` runs as a child process on a free loopback port with the tiny deterministic weights on a
+DICOM series of the chest phantom; Playwright clicks through the radiologist's flow and every figure
+the page shows is checked against the engine run directly in this process. Screenshots go to the
+artifacts folder.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+pytest.importorskip("trame_slicer")
+playwright_api = pytest.importorskip("playwright.sync_api")
+from dicom_writer import write_image_series  # noqa: E402
+from phantoms import LesionSpec, make_chest_phantom  # noqa: E402
+from tiny_weights import write_tiny_weights  # noqa: E402
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+STARTUP_TIMEOUT_S = 90
+DIAGNOSIS_TIMEOUT_MS = 150_000
+UI_TIMEOUT_MS = 30_000
+ADDRESS = re.compile(r"JCS Diagnosis viewer: (http://127\.0\.0\.1:\d+/)")
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """A small chest phantom with two lesions written as a DICOM CT series, plus tiny weights."""
+    root = tmp_path_factory.mktemp("viewer")
+    phantom = make_chest_phantom(
+        shape=(32, 96, 96),
+        lesions=[
+            LesionSpec(side="right", zone="middle", radius_mm=7.0),
+            LesionSpec(side="left", zone="upper"),
+        ],
+        seed=3,
+    )
+    dicom_dir = root / "dicom"
+    write_image_series(phantom.image, dicom_dir)
+    weights_dir = root / "weights"
+    names = write_tiny_weights(weights_dir)
+    return {"dicom_dir": dicom_dir, "weights_dir": weights_dir, "names": names, "phantom": phantom}
+
+
+@pytest.fixture(scope="module")
+def engine_result(case: dict):
+    """The engine's own result on the same series with the same options as the viewer."""
+    from jcs.inference import DiagnosisEngine
+    from jcs.io import read_ct
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("JCS_WEIGHTS_DIR", str(case["weights_dir"]))
+        engine = DiagnosisEngine.from_registry(
+            case["names"]["classifier"], case["names"]["segmenter"], device="cpu", segment_policy="always"
+        )
+        return engine.diagnose(read_ct(case["dicom_dir"]))
+
+
+@pytest.fixture(scope="module")
+def viewer_url(case: dict, artifacts_dir: Path) -> Iterator[str]:
+    """Start `jcs-viewer` on the phantom series; yield its address; stop it."""
+    env = dict(os.environ, JCS_WEIGHTS_DIR=str(case["weights_dir"]))
+    env.pop("DISPLAY", None)
+    command = [
+        sys.executable,
+        "-m",
+        "JCSDiagnosisViewer.app",
+        str(case["dicom_dir"]),
+        "--port",
+        "0",
+        "--classifier",
+        case["names"]["classifier"],
+        "--segmenter",
+        case["names"]["segmenter"],
+        "--device",
+        "cpu",
+        "--policy",
+        "always",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    log: list[str] = []
+
+    def read() -> None:
+        for line in process.stdout:
+            log.append(line)
+            lines.put(line)
+
+    threading.Thread(target=read, daemon=True).start()
+    url = None
+    try:
+        while url is None:
+            try:
+                line = lines.get(timeout=STARTUP_TIMEOUT_S)
+            except queue.Empty:
+                pytest.fail("jcs-viewer printed no address:\n" + "".join(log[-40:]))
+            match = ADDRESS.search(line)
+            url = match.group(1) if match else None
+            if process.poll() is not None and url is None and lines.empty():
+                pytest.fail("jcs-viewer exited:\n" + "".join(log[-40:]))
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        (artifacts_dir / "viewer").mkdir(exist_ok=True)
+        (artifacts_dir / "viewer" / "server.log").write_text("".join(log))
+
+
+def _axial_image(page):
+    return page.locator("div:has(> #jcs-view-Red) img.image-display-area")
+
+
+def _pixels(locator) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(locator.screenshot())).convert("RGB"), dtype=np.int16)
+
+
+def _changed(first: np.ndarray, second: np.ndarray) -> float:
+    """Fraction of pixels whose colour changed by more than 30 grey levels in some channel."""
+    return float((np.abs(first - second).max(axis=2) > 30).mean())
+
+
+def _settled_frame(page, locator, reference: np.ndarray | None = None, timeout_s: float = 30.0) -> np.ndarray:
+    """Poll the view until two consecutive frames agree (and differ from `reference`, if given)."""
+    deadline = time.monotonic() + timeout_s
+    last = _pixels(locator)
+    while time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        current = _pixels(locator)
+        if np.array_equal(current, last) and (reference is None or _changed(current, reference) > 0.01):
+            return current
+        last = current
+    return last
+
+
+def _summary(page) -> dict[str, str]:
+    rows = page.locator("#jcs-table-summary tbody tr")
+    values = {}
+    for index in range(rows.count()):
+        cells = rows.nth(index).locator("td").all_inner_texts()
+        values[cells[0].strip()] = cells[1].strip()
+    return values
+
+
+def _lesion_ml(summary: dict[str, str]) -> float:
+    return float(summary["opacification_volume_ml"]) + float(summary["opacification_volume_ml_outside_lungs"])
+
+
+def _download(page, selector: str, target: Path) -> Path:
+    with page.expect_download(timeout=UI_TIMEOUT_MS) as info:
+        page.click(selector)
+    info.value.save_as(target)
+    return target
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason="Debian chromium is not installed")
+def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_path):
+    expect = playwright_api.expect
+    shots = artifacts_dir / "viewer"
+    shots.mkdir(exist_ok=True)
+    voxel_ml = float(np.prod(case["phantom"].image.GetSpacing())) / 1000.0
+    slice_count = len(engine_result.slice_probabilities)
+
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 950}, accept_downloads=True)
+        page.set_default_timeout(UI_TIMEOUT_MS)
+        page.goto(viewer_url)
+
+        # Loaded: the CT is in the views and Diagnose is enabled.
+        axial = _axial_image(page)
+        expect(page.locator("#jcs-diagnose")).to_be_enabled()
+        expect(axial).to_have_attribute("src", re.compile("^blob:"))
+        expect(page.locator("#jcs-case")).to_contain_text("dicom")
+        page.screenshot(path=shots / "01-loaded.png")
+
+        # Diagnose: the decision and the tables match the engine.
+        page.click("#jcs-diagnose")
+        expect(page.locator("#jcs-decision, #jcs-error")).to_be_visible(timeout=DIAGNOSIS_TIMEOUT_MS)
+        assert not page.locator("#jcs-error").is_visible(), page.locator("#jcs-error").inner_text()
+        decision = "COVID-19 positive" if engine_result.positive else "COVID-19 negative"
+        expect(page.locator("#jcs-decision")).to_have_text(decision)
+        expect(page.locator("#jcs-positive-slices")).to_contain_text(
+            f"{engine_result.positive_slice_count} of {slice_count} slices positive"
+        )
+        expect(page.locator("#jcs-table-summary tbody tr").first).to_be_visible()
+        before = _summary(page)
+        engine_voxels = int(np.count_nonzero(engine_result.lesion_mask))
+        assert _lesion_ml(before) == pytest.approx(engine_voxels * voxel_ml, rel=2e-3, abs=2e-3)
+        assert int(before["positive_slice_count"]) == engine_result.positive_slice_count
+        labelmap = sitk.ReadImage(_download(page, "#jcs-download-labelmap", tmp_path / "before.nrrd"))
+        assert int(sitk.GetArrayFromImage(labelmap).sum()) == engine_voxels
+        assert labelmap.GetSize() == case["phantom"].image.GetSize()
+
+        # Chart click opens the slice with the most heat; the heatmap toggle changes the slice pixels.
+        hottest = int(np.argmax(engine_result.heatmap.sum(axis=(1, 2))))
+        chart = page.locator("#jcs-chart")
+        box = chart.bounding_box()
+        chart.click(position={"x": (hottest + 0.5) / slice_count * box["width"], "y": box["height"] / 2})
+        marker_x = (hottest + 0.5) * 400 / slice_count  # the chart's viewBox is 400 wide
+        expect(page.locator(f"#jcs-chart line[stroke='#f3d33a'][x1='{marker_x:.2f}']")).to_have_count(1)
+        with_heatmap = _settled_frame(page, axial)
+        page.screenshot(path=shots / "02-diagnosed-heatmap.png")
+        page.click("#jcs-heatmap-toggle")
+        without_heatmap = _settled_frame(page, axial, with_heatmap)
+        assert _changed(with_heatmap, without_heatmap) > 0.01, (
+            "switching the heatmap off left the view unchanged"
+        )
+        page.screenshot(path=shots / "03-heatmap-off.png")
+
+        # Edit: paint a stroke in the axial view with the segment editor, then update the results.
+        page.click("#jcs-tool-editor")
+        paint = page.locator(".v-navigation-drawer .v-card-item button:has(i.mdi-brush)")
+        paint.click()
+        expect(paint).to_have_class(re.compile("v-btn--active"))
+        view = axial.bounding_box()
+        # A vertical stroke down the mediastinum and spine: soft tissue, outside any automatic lesion.
+        x = view["x"] + 0.50 * view["width"]
+        page.mouse.move(x, view["y"] + 0.40 * view["height"])
+        page.mouse.down()
+        page.mouse.move(x, view["y"] + 0.56 * view["height"], steps=12)
+        page.mouse.up()
+        # The stroke is committed once the editor offers to undo it.
+        expect(page.locator("button:has(i.mdi-undo)")).to_be_enabled()
+        page.click("#jcs-update-editor")
+        expect(page.locator("#jcs-edit-note")).to_contain_text("recomputed")
+        page.click("#jcs-tool-diagnosis")
+        expect(page.locator("#jcs-lesion-ml")).to_contain_text("edited segmentation")
+        after = _summary(page)
+        edited = sitk.GetArrayFromImage(
+            sitk.ReadImage(_download(page, "#jcs-download-labelmap", tmp_path / "after.nrrd"))
+        )
+        painted = int(edited.sum()) - engine_voxels
+        assert painted > 0, "the paint stroke added no voxels"
+        assert _lesion_ml(after) - _lesion_ml(before) == pytest.approx(painted * voxel_ml, rel=5e-3, abs=5e-3)
+        page.screenshot(path=shots / "04-edited-updated.png")
+
+        # Export: DICOM-SEG (+ SR) of the edited segmentation, validated by dciodvfy.
+        seg = _download(page, "#jcs-download-seg", tmp_path / "lesions_seg.dcm")
+        sr = _download(page, "#jcs-download-sr", tmp_path / "report_sr.dcm")
+        for name in ("summary", "lesions", "slices", "json"):
+            assert _download(page, f"#jcs-download-{name}", tmp_path / name).stat().st_size > 0
+        browser.close()
+
+    import pydicom
+
+    seg_ds = pydicom.dcmread(seg)
+    assert seg_ds.Modality == "SEG"
+    assert pydicom.dcmread(sr).Modality == "SR"
+    frames = seg_ds.pixel_array.reshape(-1, *seg_ds.pixel_array.shape[-2:])
+    assert int((frames > 0).sum()) == int(edited.sum())
+    if shutil.which("dciodvfy"):
+        report = subprocess.run(["dciodvfy", str(seg)], capture_output=True, text=True, check=False)
+        errors = [line for line in (report.stdout + report.stderr).splitlines() if line.startswith("Error")]
+        assert not errors, "\n".join(errors)
