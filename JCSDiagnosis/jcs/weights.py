@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -186,6 +187,30 @@ def build_model(kind: str, architecture: Mapping[str, Any]) -> nn.Module:
         raise WeightsError(f"cannot build a {kind} from architecture {dict(architecture)}: {exc}") from exc
 
 
+def build_loaded_model(
+    kind: str, architecture: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str
+) -> nn.Module:
+    """Model of ``kind``/``architecture`` holding exactly ``state`` (strict: every key, every shape).
+
+    The model is built on the ``meta`` device and the state's tensors are assigned to it, which skips
+    random initialisation and a copy of every weight (seconds and a model's worth of memory for
+    the full-size networks).
+    """
+    from jcs.models import load_state_dict_strict
+    from jcs.models.checkpoint import state_dict_mismatch
+
+    with torch.device("meta"):
+        model = build_model(kind, architecture)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if any(state_dict_mismatch(state, expected)):
+        load_state_dict_strict(model, state, source=source)  # raises WeightsError listing the keys
+    model.load_state_dict(dict(state), strict=True, assign=True)
+    unset = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unset:
+        raise WeightsError(f"{source}: the weights leave model tensors unset ({', '.join(unset[:3])})")
+    return model
+
+
 def load_model(name: str, *, verify: bool = True) -> tuple[nn.Module, WeightsCard]:
     """Build and load registry entry ``name``; returns (model in eval mode, card).
 
@@ -206,11 +231,8 @@ def load_model(name: str, *, verify: bool = True) -> tuple[nn.Module, WeightsCar
         state = load_file(str(card.path))
     except (SafetensorError, OSError) as exc:
         raise WeightsError(f"weights file {card.path} is not a readable safetensors file: {exc}") from exc
-    from jcs.models import load_state_dict_strict
-
-    model = build_model(card.kind, card.architecture)
-    load_state_dict_strict(model, state, source=f"weights file {card.path} (card {card.card_path.name})")
-    return model.eval(), card
+    source = f"weights file {card.path} (card {card.card_path.name})"
+    return build_loaded_model(card.kind, card.architecture, state, source).eval(), card
 
 
 def save_weights(model: nn.Module, card: Mapping[str, Any], directory: Path | str) -> WeightsCard:
@@ -268,8 +290,7 @@ def import_official(path: Path | str, name: str, directory: Path | str | None = 
             f"({', '.join(models.OFFICIAL_FORMATS)}); its keys or tensor shapes differ"
         )
     kind, architecture = models.OFFICIAL_FORMATS[fmt]
-    model = build_model(kind, architecture)
-    models.load_state_dict_strict(model, state, source=f"checkpoint {path}")
+    model = build_loaded_model(kind, architecture, state, f"checkpoint {path}")
     card = {
         "name": name,
         "kind": kind,
