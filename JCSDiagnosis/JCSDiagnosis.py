@@ -215,6 +215,9 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run = None
         self.ui.progressBar.visible = False
         try:
+            if run.process.cancelled:
+                self.ui.statusLabel.text = _("Cancelled.")
+                return
             with slicer.util.tryWithErrorDisplay(_("Diagnosis failed."), waitCursor=True):
                 run.process.check(code)
                 nodes = self.logic.sceneLogic.loadResults(run)
@@ -229,9 +232,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def cancelRun(self) -> None:
         if self._run is None:
             return
-        self._run.process.cancel()
-        self.ui.statusLabel.text = _("Cancelled.")
-        # the timer sees the killed process and cleans up
+        self._run.process.cancel()  # the timer sees the ended process and cleans up
 
     def onUpdateResults(self) -> None:
         with slicer.util.tryWithErrorDisplay(_("Results could not be updated."), waitCursor=True):
