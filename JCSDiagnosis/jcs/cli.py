@@ -64,8 +64,8 @@ def _build_parser() -> argparse.ArgumentParser:
     diagnose = commands.add_parser(
         "diagnose",
         help="classify every axial slice, explain with Grad-CAM, segment lesions, quantify",
-        description="Writes heatmap.nrrd, lesions.nrrd (input geometry), results.json, results.csv, "
-        "summary.csv, lesions.csv and slices.csv into --out.",
+        description="Writes heatmap.nrrd, lesions.nrrd, lungs.nrrd (input geometry), results.json, "
+        "results.csv, summary.csv, lesions.csv and slices.csv into --out.",
     )
     diagnose.add_argument("input", nargs="?", type=Path, help="CT file, DICOM folder or 2-D PNG/JPG slice")
     diagnose.add_argument("--sample", action="store_true", help="run on the sample scan shipped with jcs")
@@ -131,8 +131,8 @@ def _slice_spacing(ct: CTVolume) -> float | None:
     return float(ct.axial_image().GetSpacing()[2])
 
 
-def _quantify(ct: CTVolume, result: DiagnosisResult, notes: list[str]) -> Any:
-    """Lung masks (jcs.lung) and the lesion tables (jcs.quantify) of a diagnosis."""
+def _quantify(ct: CTVolume, result: DiagnosisResult, notes: list[str]) -> tuple[np.ndarray, Any]:
+    """Lung labels (jcs.lung, axial grid) and the lesion tables (jcs.quantify) of a diagnosis."""
     from jcs.lung import segment_lungs
     from jcs.quantify import quantify
 
@@ -144,7 +144,7 @@ def _quantify(ct: CTVolume, result: DiagnosisResult, notes: list[str]) -> Any:
     except InputError as exc:
         notes.append(f"lungs could not be segmented ({exc}); lung-relative fields are empty")
         lungs = np.zeros(array.shape, dtype=np.uint8)
-    return quantify(
+    return lungs, quantify(
         result.lesion_mask,
         lungs,
         axial,
@@ -186,12 +186,14 @@ def _write_outputs(
     notes = list(result.notes)
     progress("quantify", 0.0)
     t0 = time.perf_counter()
-    tables = write_tables(_quantify(ct, result, notes), out)
+    lungs, quantification = _quantify(ct, result, notes)
+    tables = write_tables(quantification, out)
     timings["quantify"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     sitk.WriteImage(ct.from_axial(result.heatmap.astype(np.float32)), str(out / "heatmap.nrrd"), True)
     sitk.WriteImage(ct.from_axial(result.lesion_mask.astype(np.uint8)), str(out / "lesions.nrrd"), True)
+    sitk.WriteImage(ct.from_axial(lungs.astype(np.uint8)), str(out / "lungs.nrrd"), True)
     slices = _slice_rows(ct, result, tables)
     with open(out / "results.csv", "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=RESULTS_CSV_FIELDS, extrasaction="ignore")
@@ -238,6 +240,7 @@ def _write_outputs(
         "outputs": {
             "heatmap": "heatmap.nrrd",
             "lesions": "lesions.nrrd",
+            "lungs": "lungs.nrrd (0 outside, 1 right lung, 2 left lung)",
             "tables": ["results.csv", "summary.csv", "lesions.csv", "slices.csv"],
         },
         "intended_use": "Research use only. Not a medical device; not for clinical diagnosis.",

@@ -43,6 +43,9 @@ def _check_outputs(out: Path, reference: sitk.Image, n_slices: int) -> dict:
     lesions = sitk.ReadImage(str(out / "lesions.nrrd"))
     _same_geometry(heatmap, reference)
     _same_geometry(lesions, reference)
+    lungs = sitk.ReadImage(str(out / "lungs.nrrd"))
+    _same_geometry(lungs, reference)
+    assert set(np.unique(sitk.GetArrayViewFromImage(lungs))) <= {0, 1, 2}
     assert heatmap.GetPixelID() == sitk.sitkFloat32 and lesions.GetPixelID() == sitk.sitkUInt8
     values = sitk.GetArrayViewFromImage(heatmap)
     assert values.min() >= 0.0 and values.max() <= 1.0
