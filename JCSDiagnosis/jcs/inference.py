@@ -215,8 +215,8 @@ class DiagnosisEngine:
         if segmenter_size is None:
             card_input = segmenter_card.data.get("input", {}) if segmenter_card is not None else {}
             segmenter_size = int(card_input.get("size", SEGMENTER_SIZE))
-        if segmenter_size < 32 or segmenter_size % 32:
-            raise JCSError(f"segmenter input size must be a positive multiple of 32, not {segmenter_size}")
+        if segmenter_size < 32:
+            raise JCSError(f"segmenter input size must be at least 32 pixels, not {segmenter_size}")
         self.segmenter_size = segmenter_size
 
     @classmethod
@@ -239,6 +239,12 @@ class DiagnosisEngine:
             segmenter_model, segmenter_card = load_model(segmenter)
             if segmenter_card.kind != "segmenter":
                 raise WeightsError(f"weights {segmenter!r} are a {segmenter_card.kind}, not a segmenter")
+        for card in (classifier_card, segmenter_card):
+            if card is not None and card.architecture.get("feature_input"):
+                raise WeightsError(
+                    f"weights {card.name!r} take COVID-CS first-stage features, not CT slices; "
+                    "they cannot diagnose images"
+                )
         if kwargs.get("threshold") is None:
             kwargs["threshold"] = classifier_card.threshold if classifier_card.threshold is not None else (
                 DEFAULT_THRESHOLD

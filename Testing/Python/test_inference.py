@@ -17,9 +17,14 @@ from jcs.inference import (
     scaled_threshold,
 )
 from jcs.io import CTVolume
-from jcs.weights import load_model
+from jcs.weights import load_model, save_weights
 from phantoms import make_chest_phantom
-from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
+from tiny_weights import (  # noqa: F401  (fixtures)
+    TINY_CLASSIFIER_ARCH,
+    make_tiny_classifier,
+    tiny_weights,
+    tiny_weights_dir,
+)
 
 
 @pytest.fixture(scope="module")
@@ -224,3 +229,12 @@ def test_from_registry_uses_card_threshold_and_checks_kind(tiny_weights: dict[st
     assert DiagnosisEngine.from_registry(tiny_weights["classifier"], threshold=7, device="cpu").threshold == 7
     with pytest.raises(WeightsError, match="not a classifier"):
         DiagnosisEngine.from_registry(tiny_weights["segmenter"], device="cpu")
+
+
+def test_from_registry_refuses_feature_input_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tmp_path))
+    architecture = {**TINY_CLASSIFIER_ARCH, "feature_input": True}
+    card = {"name": "features", "kind": "classifier", "architecture": architecture}
+    save_weights(make_tiny_classifier(), card, tmp_path)
+    with pytest.raises(WeightsError, match="first-stage features"):
+        DiagnosisEngine.from_registry("features", device="cpu")
