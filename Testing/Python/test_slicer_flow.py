@@ -53,6 +53,9 @@ def phantom():
 def app():
     app = SlicerApp()
     app.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")  # what a slice view observes
+    red = app.scene.AddNewNodeByClass("vtkMRMLSliceNode")
+    red.SetLayoutName("Red")
+    red.SetOrientation("Axial")
     return app
 
 
@@ -154,7 +157,7 @@ def _paint(logic, segmentation, mask):
     volumes.setSegmentArray(segmentation, "lesion", mask, logic.sourceVolume(segmentation))
 
 
-def test_edit_then_update_recomputes_every_table(logic, dicom_case, phantom):
+def test_edit_then_update_recomputes_every_table(app, logic, dicom_case, phantom):
     volume, nodes, _ = dicom_case
     segmentation = nodes.segmentationNode
     voxel_ml = phantom.voxel_ml
@@ -202,8 +205,20 @@ def test_edit_then_update_recomputes_every_table(logic, dicom_case, phantom):
     )
 
     # clicking a lesion row centres the views on it
+    # clicking a lesion row centres the views on its centroid (LPS in the table, RAS in the scene)
+    red = app.scene.GetFirstNodeByClass("vtkMRMLSliceNode")
+    row = tables.readTable(nodes.lesionTableNode)[0]
     ras = logic.jumpToLesion(segmentation, 0)
-    assert np.all(np.isfinite(ras))
+    assert ras == pytest.approx(
+        (-row["centroid_lps_x_mm"], -row["centroid_lps_y_mm"], row["centroid_lps_z_mm"])
+    )
+    assert red.GetSliceOffset() == pytest.approx(ras[2], abs=1e-3)
+    # clicking a slice row or plot point shows that axial slice
+    logic.jumpToSlice(volume, 3)
+    assert red.GetSliceOffset() == pytest.approx(logic.axialSliceCenter(volume, 3)[2], abs=1e-3)
+    assert logic.axialSliceCenter(volume, 3)[2] == pytest.approx(
+        tables.readTable(nodes.sliceTableNode)[3]["position_z_mm"], abs=1e-3
+    )
 
 
 def _dciodvfy_errors(path: Path) -> list[str]:
