@@ -315,14 +315,16 @@ def _quantify_command(args: argparse.Namespace) -> int:
 
 
 def _weights_command(args: argparse.Namespace) -> int:
-    from jcs.weights import import_official, list_weights, user_dir
+    from jcs.weights import import_official, scan_registry, user_dir
 
     if args.weights_command == "import-official":
         card = import_official(args.path, args.name)
         print(f"imported {card.data.get('official_format')} as {card.name!r} ({card.kind}) into {card.path}")
         print(f"sha256 {card.sha256}")
         return 0
-    cards = list_weights()
+    cards, problems = scan_registry()
+    for problem in problems:
+        print(f"skipped: {problem}", file=sys.stderr)
     if not cards:
         print(
             f"no weights installed (user registry {user_dir()}); add some with "

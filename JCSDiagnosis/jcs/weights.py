@@ -136,16 +136,27 @@ def _read_card(card_path: Path, bundled: bool) -> WeightsCard:
     )
 
 
-def list_weights() -> list[WeightsCard]:
-    """Every registry entry, user entries first; a user entry hides a bundled one of the same name."""
+def scan_registry() -> tuple[list[WeightsCard], list[str]]:
+    """(valid entries, one message per unreadable or invalid model card); user entries come first
+    and hide bundled entries of the same name."""
     cards: dict[str, WeightsCard] = {}
+    problems: list[str] = []
     for directory, bundled in registry_dirs():
         if not directory.is_dir():
             continue
         for card_path in sorted(directory.glob("*.json")):
-            card = _read_card(card_path, bundled)
+            try:
+                card = _read_card(card_path, bundled)
+            except WeightsError as exc:
+                problems.append(str(exc))
+                continue
             cards.setdefault(card.name, card)
-    return list(cards.values())
+    return list(cards.values()), problems
+
+
+def list_weights() -> list[WeightsCard]:
+    """Every valid registry entry (see :func:`scan_registry`; invalid cards are left out)."""
+    return scan_registry()[0]
 
 
 def find_weights(name: str) -> WeightsCard:

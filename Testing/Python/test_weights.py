@@ -16,6 +16,7 @@ from jcs.weights import (
     list_weights,
     load_model,
     save_weights,
+    scan_registry,
     sha256_file,
 )
 from safetensors import safe_open
@@ -98,8 +99,12 @@ def test_missing_and_invalid_names(registry: Path) -> None:
         find_weights("../etc/passwd")
     (registry).mkdir(exist_ok=True)
     (registry / "broken.json").write_text("{not json")
+    _save_tiny(registry)
+    assert [c.name for c in list_weights()] == ["clf"]
+    cards, problems = scan_registry()
+    assert len(cards) == 1 and len(problems) == 1 and "broken.json is unreadable" in problems[0]
     with pytest.raises(WeightsError, match="unreadable"):
-        list_weights()
+        find_weights("broken")
 
 
 def test_default_weights_and_user_precedence(registry: Path) -> None:
