@@ -159,7 +159,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateGui(self, caller=None, event=None) -> None:
         """Enable actions only when they can run; the tooltip says why not."""
-        from JCSDiagnosisLib.logic import inputProblem
+        from JCSDiagnosisLib.logic import inputProblem, isDiagnosisResult
 
         running = self._run is not None
         problem = (
@@ -173,10 +173,11 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.thresholdSpinBox.enabled = (
             not self._parameterNode.useCardThreshold if self._parameterNode else False
         )
-        hasResult = bool(self._parameterNode and self._parameterNode.resultSegmentation)
+        hasResult = bool(self._parameterNode) and isDiagnosisResult(self._parameterNode.resultSegmentation)
         self.ui.updateResultsButton.enabled = hasResult and not running
         self.ui.exportButton.enabled = hasResult and not running
-        self.ui.resultsCollapsibleButton.enabled = hasResult
+        self.ui.opacitySliderWidget.enabled = hasResult
+        self.ui.tableView.setMRMLTableNode(self._currentTable()[1])
 
     # ------------------------------------------------------------------ actions
     def onDiagnoseButton(self) -> None:
@@ -266,8 +267,10 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.sceneLogic.setHeatmapOpacity(value)
 
     def _currentTable(self):
+        from JCSDiagnosisLib.logic import isDiagnosisResult
+
         segmentation = self._parameterNode.resultSegmentation if self._parameterNode else None
-        if not segmentation:
+        if not isDiagnosisResult(segmentation):
             return None, None
         nodes = self.logic.sceneLogic.resultNodes(segmentation)
         kind = ("summary", "lesions", "slices")[max(self.ui.tableSelector.currentIndex, 0)]
@@ -279,12 +282,11 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return kind, table
 
     def onShowTable(self, index: int = 0) -> None:
-        kind, table = self._currentTable()
-        self.ui.tableView.setMRMLTableNode(table)
+        self.ui.tableView.setMRMLTableNode(self._currentTable()[1])
 
     def onTableClicked(self, modelIndex) -> None:
         """Click a lesion row to centre on the lesion, a slice row to show that slice."""
-        kind, table = self._currentTable()
+        kind, _table = self._currentTable()
         row = modelIndex.row()
         with slicer.util.tryWithErrorDisplay(_("Cannot jump to this row."), waitCursor=False):
             if kind == "lesions":

@@ -103,6 +103,12 @@ def inputProblem(volumeNode) -> str | None:
     return None
 
 
+def isDiagnosisResult(segmentationNode) -> bool:
+    """Whether `segmentationNode` was made by a diagnosis (has its heatmap, tables and chart)."""
+    roles = (ROLE_HEATMAP, ROLE_SUMMARY, ROLE_LESIONS, ROLE_SLICES, ROLE_CHART)
+    return segmentationNode is not None and all(segmentationNode.GetNodeReference(r) for r in roles)
+
+
 def _superiorAxis(volumeNode) -> int:
     """The IJK axis closest to the patient's superior direction (the axial slice axis)."""
     return int(np.argmax(np.abs(volumes.ijkToRasMatrix(volumeNode)[2, :3])))

@@ -24,6 +24,7 @@ from JCSDiagnosisLib.logic import (  # noqa: E402
     DiagnosisRun,
     JCSDiagnosisSceneLogic,
     inputProblem,
+    isDiagnosisResult,
     maskSha256,
     sliceRecords,
 )
@@ -230,6 +231,8 @@ def test_load_results_builds_linked_nodes(scene_logic, tmp_path):
     summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
     assert summary["lesion_volume_ml"] == "0.5" and summary["positive"] == "yes"
     assert nodes.plotChartNode.GetNthPlotSeriesNode(0).GetTableNodeID() == nodes.sliceTableNode.GetID()
+    assert isDiagnosisResult(segmentation) and not isDiagnosisResult(None)
+    assert not isDiagnosisResult(scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "hand-made"))
     again = scene_logic.resultNodes(segmentation)
     assert again.heatmapNode is nodes.heatmapNode and again.lesionTableNode is nodes.lesionTableNode
     for composite in display.sliceCompositeNodes(scene):
