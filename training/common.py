@@ -249,17 +249,22 @@ class MetricLog:
 
 
 class Timer:
-    """Wall-clock budget: ``expired()`` after ``limit_min`` minutes (never when 0).
+    """Budget in minutes of wall-clock (``clock="wall"``) or of this process's CPU time (``"cpu"``).
 
-    ``already_s`` is the time spent before a resume, so a resumed run keeps its budget.
+    ``expired()`` once the budget is used (never when it is 0). CPU time makes a budget such as "10
+    CPU-minutes" independent of other load on a shared machine. ``already_s`` is the time spent
+    before a resume, so a resumed run keeps its budget.
     """
 
-    def __init__(self, limit_min: float, already_s: float = 0.0) -> None:
-        self.start = time.monotonic() - already_s
+    def __init__(self, limit_min: float, already_s: float = 0.0, clock: str = "wall") -> None:
+        if clock not in ("wall", "cpu"):
+            raise ValueError(f"time_limit_clock must be 'wall' or 'cpu', not {clock!r}")
+        self.now = time.process_time if clock == "cpu" else time.monotonic
+        self.start = self.now() - already_s
         self.limit_s = limit_min * 60.0
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.start
+        return self.now() - self.start
 
     def fraction(self) -> float:
         """Share of the budget used (0 without a limit)."""

@@ -70,6 +70,7 @@ class SegmenterConfig:
     log_every: int = 10
     time_limit_min: float = 0.0  # stop (and checkpoint) after this many minutes; 0 = no limit
     schedule_by_time: bool = False  # poly decay over max(iteration, time) progress: ends decayed at the limit
+    time_limit_clock: str = "wall"  # "wall" or "cpu" (this process's CPU time)
 
 
 @dataclass
@@ -99,6 +100,7 @@ class ClassifierConfig:
     threads: int = 0
     out_dir: str = "runs/classifier"
     checkpoint_every_epochs: int = 10
+    time_limit_clock: str = "wall"
     keep_checkpoints: bool = False
     log_every: int = 10
     time_limit_min: float = 0.0

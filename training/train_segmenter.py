@@ -67,7 +67,7 @@ def train(config: SegmenterConfig, resume: str | None = None) -> Path:
     precision = common.resolve_precision(config.precision, runtime.device)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     log = common.MetricLog(out_dir / "train_log.csv", enabled=runtime.is_main)
-    timer = common.Timer(config.time_limit_min, spent_s)
+    timer = common.Timer(config.time_limit_min, spent_s, config.time_limit_clock)
     if runtime.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n", encoding="utf-8")
@@ -87,6 +87,7 @@ def train(config: SegmenterConfig, resume: str | None = None) -> Path:
         desc="segmenter",
         dynamic_ncols=True,
         file=sys.stdout,
+        mininterval=1.0 if sys.stdout.isatty() else 30.0,
     )
     stream = common.batch_stream(dataset, config.batch_size, config.seed, runtime, start)
     while iteration < config.iterations:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,9 +32,19 @@ def one_thread():
 def seg_config(tmp_path: Path, **extra: object) -> Path:
     values = {
         "data": {"lists": [str(write_list(tmp_path, n=5, size=32))], "val_count": 0},
-        "arch": "jcs", "width_mult": 0.125, "size": 32, "batch_size": 2, "iterations": 4, "lr": 1e-3,
-        "augment": "strong", "precision": "fp32", "out_dir": str(tmp_path / "run"), "checkpoint_every": 2,
-        "log_every": 1, "keep_checkpoints": True, "threads": 1,
+        "arch": "jcs",
+        "width_mult": 0.125,
+        "size": 32,
+        "batch_size": 2,
+        "iterations": 4,
+        "lr": 1e-3,
+        "augment": "strong",
+        "precision": "fp32",
+        "out_dir": str(tmp_path / "run"),
+        "checkpoint_every": 2,
+        "log_every": 1,
+        "keep_checkpoints": True,
+        "threads": 1,
     }
     values.update(extra)
     path = tmp_path / "seg.yaml"
@@ -97,11 +108,33 @@ def test_classifier_resume_equals_uninterrupted_run_with_mixing_and_attention(tm
 def test_two_process_ddp_gloo(tmp_path: Path) -> None:
     config = seg_config(tmp_path, iterations=3, keep_checkpoints=False)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "training.train_segmenter", "--config", str(config)],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=240,
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "training.train_segmenter",
+            "--config",
+            str(config),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # torchrun and both workers
+        process.communicate()
+        raise
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stdout
     assert "DDP: 2 replicas in sync" in result.stdout
@@ -110,21 +143,29 @@ def test_two_process_ddp_gloo(tmp_path: Path) -> None:
 
 
 def test_export_then_engine_load_gives_same_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = load_config(SegmenterConfig, seg_config(tmp_path, iterations=2, data={
-        "lists": [str(write_list(tmp_path, n=5, size=32))], "val_count": 1}))
+    config = load_config(
+        SegmenterConfig,
+        seg_config(
+            tmp_path, iterations=2, data={"lists": [str(write_list(tmp_path, n=5, size=32))], "val_count": 1}
+        ),
+    )
     checkpoint = train_segmenter.train(config)
     metrics_file = Path(config.out_dir) / "eval" / "jcs_metrics.json"
     metrics = json.loads(metrics_file.read_text())
     assert set(metrics["validation"]) == {"dice", "iou", "e_measure"} and len(metrics["perturbed"]) == 5
     registry = tmp_path / "registry"
-    result = export.export(checkpoint, "tiny-seg", registry, {"ct100": metrics}, "synthetic discs",
-                           default=True, dtype="float32")
+    result = export.export(
+        checkpoint, "tiny-seg", registry, {"ct100": metrics}, "synthetic discs", default=True, dtype="float32"
+    )
     assert result["reload_max_abs_diff"] == 0.0
     card = json.loads((registry / "tiny-seg.json").read_text())
     assert card["kind"] == "segmenter" and card["default"] is True
     assert "not for clinical use" in card["intended_use"]
     assert card["architecture"] == {
-        "joint": False, "width_mult": 0.125, "feature_input": False, "batchnorm": "batch"
+        "joint": False,
+        "width_mult": 0.125,
+        "feature_input": False,
+        "batchnorm": "batch",
     }
     monkeypatch.setenv("JCS_WEIGHTS_DIR", str(registry))
     from jcs.weights import load_model
