@@ -51,7 +51,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--device", default="auto", help="engine device: auto, cpu, cuda, mps (default auto)")
     parser.add_argument(
-        "--policy",
+        "--segment",
         choices=("positive-only", "always"),
         default="positive-only",
         help="segment lesions only in positive cases (default) or always",
@@ -108,7 +108,7 @@ def describe(ct: CTVolume) -> str:
 
 def engine_options(args: argparse.Namespace) -> dict:
     """Options passed to `JCSDiagnosisSceneLogic.startDiagnosis`."""
-    options = {"device": args.device, "policy": args.policy}
+    options = {"device": args.device, "policy": args.segment}
     for key in ("classifier", "segmenter", "threshold"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)

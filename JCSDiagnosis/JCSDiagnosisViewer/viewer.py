@@ -31,6 +31,7 @@ from trame_slicer import module as trame_slicer_module
 from trame_slicer.app.logic import LayoutButtonLogic, SegmentEditorLogic
 from trame_slicer.core import SlicerApp
 from trame_slicer.rca_view import register_rca_factories
+from trame_slicer.segmentation import SegmentationOverwriteMode
 from vtkmodules.vtkCommonCore import vtkCommand
 
 from .scene import (
@@ -76,6 +77,7 @@ class JCSViewer(TrameApp):
         self.volume_node = None
         self.result: DiagnosisNodes | None = None
         self.run: DiagnosisRun | None = None
+        self._task: asyncio.Task | None = None
         self.slice_positions = np.zeros(0)
         self.probabilities = np.zeros(0)
         self.current_slice: int | None = None
@@ -178,10 +180,18 @@ class JCSViewer(TrameApp):
 
     # Diagnosis -------------------------------------------------------------------------------
 
-    async def diagnose(self) -> None:
-        """Run the engine on the loaded CT in the scene logic's background process, then show the results."""
+    def diagnose(self) -> None:
+        """Start the diagnosis as a task of the event loop and return at once.
+
+        The task must not run inside the click's own trigger: triggers from one page are handled one
+        after the other, so Cancel (and every other button) would wait for the whole diagnosis.
+        """
         if self.volume_node is None or self.state.jcs_busy:
             return
+        self._task = asyncio.get_running_loop().create_task(self._run_diagnosis())
+
+    async def _run_diagnosis(self) -> None:
+        """Run the engine on the loaded CT in the scene logic's background process, then show the results."""
         with self.state:
             self.state.update(
                 {
@@ -232,6 +242,8 @@ class JCSViewer(TrameApp):
         editor.deactivate_effect()
         editor.set_active_segmentation(result.segmentationNode, self.volume_node)
         editor.set_active_segment_id(lesionSpec().segmentId)
+        # Lesions lie inside the lungs: painting a lesion must not carve it out of the hidden lung segments.
+        editor.set_overwrite_mode(SegmentationOverwriteMode.OVERWRITE_ALL_VISIBLE_SEGMENTS)
         self.probabilities = columnValues(result.sliceTableNode, PROBABILITY_COLUMN)
         case = result.results.get("case", {})
         self.state.update(
@@ -272,6 +284,8 @@ class JCSViewer(TrameApp):
         }
         for key, node in nodes.items():
             headers, rows = table_rows(node)
+            if key == "summary":
+                rows.sort(key=_summary_rank)
             self.state[f"jcs_{key}_headers"] = headers
             self.state[f"jcs_{key}_items"] = rows
         summary = {row["quantity"]: row["value"] for row in readTable(self.result.summaryTableNode)}
@@ -374,6 +388,30 @@ class JCSViewer(TrameApp):
             "lesions": readTable(self.result.lesionTableNode),
             "slices": readTable(self.result.sliceTableNode),
         }
+
+
+#: Summary quantities a reader looks at first, in this order; the others follow in the table's order.
+KEY_SUMMARY_QUANTITIES = (
+    "positive",
+    "positive_slice_count",
+    "threshold",
+    "segmentation",
+    "opacification_volume_ml",
+    "opacification_percent",
+    "lesion_count",
+    "bilateral",
+    "severity_score_6zone",
+    "severity_score_5lobe",
+)
+
+
+def _summary_rank(row: dict[str, str]) -> int:
+    quantity = row.get("c0", "")
+    return (
+        KEY_SUMMARY_QUANTITIES.index(quantity)
+        if quantity in KEY_SUMMARY_QUANTITIES
+        else len(KEY_SUMMARY_QUANTITIES)
+    )
 
 
 def _weights_text(weights: dict[str, Any]) -> str:

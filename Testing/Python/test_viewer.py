@@ -98,7 +98,7 @@ def viewer_url(case: dict, artifacts_dir: Path) -> Iterator[str]:
         case["names"]["segmenter"],
         "--device",
         "cpu",
-        "--policy",
+        "--segment",
         "always",
     ]
     process = subprocess.Popen(
@@ -204,8 +204,22 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         expect(page.locator("#jcs-case")).to_contain_text("dicom")
         page.screenshot(path=shots / "01-loaded.png")
 
+        # While the engine runs the page stays live and Cancel stops it: the window preset clicked during the
+        # run is applied (the view re-renders), and the run is still going when Cancel arrives after it.
+        lung_window = _settled_frame(page, axial)
+        page.click("#jcs-diagnose")
+        expect(page.locator("#jcs-cancel")).to_be_enabled()
+        page.click("#jcs-window-mediastinum")
+        page.click("#jcs-cancel")
+        expect(page.locator("#jcs-error")).to_contain_text("cancelled")
+        expect(page.locator("#jcs-decision")).to_have_count(0)
+        assert _changed(lung_window, _settled_frame(page, axial, lung_window)) > 0.01
+        page.screenshot(path=shots / "02-cancelled-mediastinum.png")
+        page.click("#jcs-window-lung")
+
         # Diagnose: the decision and the tables match the engine.
         page.click("#jcs-diagnose")
+        expect(page.locator("#jcs-error")).to_have_count(0)
         expect(page.locator("#jcs-decision, #jcs-error")).to_be_visible(timeout=DIAGNOSIS_TIMEOUT_MS)
         assert not page.locator("#jcs-error").is_visible(), page.locator("#jcs-error").inner_text()
         decision = "COVID-19 positive" if engine_result.positive else "COVID-19 negative"
@@ -230,13 +244,13 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         marker_x = (hottest + 0.5) * 400 / slice_count  # the chart's viewBox is 400 wide
         expect(page.locator(f"#jcs-chart line[stroke='#f3d33a'][x1='{marker_x:.2f}']")).to_have_count(1)
         with_heatmap = _settled_frame(page, axial)
-        page.screenshot(path=shots / "02-diagnosed-heatmap.png")
+        page.screenshot(path=shots / "03-diagnosed-heatmap.png")
         page.click("#jcs-heatmap-toggle")
         without_heatmap = _settled_frame(page, axial, with_heatmap)
         assert _changed(with_heatmap, without_heatmap) > 0.01, (
             "switching the heatmap off left the view unchanged"
         )
-        page.screenshot(path=shots / "03-heatmap-off.png")
+        page.screenshot(path=shots / "04-heatmap-off.png")
 
         # Edit: paint a stroke in the axial view with the segment editor, then update the results.
         page.click("#jcs-tool-editor")
@@ -263,7 +277,7 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         painted = int(edited.sum()) - engine_voxels
         assert painted > 0, "the paint stroke added no voxels"
         assert _lesion_ml(after) - _lesion_ml(before) == pytest.approx(painted * voxel_ml, rel=5e-3, abs=5e-3)
-        page.screenshot(path=shots / "04-edited-updated.png")
+        page.screenshot(path=shots / "05-edited-updated.png")
 
         # Export: DICOM-SEG (+ SR) of the edited segmentation, validated by dciodvfy.
         seg = _download(page, "#jcs-download-seg", tmp_path / "lesions_seg.dcm")

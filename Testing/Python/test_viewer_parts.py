@@ -24,12 +24,12 @@ def test_cli_defaults_to_loopback_and_rejects_conflicts(capsys):
 
     args = parse_args([])
     assert (args.host, args.port, args.input, args.sample) == ("127.0.0.1", 8080, None, False)
-    assert engine_options(parse_args(["--threshold", "10", "--policy", "always"])) == {
+    assert engine_options(parse_args(["--threshold", "10", "--segment", "always"])) == {
         "device": "auto",
         "policy": "always",
         "threshold": 10,
     }
-    for bad in (["ct.nrrd", "--sample"], ["--port", "70000"], ["--policy", "sometimes"]):
+    for bad in (["ct.nrrd", "--sample"], ["--port", "70000"], ["--segment", "sometimes"]):
         with pytest.raises(SystemExit):
             parse_args(bad)
     assert "not both" in capsys.readouterr().err
