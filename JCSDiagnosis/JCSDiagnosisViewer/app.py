@@ -132,6 +132,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     viewer = JCSViewer(options=engine_options(args))
     if viewer_input is not None:
         viewer.load(viewer_input)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"jcs-viewer: listening on {args.host}: other machines on the network can open this viewer",
+            file=sys.stderr,
+        )
     server = viewer.server
     server.controller.on_server_ready.add(
         lambda **_: print(f"JCS Diagnosis viewer: http://{args.host}:{server.port}/", flush=True)

@@ -314,6 +314,7 @@ def _results_panel(server: Server, chart_click: Callable, row_click: Callable, d
                         click_row=(
                             f"(event, row) => trigger('{ctrl.trigger_name(row_click)}', ['{key}', row.index])"
                         ),
+                        __events=[("click_row", "click:row")],  # not in trame-vuetify's event list
                     )
 
         html.Div("Downloads", classes="jcs-section mt-4 mb-2")

@@ -252,6 +252,14 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         )
         page.screenshot(path=shots / "04-heatmap-off.png")
 
+        # A click on a slice-table row opens that slice too.
+        page.click("#jcs-tab-slices")
+        page.locator("#jcs-table-slices tbody tr").nth(3).click()
+        expect(
+            page.locator(f"#jcs-chart line[stroke='#f3d33a'][x1='{3.5 * 400 / slice_count:.2f}']")
+        ).to_have_count(1)
+        page.click("#jcs-tab-summary")
+
         # Edit: paint a stroke in the axial view with the segment editor, then update the results.
         page.click("#jcs-tool-editor")
         paint = page.locator(".v-navigation-drawer .v-card-item button:has(i.mdi-brush)")
@@ -266,6 +274,7 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         page.mouse.up()
         # The stroke is committed once the editor offers to undo it.
         expect(page.locator("button:has(i.mdi-undo)")).to_be_enabled()
+        page.screenshot(path=shots / "05-segment-editor-painted.png")
         page.click("#jcs-update-editor")
         expect(page.locator("#jcs-edit-note")).to_contain_text("recomputed")
         page.click("#jcs-tool-diagnosis")
@@ -277,7 +286,7 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         painted = int(edited.sum()) - engine_voxels
         assert painted > 0, "the paint stroke added no voxels"
         assert _lesion_ml(after) - _lesion_ml(before) == pytest.approx(painted * voxel_ml, rel=5e-3, abs=5e-3)
-        page.screenshot(path=shots / "05-edited-updated.png")
+        page.screenshot(path=shots / "06-edited-updated.png")
 
         # Export: DICOM-SEG (+ SR) of the edited segmentation, validated by dciodvfy.
         seg = _download(page, "#jcs-download-seg", tmp_path / "lesions_seg.dcm")
