@@ -131,11 +131,7 @@ def build_layout(
         with VNavigationDrawer(permanent=True, location="left", width=340, disable_resize_watcher=True):
             with html.Div(v_show=("active_tool === 'jcs'",), classes="pa-3"):
                 _diagnosis_panel(diagnose, cancel, update_results)
-            editor = SegmentEditorUI(v_if=(f"active_tool === '{SegmentEditorUI.__name__}'",))
-            with html.Div(
-                v_if=(f"active_tool === '{SegmentEditorUI.__name__}'",),
-                classes="pa-3",
-            ):
+            with html.Div(v_if=(f"active_tool === '{SegmentEditorUI.__name__}'",), classes="px-3 pt-3"):
                 VBtn(
                     "Update results",
                     id="jcs-update-editor",
@@ -145,6 +141,15 @@ def build_layout(
                     disabled=("!jcs_has_results || jcs_busy",),
                     click=update_results,
                 )
+                html.Div(
+                    "Edit the lesion segment (paint, erase, scissors, islands), then update the results.",
+                    classes="text-caption mt-1",
+                    style="opacity: 0.7;",
+                )
+            editor = SegmentEditorUI(
+                v_if=(f"active_tool === '{SegmentEditorUI.__name__}'",),
+                style="height: calc(100% - 90px);",
+            )
 
         with VNavigationDrawer(permanent=True, location="right", width=470, disable_resize_watcher=True):
             _results_panel(server, chart_click, row_click, download)
