@@ -194,11 +194,20 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
             id="jcs-diagnose",
             color="primary",
             prepend_icon="mdi-play",
-            disabled=("jcs_busy || !jcs_volume_loaded",),
+            disabled=("jcs_busy || !jcs_volume_loaded || !!jcs_blocker",),
             click=diagnose,
             classes="flex-grow-1",
         )
         VBtn("Cancel", id="jcs-cancel", variant="outlined", disabled=("!jcs_running",), click=cancel)
+    VAlert(
+        v_if=("jcs_blocker",),
+        text=("jcs_blocker",),
+        id="jcs-blocker",
+        type="warning",
+        variant="tonal",
+        density="compact",
+        classes="mt-3 text-caption",
+    )
     with html.Div(v_if=("jcs_running",), classes="mt-3"):
         html.Div("{{ jcs_stage }}", id="jcs-stage", classes="text-caption mb-1")
         VProgressLinear(model_value=("jcs_progress",), color="primary", height=8, rounded=True)

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from jcs.inference import NO_WEIGHTS_MESSAGE
 from jcs.io import CTVolume
-from JCSDiagnosisLib.logic import DiagnosisNodes, DiagnosisRun, JCSDiagnosisSceneLogic
+from jcs.weights import default_weights
+from JCSDiagnosisLib.logic import DiagnosisNodes, DiagnosisRun, JCSDiagnosisSceneLogic, inputProblem
 from JCSDiagnosisLib.tables import PROBABILITY_COLUMN, SLICE_COLUMN, columnValues, readTable
 from JCSDiagnosisLib.terminology import lesionSpec
 from JCSDiagnosisLib.volumes import imageFromVolume
@@ -114,6 +116,7 @@ class JCSViewer(TrameApp):
                 "jcs_case_details": "Start jcs-viewer with a CT file, a DICOM folder or --sample.",
                 "jcs_footer": "",
                 "jcs_volume_loaded": False,
+                "jcs_blocker": "",
                 "jcs_is_dicom": False,
                 "jcs_window": "Lung",
                 "jcs_busy": False,
@@ -145,7 +148,7 @@ class JCSViewer(TrameApp):
     # Loading ---------------------------------------------------------------------------------
 
     def load(self, viewer_input: ViewerInput) -> None:
-        """Show a CT in every view with the lung window; results of a previous case are dropped."""
+        """Show the session's CT in every view (lung window); say why Diagnose is blocked, if it is."""
         self.input = viewer_input
         self.volume_node = add_volume_node(self.slicer_app.scene, viewer_input.ct, viewer_input.name)
         set_window(self.volume_node, self.state.jcs_window)
@@ -166,6 +169,7 @@ class JCSViewer(TrameApp):
                 "jcs_case_name": viewer_input.name,
                 "jcs_case_details": viewer_input.details,
                 "jcs_volume_loaded": True,
+                "jcs_blocker": self._diagnosis_blocker(),
                 "jcs_is_dicom": viewer_input.dicom_dir is not None,
                 "jcs_footer": (
                     f"{viewer_input.name}: {size[0]} x {size[1]} x {size[2]} voxels, "
@@ -173,6 +177,15 @@ class JCSViewer(TrameApp):
                 ),
             }
         )
+
+    def _diagnosis_blocker(self) -> str:
+        """Why Diagnose cannot run on this case with these options ('' when it can)."""
+        problem = inputProblem(self.volume_node)
+        if problem:
+            return problem
+        if not self.options.get("classifier") and default_weights("classifier") is None:
+            return NO_WEIGHTS_MESSAGE[0].upper() + NO_WEIGHTS_MESSAGE[1:] + "."
+        return ""
 
     def _on_window_changed(self, jcs_window: str, **_: Any) -> None:
         if self.volume_node is not None and jcs_window in WINDOW_PRESETS:

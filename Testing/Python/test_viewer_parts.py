@@ -97,3 +97,27 @@ def test_probability_chart_marks_positive_slices_and_the_current_one():
     assert [colour for _, colour in bars] == ["#5b8fd9", "#e8504a", "#e8504a", "#5b8fd9"]
     assert 'x1="250.00"' in svg and "slice 1: p=0.900" in svg
     assert "<rect" not in probability_chart_svg([])
+
+
+def test_viewer_loads_a_case_and_says_why_diagnose_is_blocked(monkeypatch):
+    from jcs.io import CTVolume
+    from JCSDiagnosisViewer import viewer as viewer_module
+    from trame.app import get_server
+
+    monkeypatch.setattr(viewer_module, "default_weights", lambda kind: None)
+    phantom = make_chest_phantom(shape=(16, 48, 48))
+    ct = CTVolume(image=phantom.image, is_hu=True, path=None, dicom_files=None)
+    app = viewer_module.JCSViewer(get_server("viewer-parts-no-weights"))
+    app.load(viewer_module.ViewerInput(ct=ct, name="chest", details="chest phantom"))
+    state = app.state
+    assert (state.jcs_case_name, state.jcs_volume_loaded, state.jcs_is_dicom) == ("chest", True, False)
+    assert "48 x 48 x 16 voxels" in state.jcs_footer
+    assert state.jcs_blocker.startswith("No classifier weights were named")
+    assert len(app.slice_positions) == 16 and np.all(np.diff(app.slice_positions) > 0)
+
+    named = viewer_module.JCSViewer(get_server("viewer-parts-named"), options={"classifier": "tiny"})
+    named.load(viewer_module.ViewerInput(ct=ct, name="chest"))
+    assert named.state.jcs_blocker == ""
+    flat = CTVolume(image=sitk.Image(48, 48, 4, sitk.sitkInt16), is_hu=True, path=None, dicom_files=None)
+    named.load(viewer_module.ViewerInput(ct=flat, name="flat"))
+    assert "constant" in named.state.jcs_blocker
