@@ -195,6 +195,15 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 950}, accept_downloads=True)
         page.set_default_timeout(UI_TIMEOUT_MS)
+        outside = []  # every request the page makes must stay on the viewer's loopback address
+        page.on(
+            "request",
+            lambda request: (
+                None
+                if request.url.startswith((viewer_url, "blob:", "data:"))
+                else outside.append(request.url)
+            ),
+        )
         page.goto(viewer_url)
 
         # Loaded: the CT is in the views and Diagnose is enabled.
@@ -294,6 +303,7 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         for name in ("summary", "lesions", "slices", "json"):
             assert _download(page, f"#jcs-download-{name}", tmp_path / name).stat().st_size > 0
         browser.close()
+    assert not outside, f"the page reached outside the viewer: {outside[:5]}"
 
     import pydicom
 
