@@ -201,6 +201,7 @@ class JCSViewer(TrameApp):
         """
         if self.volume_node is None or self.state.jcs_busy:
             return
+        # Keep a reference: the loop holds tasks only weakly.
         self._task = asyncio.get_running_loop().create_task(self._run_diagnosis())
 
     async def _run_diagnosis(self) -> None:
@@ -325,11 +326,15 @@ class JCSViewer(TrameApp):
         """Open the slice of a clicked slice-table row, or centre the views on a clicked lesion."""
         if self.result is None:
             return
-        if table == "slices":
-            self.go_to_slice(int(readTable(self.result.sliceTableNode)[row][SLICE_COLUMN]))
-        elif table == "lesions":
-            self.scene_logic.jumpToLesion(self.result.segmentationNode, row)
-            self._render_slice_views()
+        try:
+            if table == "slices":
+                self.go_to_slice(int(readTable(self.result.sliceTableNode)[row][SLICE_COLUMN]))
+            elif table == "lesions":
+                self.scene_logic.jumpToLesion(self.result.segmentationNode, row)
+                self._render_slice_views()
+        except (KeyError, IndexError, ValueError) as exc:
+            logger.exception("jump to %s row %s failed", table, row)
+            self.state.jcs_error = f"cannot open {table} row {row}: {exc}"
 
     def go_to_slice(self, index: int) -> None:
         """Show axial-grid slice `index` (0 = most inferior) in every slice view."""
