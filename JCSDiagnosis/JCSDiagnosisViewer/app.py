@@ -49,7 +49,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--threshold", type=int, help="positive-slice count threshold (default: the model card's)"
     )
-    parser.add_argument("--device", default="auto", help="engine device: auto, cpu, cuda, mps (default auto)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda", "mps"),
+        default="auto",
+        help="engine device (default auto)",
+    )
     parser.add_argument(
         "--segment",
         choices=("positive-only", "always"),

@@ -29,7 +29,12 @@ def test_cli_defaults_to_loopback_and_rejects_conflicts(capsys):
         "policy": "always",
         "threshold": 10,
     }
-    for bad in (["ct.nrrd", "--sample"], ["--port", "70000"], ["--segment", "sometimes"]):
+    for bad in (
+        ["ct.nrrd", "--sample"],
+        ["--port", "70000"],
+        ["--segment", "sometimes"],
+        ["--device", "tpu"],
+    ):
         with pytest.raises(SystemExit):
             parse_args(bad)
     assert "not both" in capsys.readouterr().err
