@@ -30,6 +30,7 @@ from jcs.inference import (
     scaled_threshold,
 )
 from jcs.io import CTVolume, read_ct
+from jcs.weights import WeightsCard
 
 EXIT_USER_ERROR = 2
 # Share of the progress bar given to each stage of `jcs diagnose`.
@@ -121,7 +122,7 @@ class _Progress:
         self.bar.close()
 
 
-def _describe_weights(kind: str, card: Any) -> str:
+def _describe_weights(kind: str, card: WeightsCard) -> str:
     return f"{kind}: {card.name} (sha256 {card.sha256[:16]}, {card.source} weights, {card.path})"
 
 
