@@ -267,6 +267,18 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         expect(
             page.locator(f"#jcs-chart line[stroke='#f3d33a'][x1='{3.5 * 400 / slice_count:.2f}']")
         ).to_have_count(1)
+        # ... and a click on a lesion row centres the views on that lesion (its slice range holds the marker).
+        page.click("#jcs-tab-lesions")
+        titles = page.locator("#jcs-table-lesions thead th").all_inner_texts()
+        first, last = titles.index("First slice"), titles.index("Last slice")
+        lesion = page.locator("#jcs-table-lesions tbody tr").nth(1)
+        cells = lesion.locator("td").all_inner_texts()
+        lesion.locator("td").first.click()  # the wide lesion table scrolls sideways
+        marker = page.locator("#jcs-chart line[stroke='#f3d33a']")
+        expect(marker).not_to_have_attribute("x1", f"{3.5 * 400 / slice_count:.2f}")
+        expect(page.locator("#jcs-error")).to_have_count(0)
+        marker_slice = float(marker.get_attribute("x1")) / (400 / slice_count) - 0.5
+        assert int(cells[first]) <= round(marker_slice) <= int(cells[last])
         page.click("#jcs-tab-summary")
 
         # Edit: paint a stroke in the axial view with the segment editor, then update the results.
