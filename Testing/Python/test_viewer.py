@@ -260,6 +260,14 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
             "switching the heatmap off left the view unchanged"
         )
         page.screenshot(path=shots / "04-heatmap-off.png")
+        # Back on at full opacity: the overlay is stronger than at the default opacity.
+        page.click("#jcs-heatmap-toggle")
+        thumb = page.locator(".v-slider:has(#jcs-heatmap-opacity) .v-slider-thumb")
+        thumb.focus()
+        page.keyboard.press("End")
+        expect(page.locator("input#jcs-heatmap-opacity")).to_have_value("1")
+        opaque = _settled_frame(page, axial, with_heatmap)
+        assert _changed(with_heatmap, opaque) > 0.01, "the opacity slider left the view unchanged"
 
         # A click on a slice-table row opens that slice too.
         page.click("#jcs-tab-slices")
