@@ -210,7 +210,13 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
     )
     with html.Div(v_if=("jcs_running",), classes="mt-3"):
         html.Div("{{ jcs_stage }}", id="jcs-stage", classes="text-caption mb-1")
-        VProgressLinear(model_value=("jcs_progress",), color="primary", height=8, rounded=True)
+        VProgressLinear(
+            model_value=("jcs_progress",),
+            indeterminate=("jcs_progress === 0",),
+            color="primary",
+            height=8,
+            rounded=True,
+        )
     VAlert(
         v_if=("jcs_error",),
         text=("jcs_error",),

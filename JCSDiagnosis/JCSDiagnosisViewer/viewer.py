@@ -221,7 +221,7 @@ class JCSViewer(TrameApp):
             process = self.run.process
             while (code := process.poll()) is None:
                 with self.state:
-                    self.state.jcs_stage = process.stage or "running"
+                    self.state.jcs_stage = process.stage or "starting the engine"
                     self.state.jcs_progress = round(100 * process.fraction)
                 await asyncio.sleep(POLL_INTERVAL_S)
             process.check(code)
