@@ -224,7 +224,7 @@ def make_chest_phantom(
     cand = np.argwhere(lung_vox)
     if len(cand) and n_vessels:
         for z, y, x in cand[rng.choice(len(cand), size=n_vessels, replace=False)]:
-            sl = tuple(slice(max(0, c - 2), c + 3) for c in (z, y, x))
+            sl = tuple(slice(max(0, c - 2), min(n, c + 3)) for c, n in zip((z, y, x), shape, strict=True))
             sub_z, sub_y, sub_x = np.ogrid[sl]
             d2 = ((sub_z - z) * sz) ** 2 + ((sub_y - y) * sy) ** 2 + ((sub_x - x) * sx) ** 2
             ball = d2 <= (1.5 * sx) ** 2
