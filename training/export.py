@@ -100,7 +100,7 @@ def export(
     training_data: str,
     threshold: int | None = None,
     default: bool = False,
-    dtype: str = "float16",
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """Write NAME.safetensors + NAME.json into ``out_dir``; returns the card and a reload check."""
     from training.common import load_training_checkpoint
@@ -117,10 +117,23 @@ def export(
             if card.get("kind") == kind and card.get("default") is True and card.get("name") != name:
                 raise ValueError(f"{other} is already the default {kind}; unmark it first")
     net.eval()
+    check_storage(net, dtype)
     card = build_card(kind, config, name, metrics, training_data, threshold, default, dtype, state)
     written = save_weights(net.to(DTYPES[dtype]), card, out_dir)
     check = reload_check(kind, config, name, out_dir, checkpoint_path)
     return {"card": written.data, "reload_max_abs_diff": check}
+
+
+def check_storage(net: torch.nn.Module, dtype: str) -> None:
+    """Refuse a storage precision that changes a tensor by more than 1 % (e.g. a batch-norm variance
+    beyond the fp16 range of 65504)."""
+    for key, value in net.state_dict().items():
+        if not value.is_floating_point():
+            continue
+        stored = value.to(DTYPES[dtype]).float()
+        scale = float(value.abs().max()) + 1e-12
+        if not torch.isfinite(stored).all() or float((stored - value.float()).abs().max()) > 0.01 * scale:
+            raise ValueError(f"{key} does not survive {dtype} storage (range {scale:.3g}); export as float32")
 
 
 def reload_check(kind: str, config: Any, name: str, out_dir: Path, checkpoint_path: Path) -> float:
@@ -156,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training-data", required=True, help="what the model was trained on (for the card)")
     parser.add_argument("--threshold", type=int, help="recommended positive-slice threshold T (classifier)")
     parser.add_argument("--default", action="store_true", help="mark as the engine's default of its kind")
-    parser.add_argument("--dtype", default="float16", choices=sorted(DTYPES), help="storage precision")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="storage precision")
     args = parser.parse_args(argv)
     metrics: dict[str, Any] = {}
     for item in args.metrics:
