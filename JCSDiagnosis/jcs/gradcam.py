@@ -10,6 +10,12 @@ computed for a whole batch at once (samples are independent in eval mode), upsam
 224x224 classifier crop back onto the slice pixels that crop covers, and normalised to [0, 1] per
 slice (divided by its maximum; slices without positive evidence stay 0).
 
+``score="log-odds"`` uses the class's log-odds y^c - log sum_{j != c} exp(y^j) (for two classes
+y^1 - y^0) as the score instead of the bare logit. The decision p(c) > 0.5 depends only on this
+score, and it stays meaningful for a model whose class-1 logit is negative everywhere while it still
+wins against class 0 (then eq. (2) on the bare logit is zero on every pixel). Model cards name the
+score their classifier needs (``gradcam.score``); the paper's logit is the default.
+
 The backbone runs with parameter gradients switched off, so autograd only records the few
 operations after ``layer4`` (pooling and ``fc``): Grad-CAM costs barely more than classification.
 """
@@ -27,6 +33,7 @@ from torch import nn
 from jcs.preprocess import classifier_crop_box
 
 COVID_CLASS = 1
+GRADCAM_SCORES = ("logit", "log-odds")
 
 
 @contextmanager
@@ -48,6 +55,7 @@ def grad_cam(
     *,
     target_class: int = COVID_CLASS,
     layer: nn.Module | None = None,
+    score: str = "logit",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Classify batch ``x`` and compute its Grad-CAM maps (eq. (1)-(2)) in the same forward pass.
 
@@ -55,6 +63,8 @@ def grad_cam(
     (default ``classifier.layer4``; 7x7 for a 224 input), float32, not normalised. Must not run
     under ``torch.inference_mode`` (the head's gradient is needed); autocast contexts are honoured.
     """
+    if score not in GRADCAM_SCORES:
+        raise ValueError(f"Grad-CAM score must be one of {GRADCAM_SCORES}, not {score!r}")
     if torch.is_inference_mode_enabled():
         raise RuntimeError("grad_cam needs autograd; call it outside torch.inference_mode()")
     layer = classifier.layer4 if layer is None else layer
@@ -72,8 +82,11 @@ def grad_cam(
             if len(captured) != 1:
                 raise RuntimeError(f"Grad-CAM layer ran {len(captured)} times in one forward pass, not once")
             features = captured[0]
-            score = logits[:, target_class].sum()
-            (gradients,) = torch.autograd.grad(score, features)
+            target = logits[:, target_class]
+            if score == "log-odds":
+                others = torch.cat([logits[:, :target_class], logits[:, target_class + 1 :]], dim=1)
+                target = target - torch.logsumexp(others.float(), dim=1)
+            (gradients,) = torch.autograd.grad(target.sum(), features)
     finally:
         handle.remove()
     alpha = gradients.float().mean(dim=(2, 3), keepdim=True)  # eq. (1): 1/Z sum_ij dy^c/dA^k_ij

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jcs.errors import CancelledError, JCSError, WeightsError
-from jcs.gradcam import COVID_CLASS, cam_to_slices, grad_cam
+from jcs.gradcam import COVID_CLASS, GRADCAM_SCORES, cam_to_slices, grad_cam
 from jcs.io import CTVolume
 from jcs.preprocess import SEGMENTER_SIZE, axial_slices_uint8, classifier_input, segmenter_input
 from jcs.weights import DEFAULT_THRESHOLD, WeightsCard, default_weights, load_model
@@ -212,6 +212,11 @@ class DiagnosisEngine:
         self.segmenter = None if segmenter is None else _prepare_model(segmenter, self.device)
         self.classifier_card = classifier_card
         self.segmenter_card = segmenter_card
+        self.gradcam_score = classifier_card.data.get("gradcam", {}).get("score", "logit") if (
+            classifier_card is not None) else "logit"
+        if self.gradcam_score not in GRADCAM_SCORES:
+            raise WeightsError(f"model card {classifier_card.name!r} names an unknown Grad-CAM score "
+                               f"{self.gradcam_score!r} (known: {', '.join(GRADCAM_SCORES)})")
         if segmenter_size is None:
             card_input = segmenter_card.data.get("input", {}) if segmenter_card is not None else {}
             segmenter_size = int(card_input.get("size", SEGMENTER_SIZE))
@@ -354,7 +359,7 @@ class DiagnosisEngine:
             with torch.no_grad():
                 x = self._to_device(classifier_input(slices[start:stop]))
             with self.autocast():
-                logits, cam = grad_cam(self.classifier, x, target_class=COVID_CLASS)
+                logits, cam = grad_cam(self.classifier, x, target_class=COVID_CLASS, score=self.gradcam_score)
             probabilities[start:stop] = torch.softmax(logits.float(), dim=1)[:, COVID_CLASS].cpu().numpy()
             heatmap[start:stop] = cam_to_slices(cam.cpu(), height, width)
 

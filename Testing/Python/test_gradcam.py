@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -63,3 +65,36 @@ def test_cam_to_slices_geometry(height: int, width: int) -> None:
     peak = np.unravel_index(np.argmax(out[0]), out[0].shape)
     centre = ((y0 + y1) / 2, (x0 + x1) / 2)
     assert abs(peak[0] - centre[0]) <= (y1 - y0) / 7 and abs(peak[1] - centre[1]) <= (x1 - x0) / 7
+
+
+def test_log_odds_score_matches_captum_on_the_log_odds(classifier: torch.nn.Module) -> None:
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    _, cam = grad_cam(classifier, x, target_class=1, score="log-odds")
+
+    def log_odds(inputs: torch.Tensor) -> torch.Tensor:
+        logits = classifier(inputs)
+        return (logits[:, 1] - logits[:, 0])[:, None]
+
+    reference = LayerGradCam(log_odds, classifier.layer4).attribute(x, target=0, relu_attributions=True)
+    torch.testing.assert_close(cam, reference[:, 0].detach(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="log-odds"):
+        grad_cam(classifier, x, score="probability")
+
+
+def test_log_odds_explains_a_model_whose_covid_logit_is_negative_everywhere(
+    classifier: torch.nn.Module,
+) -> None:
+    # layer4 ends in a ReLU (A >= 0). With an all-negative class-1 row the bare class-1 logit is < 0 on
+    # every pixel, so eq. (2) on it is empty; class 0 is made lower still, so class 1 wins (p > 0.5)
+    # and the log-odds map shows where its evidence is.
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(4))
+    shifted = copy.deepcopy(classifier)
+    with torch.no_grad():
+        weight = shifted.fc.weight
+        weight[1] = -weight[1].abs() - 1e-3
+        weight[0] = weight[1] - weight[0].abs() - 1e-3
+    logits, cam_logit = grad_cam(shifted, x, score="logit")
+    _, cam_log_odds = grad_cam(shifted, x, score="log-odds")
+    assert bool((logits[:, 1] < 0).all()) and bool((logits[:, 1] > logits[:, 0]).all())
+    assert not cam_logit.any()
+    assert bool((cam_log_odds.amax(dim=(1, 2)) > 0).any())

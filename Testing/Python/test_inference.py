@@ -223,7 +223,10 @@ def test_from_registry_without_weights(tmp_path: Path, monkeypatch: pytest.Monke
         DiagnosisEngine.from_registry()
 
 
-def test_from_registry_uses_card_threshold_and_checks_kind(tiny_weights: dict[str, str]) -> None:  # noqa: F811
+def test_from_registry_uses_card_threshold_and_checks_kind(
+    tiny_weights: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path / "none")  # no bundled default segmenter
     engine = DiagnosisEngine.from_registry(tiny_weights["classifier"], device="cpu")
     assert engine.threshold == 25 and engine.segmenter is None
     assert DiagnosisEngine.from_registry(tiny_weights["classifier"], threshold=7, device="cpu").threshold == 7

@@ -1,0 +1,39 @@
+"""The weights shipped in JCSDiagnosis/jcs/weights: model cards, hashes, defaults, and a real run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from jcs.inference import DiagnosisEngine
+from jcs.io import read_ct
+from jcs.preprocess import window_to_uint8
+from jcs.sample import sample_path
+from jcs.weights import default_weights, load_model
+
+
+@pytest.mark.parametrize("kind", ["classifier", "segmenter"])
+def test_bundled_default_loads_with_its_card(kind: str) -> None:
+    name = default_weights(kind)
+    assert name is not None, f"no bundled default {kind}"
+    model, card = load_model(name)  # verifies the SHA-256 and loads strictly
+    assert card.kind == kind and not model.training
+    assert len(card.sha256) == 64
+    for field in ("architecture", "input", "training_data", "metrics", "intended_use"):
+        assert card.data.get(field), f"model card of {name} lacks {field!r}"
+    assert "not for clinical use" in str(card.data["intended_use"]).lower()
+
+
+@pytest.mark.slow
+def test_bundled_weights_explain_the_real_sample() -> None:
+    """On 8 slices of the real COVID-19 sample the defaults give probabilities and a non-empty
+    Grad-CAM heatmap on the slices called positive."""
+    ct = read_ct(sample_path())
+    engine = DiagnosisEngine.from_registry(device="cpu", segment_policy="always")
+    assert engine.gradcam_score == "log-odds"  # named by the classifier's model card
+    slices = ct.axial_array()[16:24]
+    probabilities, heatmap = engine.classify_slices(window_to_uint8(slices))
+    assert probabilities.shape == (8,) and ((probabilities >= 0) & (probabilities <= 1)).all()
+    positive = probabilities > 0.5
+    assert positive.any()
+    assert (heatmap[positive].reshape(int(positive.sum()), -1).max(axis=1) == 1.0).all()
+    assert np.isfinite(heatmap).all() and heatmap.min() >= 0
