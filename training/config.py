@@ -6,7 +6,9 @@ file (values parsed as YAML scalars, e.g. ``--set iterations=100 --set lr=1e-3``
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -163,3 +165,25 @@ def to_dict(config: Any) -> dict[str, Any]:
         return value
 
     return plain(dataclasses.asdict(config))
+
+
+def run_training_command(
+    config_type: type[T],
+    train: Callable[[T, str | None], object],
+    description: str,
+    set_example: str,
+    argv: list[str] | None = None,
+) -> int:
+    """The command line shared by the training scripts: ``--config``, repeated ``--set``, ``--resume``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", help="YAML file overriding the paper defaults")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help=f"override one setting, e.g. {set_example}",
+    )
+    parser.add_argument(
+        "--resume", help="checkpoint to continue from, or 'auto' for OUT_DIR/last.pt if present"
+    )
+    args = parser.parse_args(argv)
+    train(load_config(config_type, args.config, args.set), args.resume)
+    return 0

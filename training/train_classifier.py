@@ -11,7 +11,6 @@ CSV log and a held-out report as for the segmenter.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from training import common, evaluate
-from training.config import ClassifierConfig, load_config, to_dict
+from training.config import ClassifierConfig, run_training_command, to_dict
 from training.data import ClassificationDataset, load_records, split_by_patient
 from training.losses import (
     attention_loss,
@@ -205,22 +204,8 @@ def train(config: ClassifierConfig, resume: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML file overriding the paper defaults")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set epochs=5 --set data.val_patients=[P001]",
-    )
-    parser.add_argument(
-        "--resume", help="checkpoint to continue from, or 'auto' for OUT_DIR/last.pt if present"
-    )
-    args = parser.parse_args(argv)
-    config = load_config(ClassifierConfig, args.config, args.set)
-    train(config, args.resume)
-    return 0
+    example = "--set epochs=5 --set data.val_patients=[P001]"
+    return run_training_command(ClassifierConfig, train, __doc__.split("\n")[0], example, argv)
 
 
 if __name__ == "__main__":

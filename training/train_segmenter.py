@@ -10,7 +10,6 @@ autocast, checkpoints to ``out_dir/last.pt`` (``--resume auto`` continues from i
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from training import common, evaluate
-from training.config import SegmenterConfig, load_config, to_dict
+from training.config import SegmenterConfig, run_training_command, to_dict
 from training.data import SegmentationDataset, load_records, split_by_patient
 from training.losses import deep_supervision_loss
 from training.models import build_segmentation_model, count_parameters
@@ -164,22 +163,8 @@ def train(config: SegmenterConfig, resume: str | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML file overriding the paper defaults")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one setting, e.g. --set iterations=200 --set data.val_count=16",
-    )
-    parser.add_argument(
-        "--resume", help="checkpoint to continue from, or 'auto' for OUT_DIR/last.pt if present"
-    )
-    args = parser.parse_args(argv)
-    config = load_config(SegmenterConfig, args.config, args.set)
-    train(config, args.resume)
-    return 0
+    example = "--set iterations=200 --set data.val_count=16"
+    return run_training_command(SegmenterConfig, train, __doc__.split("\n")[0], example, argv)
 
 
 if __name__ == "__main__":
