@@ -206,6 +206,26 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+
+def resume_training(
+    resume: str | None, checkpoint_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, float]:
+    """Restore ``model`` and ``optimizer`` for ``--resume`` (``auto`` = ``checkpoint_path`` if present).
+
+    Returns the iteration to start from and the training time already spent (seconds).
+    """
+    if not resume:
+        return 0, 0.0
+    source = checkpoint_path if resume == "auto" else Path(resume)
+    if not source.is_file():
+        if resume == "auto":
+            return 0, 0.0
+        raise FileNotFoundError(f"checkpoint {source} to resume from does not exist")
+    state = load_training_checkpoint(source)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["iteration"]), float(state["extra"].get("elapsed_s", 0.0))
+
 class MetricLog:
     """CSV log of training scalars (rank 0), mirrored to TensorBoard when it is installed."""
 

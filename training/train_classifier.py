@@ -100,17 +100,7 @@ def train(config: ClassifierConfig, resume: str | None = None) -> Path:
     per_epoch = common.iterations_per_epoch(len(dataset), config.batch_size, runtime)
     total = config.epochs * per_epoch
     checkpoint_path = out_dir / "last.pt"
-    start, spent_s = 0, 0.0
-    if resume:
-        source = checkpoint_path if resume == "auto" else Path(resume)
-        if source.is_file():
-            state = common.load_training_checkpoint(source)
-            net.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            start = int(state["iteration"])
-            spent_s = float(state["extra"].get("elapsed_s", 0.0))
-        elif resume != "auto":
-            raise FileNotFoundError(f"checkpoint {source} to resume from does not exist")
+    start, spent_s = common.resume_training(resume, checkpoint_path, net, optimizer)
     precision = common.resolve_precision(config.precision, runtime.device)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     log = common.MetricLog(out_dir / "train_log.csv", enabled=runtime.is_main)
