@@ -171,40 +171,22 @@ def buildReport(
     algorithm = hd.sr.AlgorithmIdentification(
         name="JCS Diagnosis", version=str(engine.get("engine_version") or "unknown")
     )
+    # (concept, value, UCUM unit code, unit meaning); values that are unknown are left out
+    quantities = [
+        (codes.SCT.Volume, float(values.lesionVolumeMl), "ml", "milliliter"),
+        (PERCENT_OF_LUNG, None if values.percentOfLung is None else float(values.percentOfLung),
+         "%", "percent"),
+        (LESION_COUNT, int(values.lesionCount), "{lesions}", "lesions"),
+        (SLICE_COUNT, None if values.positiveSliceCount is None else int(values.positiveSliceCount),
+         "{slices}", "slices"),
+    ]
     measurements = [
         hd.sr.Measurement(
-            name=codes.SCT.Volume,
-            value=float(values.lesionVolumeMl),
-            unit=hd.sr.CodedConcept("ml", "UCUM", "milliliter"),
-            algorithm_id=algorithm,
+            name=name, value=value, unit=hd.sr.CodedConcept(unit, "UCUM", meaning), algorithm_id=algorithm
         )
+        for name, value, unit, meaning in quantities
+        if value is not None
     ]
-    if values.percentOfLung is not None:
-        measurements.append(
-            hd.sr.Measurement(
-                name=PERCENT_OF_LUNG,
-                value=float(values.percentOfLung),
-                unit=hd.sr.CodedConcept("%", "UCUM", "percent"),
-                algorithm_id=algorithm,
-            )
-        )
-    measurements.append(
-        hd.sr.Measurement(
-            name=LESION_COUNT,
-            value=int(values.lesionCount),
-            unit=hd.sr.CodedConcept("{lesions}", "UCUM", "lesions"),
-            algorithm_id=algorithm,
-        )
-    )
-    if values.positiveSliceCount is not None:
-        measurements.append(
-            hd.sr.Measurement(
-                name=SLICE_COUNT,
-                value=int(values.positiveSliceCount),
-                unit=hd.sr.CodedConcept("{slices}", "UCUM", "slices"),
-                algorithm_id=algorithm,
-            )
-        )
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=spec.name),
         referenced_segment=hd.sr.ReferencedSegment(
