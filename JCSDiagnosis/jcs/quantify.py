@@ -32,6 +32,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,28 @@ def _lesion_row(lesion_id: int, box: tuple[slice, ...], comp: np.ndarray, geo: _
     return row
 
 
+def _region_summary(s: dict[str, Any], regions: np.ndarray | None, lesion: np.ndarray, keys: dict[int, str],
+                    score: Callable[[float | None], int | None], total_key: str, geo: _Geometry, *,
+                    lesion_volumes: bool) -> None:
+    """Per-region (zone or lobe) lung volume, opacification and severity score, and their total score.
+
+    Every field is None when the regions are unknown; the total is None unless every region scored.
+    """
+    if regions is not None:
+        lung_n = np.bincount(regions.ravel(), minlength=len(keys) + 1)
+        lesion_n = np.bincount(regions[lesion], minlength=len(keys) + 1)
+    scores = []
+    for label, key in keys.items():
+        pct = None if regions is None else _percent(lesion_n[label], lung_n[label])
+        s[f"lung_volume_ml_{key}"] = None if regions is None else geo.ml(lung_n[label])
+        if lesion_volumes:
+            s[f"opacification_volume_ml_{key}"] = None if regions is None else geo.ml(lesion_n[label])
+        s[f"opacification_percent_{key}"] = pct
+        s[f"severity_score_{key}"] = score(pct)
+        scores.append(s[f"severity_score_{key}"])
+    s[total_key] = sum(scores) if all(v is not None for v in scores) else None
+
+
 def _summary(lesion: np.ndarray, lungs: np.ndarray, zones: np.ndarray | None, lobes: np.ndarray | None,
              hu: np.ndarray | None, peripheral: np.ndarray | None, geo: _Geometry, lesion_count: int,
              min_lesion_voxels: int, peripheral_mm: float) -> dict[str, Any]:
@@ -328,32 +351,10 @@ def _summary(lesion: np.ndarray, lungs: np.ndarray, zones: np.ndarray | None, lo
     s["infection_ratio_fraction"] = les_in / lung_n if lung_n else None
     s["bilateral"] = bool(les_counts[RIGHT_LUNG] > 0 and les_counts[LEFT_LUNG] > 0)
 
-    zone_scores = []
-    if zones is not None:
-        zone_lung = np.bincount(zones.ravel(), minlength=len(ZONE_KEYS) + 1)
-        zone_les = np.bincount(zones[lesion], minlength=len(ZONE_KEYS) + 1)
-    for label, key in ZONE_KEYS.items():
-        pct = None if zones is None else _percent(zone_les[label], zone_lung[label])
-        s[f"lung_volume_ml_{key}"] = None if zones is None else geo.ml(zone_lung[label])
-        s[f"opacification_volume_ml_{key}"] = None if zones is None else geo.ml(zone_les[label])
-        s[f"opacification_percent_{key}"] = pct
-        score = zone_score(pct)
-        s[f"severity_score_{key}"] = score
-        zone_scores.append(score)
-    s["severity_score_6zone"] = sum(zone_scores) if all(v is not None for v in zone_scores) else None
-
-    lobe_scores = []
-    if lobes is not None:
-        lobe_lung = np.bincount(lobes.ravel(), minlength=len(LOBE_KEYS) + 1)
-        lobe_les = np.bincount(lobes[lesion], minlength=len(LOBE_KEYS) + 1)
-    for label, key in LOBE_KEYS.items():
-        pct = None if lobes is None else _percent(lobe_les[label], lobe_lung[label])
-        s[f"lung_volume_ml_{key}"] = None if lobes is None else geo.ml(lobe_lung[label])
-        s[f"opacification_percent_{key}"] = pct
-        score = lobe_score(pct)
-        s[f"severity_score_{key}"] = score
-        lobe_scores.append(score)
-    s["severity_score_5lobe"] = sum(lobe_scores) if all(v is not None for v in lobe_scores) else None
+    _region_summary(s, zones, lesion, ZONE_KEYS, zone_score, "severity_score_6zone", geo,
+                    lesion_volumes=True)
+    _region_summary(s, lobes, lesion, LOBE_KEYS, lobe_score, "severity_score_5lobe", geo,
+                    lesion_volumes=False)
 
     s["lesion_count"] = lesion_count
     s["lesion_connectivity"] = LESION_CONNECTIVITY
