@@ -147,13 +147,6 @@ def classifier_normalize(image: torch.Tensor) -> torch.Tensor:
     return _normalize(image, CLS_MEAN, CLS_STD)
 
 
-def standardize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Per-image, per-channel zero mean / unit variance (removes any affine intensity change)."""
-    mean = x.mean(dim=(-2, -1), keepdim=True)
-    std = x.std(dim=(-2, -1), keepdim=True)
-    return (x - mean) / (std + eps)
-
-
 def _affine_uint8(image: np.ndarray, low: float, high: float) -> np.ndarray:
     return np.clip((image.astype(np.float32) - low) * (255.0 / (high - low)), 0, 255).round().astype(np.uint8)
 

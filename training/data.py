@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from jcs.errors import JCSError
+from jcs.preprocess import standardize_per_image
 from PIL import Image, UnidentifiedImageError
 
 from training import augment
@@ -354,7 +355,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             image = augment.random_intensity(image, rng)
         x = augment.segmenter_normalize(augment.quantize(image))
         if self.per_image_norm:
-            x = augment.standardize(x)
+            x = standardize_per_image(x)
         return x, (mask > 0.5).float()
 
 

@@ -55,9 +55,7 @@ def predict_lesions(
         shapes = {im.shape for im in chunk}
         groups = [[im] for im in chunk] if len(shapes) > 1 else [list(chunk)]
         for group in groups:
-            x = segmenter_input(np.stack(group), size=size)
-            if per_image_norm:
-                x = augment.standardize(x)
+            x = segmenter_input(np.stack(group), size=size, standardize=per_image_norm)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             with common.autocast(precision, device):
                 prob = net(x)[:, :1].float()

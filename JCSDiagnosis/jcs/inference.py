@@ -180,7 +180,8 @@ class DiagnosisEngine:
     """Runs the JCS models over a CT volume; see the module docstring for the pipeline.
 
     ``segmenter_size`` (an extension of the contract) is the segmenter's square input size: by
-    default the size in the segmenter's model card (``input.size``), else the paper's 512.
+    default the size in the segmenter's model card (``input.size``), else the paper's 512. A card with
+    ``input.per_image_standardize`` gets its slices standardised per image (jcs.preprocess).
     """
 
     def __init__(
@@ -217,12 +218,13 @@ class DiagnosisEngine:
         if self.gradcam_score not in GRADCAM_SCORES:
             raise WeightsError(f"model card {classifier_card.name!r} names an unknown Grad-CAM score "
                                f"{self.gradcam_score!r} (known: {', '.join(GRADCAM_SCORES)})")
+        card_input = segmenter_card.data.get("input", {}) if segmenter_card is not None else {}
         if segmenter_size is None:
-            card_input = segmenter_card.data.get("input", {}) if segmenter_card is not None else {}
             segmenter_size = int(card_input.get("size", SEGMENTER_SIZE))
         if segmenter_size < 32:
             raise JCSError(f"segmenter input size must be at least 32 pixels, not {segmenter_size}")
         self.segmenter_size = segmenter_size
+        self.segmenter_standardize = bool(card_input.get("per_image_standardize", False))
 
     @classmethod
     def from_registry(
@@ -382,7 +384,10 @@ class DiagnosisEngine:
 
         def run(start: int, stop: int) -> None:
             with torch.inference_mode():
-                x = self._to_device(segmenter_input(slices[start:stop], size=self.segmenter_size))
+                x = segmenter_input(
+                    slices[start:stop], size=self.segmenter_size, standardize=self.segmenter_standardize
+                )
+                x = self._to_device(x)
                 with self.autocast():
                     maps = self.segmenter(x)[:, :1]
                 maps = F.interpolate(maps.float(), size=(height, width), mode="bilinear", align_corners=False)

@@ -133,11 +133,26 @@ def classifier_crop_box(height: int, width: int) -> tuple[float, float, float, f
     return (top * sy, left * sx, (top + CLASSIFIER_CROP) * sy, (left + CLASSIFIER_CROP) * sx)
 
 
-def segmenter_input(slices_uint8: np.ndarray | torch.Tensor, size: int = SEGMENTER_SIZE) -> torch.Tensor:
+def standardize_per_image(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Zero mean, unit variance per image and channel of ``(…, C, H, W)``.
+
+    Removes any affine grey-value change (another window, brightness, contrast), so a segmenter
+    trained with it does not depend on one source's look; model cards ask for it with
+    ``input.per_image_standardize``.
+    """
+    mean = x.mean(dim=(-2, -1), keepdim=True)
+    std = x.std(dim=(-2, -1), keepdim=True)
+    return (x - mean) / (std + eps)
+
+
+def segmenter_input(
+    slices_uint8: np.ndarray | torch.Tensor, size: int = SEGMENTER_SIZE, standardize: bool = False
+) -> torch.Tensor:
     """(N, 3, size, size) float32 segmenter input from (N, H, W) uint8 slices (official preprocessing).
 
     Channel 0 uses mean 0.406 / std 0.225 and channel 2 mean 0.485 / std 0.229: the B, G, R-ordered
-    normalisation followed by the reversal to R, G, B of the official code.
+    normalisation followed by the reversal to R, G, B of the official code. ``standardize`` then applies
+    :func:`standardize_per_image` (for weights trained with it).
     """
     if size < 1:
         raise InputError(f"segmenter input size must be positive, got {size}")
@@ -145,4 +160,5 @@ def segmenter_input(slices_uint8: np.ndarray | torch.Tensor, size: int = SEGMENT
     grey = _resize_uint8(batch, size, size) / 255.0
     mean = torch.tensor(SEGMENTER_MEAN_BGR).view(1, 3, 1, 1)
     std = torch.tensor(SEGMENTER_STD_BGR).view(1, 3, 1, 1)
-    return ((grey - mean) / std).contiguous()
+    x = (grey - mean) / std
+    return (standardize_per_image(x) if standardize else x).contiguous()

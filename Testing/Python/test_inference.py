@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from jcs.inference import (
     scaled_threshold,
 )
 from jcs.io import CTVolume
+from jcs.preprocess import segmenter_input
 from jcs.weights import load_model, save_weights
 from phantoms import make_chest_phantom
 from tiny_weights import (  # noqa: F401  (fixtures)
@@ -241,3 +243,30 @@ def test_from_registry_refuses_feature_input_weights(tmp_path: Path, monkeypatch
     save_weights(make_tiny_classifier(), card, tmp_path)
     with pytest.raises(WeightsError, match="first-stage features"):
         DiagnosisEngine.from_registry("features", device="cpu")
+
+
+def test_segmenter_input_follows_its_card(models: dict[str, object]) -> None:
+    """A card's ``input.size`` and ``input.per_image_standardize`` decide what the segmenter is fed."""
+    card = models["segmenter_card"]
+    card = dataclasses.replace(card, data={**card.data, "input": {"size": 64, "per_image_standardize": True}})
+    engine = DiagnosisEngine(
+        models["classifier"], models["segmenter"], device="cpu", precision="fp32", segmenter_card=card
+    )
+    assert (engine.segmenter_size, engine.segmenter_standardize) == (64, True)
+    slices = np.random.default_rng(0).integers(0, 256, size=(2, 80, 72), dtype=np.uint8)
+    expected_input = segmenter_input(slices, size=64)
+    expected_input = (expected_input - expected_input.mean(dim=(2, 3), keepdim=True)) / (
+        expected_input.std(dim=(2, 3), keepdim=True) + 1e-5
+    )
+    with torch.inference_mode():
+        expected = torch.nn.functional.interpolate(
+            models["segmenter"](expected_input)[:, :1], size=(80, 72), mode="bilinear", align_corners=False
+        )[:, 0].numpy()
+    np.testing.assert_allclose(engine.segment_slices(slices), expected, atol=1e-6)
+    # Standardised inputs make the prediction blind to an affine grey-value change of the slices.
+    brighter = (slices.astype(np.float32) * 0.5 + 60).round().astype(np.uint8)
+    plain = DiagnosisEngine(models["classifier"], models["segmenter"], device="cpu", precision="fp32")
+    assert not plain.segmenter_standardize
+    shift_standardized = np.abs(engine.segment_slices(brighter) - engine.segment_slices(slices)).mean()
+    shift_plain = np.abs(plain.segment_slices(brighter) - plain.segment_slices(slices)).mean()
+    assert shift_standardized < 0.2 * shift_plain
