@@ -48,6 +48,11 @@ def build_segmentation_model(config: SegmenterConfig) -> nn.Module:
             "joint training from the feature release needs the Res2Net stem features too; "
             "train the joint model on images"
         )
+    if config.feature_input and config.width_mult != 1.0:
+        raise ValueError(
+            "feature-input training needs width_mult 1.0: the COVID-CS release stores the full VGG16 "
+            "conv1_2 features (64 channels)"
+        )
     model = build_segmenter(**segmenter_architecture(config))
     if config.joint and config.classifier_checkpoint:
         load_joint_backbone(model, config.classifier_checkpoint)

@@ -180,3 +180,73 @@ def test_export_then_engine_load_gives_same_outputs(tmp_path: Path, monkeypatch:
     assert half["reload_max_abs_diff"] < 2e-2
     with pytest.raises(ValueError, match="already the default"):
         export.export(checkpoint, "other", registry, {}, "x", default=True)
+
+
+def test_joint_segmenter_starts_from_the_trained_classifier(tmp_path: Path) -> None:
+    """§III-B4: the joint model's Res2Net-101 starts from a classifier checkpoint and trains end to end."""
+    classifier = classifier_config(tmp_path, str(tmp_path / "cls"))
+    classifier.depth, classifier.epochs = 101, 1
+    classifier_checkpoint = train_classifier.train(classifier)
+    config = load_config(
+        SegmenterConfig,
+        seg_config(tmp_path, joint=True, classifier_checkpoint=str(classifier_checkpoint), iterations=2),
+    )
+    from training.models import build_segmentation_model
+
+    start = build_segmentation_model(config).res2net.state_dict()
+    trained_classifier = common.load_training_checkpoint(classifier_checkpoint)["model"]
+    assert states_equal(start, {k: v for k, v in trained_classifier.items() if not k.startswith("fc.")})
+    checkpoint = train_segmenter.train(config)
+    state = common.load_training_checkpoint(checkpoint)
+    assert state["iteration"] == 2 and state["config"]["joint"] is True
+    log = (Path(config.out_dir) / "train_log.csv").read_text().splitlines()
+    assert all(np.isfinite(float(row.split(",")[3])) for row in log[1:])
+    registry = tmp_path / "registry"
+    export.export(checkpoint, "tiny-joint", registry, {}, "synthetic discs", dtype="float32")
+    card = json.loads((registry / "tiny-joint.json").read_text())
+    assert card["architecture"]["joint"] is True
+
+
+def test_feature_input_segmenter_trains_on_the_covid_cs_feature_release(tmp_path: Path) -> None:
+    """COVID-CS .mat files (uint8 ``vgg_feats`` = feature × 20) train a feature-input segmenter."""
+    from PIL import Image
+    from scipy.io import savemat
+
+    from training.data import SegmentationDataset, load_feature_list
+
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(3):
+        features = rng.integers(0, 256, size=(64, 32, 32), dtype=np.uint8)
+        savemat(tmp_path / f"case{i}.mat", {"vgg_feats": features})
+        mask = np.zeros((32, 32), np.uint8)
+        mask[8 + i : 20, 10:22] = 255
+        Image.fromarray(mask).save(tmp_path / f"case{i}_mask.png")
+        lines.append(f"case{i}.mat case{i}_mask.png")
+    (tmp_path / "features.txt").write_text("\n".join(lines) + "\n")
+    records = load_feature_list(tmp_path / "features.txt")
+    x, mask = SegmentationDataset(records, 32, None)[0]
+    stored = __import__("scipy.io", fromlist=["loadmat"]).loadmat(tmp_path / "case0.mat")["vgg_feats"]
+    assert torch.equal(x, torch.from_numpy(stored.astype(np.float32) / 20.0))
+    assert mask.shape == (1, 32, 32) and mask.sum() == 12 * 12
+    config = load_config(
+        SegmenterConfig,
+        seg_config(
+            tmp_path,
+            feature_input=True,
+            width_mult=1.0,
+            iterations=2,
+            data={"feature_lists": [str(tmp_path / "features.txt")], "val_count": 0},
+        ),
+    )
+    checkpoint = train_segmenter.train(config)
+    state = common.load_training_checkpoint(checkpoint)
+    assert state["iteration"] == 2 and state["config"]["feature_input"] is True
+    log = (Path(config.out_dir) / "train_log.csv").read_text().splitlines()
+    assert len(log) == 3 and all(np.isfinite(float(row.split(",")[3])) for row in log[1:])
+    _, net, _ = __import__("training.models", fromlist=["x"]).model_from_checkpoint(checkpoint)
+    with torch.no_grad():
+        probabilities = net.eval()(x[None])
+    assert probabilities.shape == (1, 5, 32, 32) and 0 <= probabilities.min() <= probabilities.max() <= 1
+    with pytest.raises(ValueError, match="width_mult 1.0"):
+        train_segmenter.train(load_config(SegmenterConfig, seg_config(tmp_path, feature_input=True)))
