@@ -17,6 +17,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from jcs.errors import JCSError
+from jcs.io import CTVolume, read_ct
 from jcs.preprocess import standardize_per_image
 from PIL import Image, UnidentifiedImageError
 
@@ -114,8 +115,6 @@ def load_volume_csv(path: str | Path, config: DataConfig) -> list[SliceRecord]:
     The labelmap must share the CT's grid; it is brought into the engine's axial grid by
     nearest-neighbour resampling onto ``CTVolume.axial_image()``.
     """
-    from jcs.io import read_ct
-
     path = Path(path)
     rows = _read_csv(path, required=("image", "mask"))
     records = []
@@ -147,14 +146,9 @@ def load_volume_csv(path: str | Path, config: DataConfig) -> list[SliceRecord]:
     return records
 
 
-def load_slice_labels(path: str | Path, config: DataConfig) -> list[SliceRecord]:
-    """Records of a slice-label CSV (COVID-CT-MD layout: ``patient,file,infected_slice_label``).
-
-    Each patient's files form one DICOM series, read with ``jcs.io.read_ct`` and windowed like the
-    engine; the slices carry labels but no masks.
-    """
-    from jcs.io import read_ct
-
+def slice_label_series(path: str | Path) -> list[tuple[str, CTVolume, list[int]]]:
+    """(patient, CT volume, label of each axial slice) of a slice-label CSV (COVID-CT-MD layout:
+    ``patient,file,infected_slice_label``); each patient's files form one DICOM series."""
     path = Path(path)
     rows = _read_csv(path, required=("patient", "file", "infected_slice_label"))
     by_patient: dict[str, dict[Path, int]] = {}
@@ -167,7 +161,7 @@ def load_slice_labels(path: str | Path, config: DataConfig) -> list[SliceRecord]
         if label not in (0, 1):
             raise DataError(f"{path}: label {label} of {file} is not 0/1")
         by_patient.setdefault(row["patient"], {})[file] = label
-    records = []
+    series = []
     for patient, labels in by_patient.items():
         folders = {f.parent for f in labels}
         if len(folders) != 1:
@@ -181,15 +175,24 @@ def load_slice_labels(path: str | Path, config: DataConfig) -> list[SliceRecord]
         ct = read_ct(folder, allow_2d=False)
         if ct.dicom_files is None:
             raise DataError(f"{path}: {folder} did not read as a DICOM series")
-        slices = _window(ct.axial_array(), config)
         order = [Path(f).resolve() for f in ct.dicom_files]
         unlabelled = [f for f in order if f not in labels]
         if unlabelled:
             raise DataError(
                 f"{path}: {len(unlabelled)} slices of {folder} have no label, e.g. {unlabelled[0]}"
             )
-        for z, file in enumerate(order):
-            records.append(SliceRecord(slices[z], None, labels[file], patient, str(file)))
+        series.append((patient, ct, [labels[f] for f in order]))
+    return series
+
+
+def load_slice_labels(path: str | Path, config: DataConfig) -> list[SliceRecord]:
+    """Records of a slice-label CSV (see :func:`slice_label_series`), windowed like the engine; the
+    slices carry labels but no masks."""
+    records = []
+    for patient, ct, labels in slice_label_series(path):
+        slices = _window(ct.axial_array(), config)
+        for z, (file, label) in enumerate(zip(ct.dicom_files, labels, strict=True)):
+            records.append(SliceRecord(slices[z], None, label, patient, str(Path(file).resolve())))
     return records
 
 

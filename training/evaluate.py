@@ -28,10 +28,11 @@ from scipy import ndimage
 
 from training import augment, common, metrics, plots
 from training.config import ClassifierConfig, SegmenterConfig
-from training.data import SliceRecord, load_records, split_by_patient
+from training.data import SliceRecord, load_records, slice_label_series, split_by_patient
 from training.models import config_from_dict, model_from_checkpoint
 
 MIN_VOLUME_SLICES = 10  # patients with fewer slices (single PNGs) get slice-level but no patient decisions
+MIN_LESION_LUNG_FRACTION = 0.005  # cross-source check: a slice "has lesion" above 0.5 % of its lung area
 
 
 def _batched(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
@@ -207,6 +208,81 @@ def evaluate_segmenter_checkpoint(path: Path, out_dir: Path) -> dict[str, Any]:
     return segmenter_report(net, config, out_dir, config.arch)
 
 
+def cross_source_report(
+    net: torch.nn.Module,
+    config: SegmenterConfig,
+    slice_labels: str | Path,
+    out_dir: Path,
+    name: str,
+    device: torch.device | None = None,
+    min_lung_fraction: float = MIN_LESION_LUNG_FRACTION,
+) -> dict[str, Any]:
+    """The segmenter on whole CT series of another source with slice labels but no masks.
+
+    Each series is windowed like the engine, its lungs segmented (``jcs.lung``); a slice's score is its
+    predicted lesion area as a fraction of its lung area. Reports the slice-level AUC of that score
+    against the radiologist's infected-slice labels and, per patient, the predicted opacification share
+    of the lung volume and the slices whose score exceeds ``min_lung_fraction``.
+    """
+    from jcs.lung import segment_lungs
+    from jcs.preprocess import axial_slices_uint8
+
+    device = device or torch.device("cpu")
+    net = net.to(device).to(memory_format=torch.channels_last)
+    precision = common.resolve_precision(config.precision, device)
+    rows: list[dict[str, Any]] = []
+    patients: dict[str, dict[str, Any]] = {}
+    for patient, ct, labels in slice_label_series(slice_labels):
+        spacing_xyz = ct.axial_image().GetSpacing()
+        lungs = segment_lungs(ct.axial_array(), spacing_xyz[::-1]) > 0
+        slices = axial_slices_uint8(ct, config.data.window_level, config.data.window_width)
+        probs = predict_lesions(net, list(slices), config.size, config.per_image_norm, device, precision)
+        lesion = np.stack(probs) > 0.5
+        lung_area = lungs.sum(axis=(1, 2))
+        scores = (lesion & lungs).sum(axis=(1, 2)) / np.maximum(lung_area, 1)
+        rows += [
+            {"patient": patient, "slice": z, "label": label, "lesion_lung_fraction": float(score)}
+            for z, (label, score) in enumerate(zip(labels, scores, strict=True))
+        ]
+        patients[patient] = {
+            "slices": len(labels),
+            "labelled_infected": int(sum(labels)),
+            "slices_with_lesion": int((scores > min_lung_fraction).sum()),
+            "opacification_percent_of_lung": float(100 * (lesion & lungs).sum() / max(lungs.sum(), 1)),
+        }
+    report: dict[str, Any] = {
+        "name": name,
+        "source": str(slice_labels),
+        "min_lung_fraction": min_lung_fraction,
+        "patients": patients,
+    }
+    labels = [r["label"] for r in rows]
+    if 0 < sum(labels) < len(labels):
+        report["slice_auc"] = metrics.auc([r["lesion_lung_fraction"] for r in rows], labels)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / f"{name}_cross_source_slices.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    (out_dir / f"{name}_cross_source.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+def format_cross_source(report: dict[str, Any]) -> str:
+    lines = [
+        f"{report['name']} on {report['source']}: slice AUC of the lesion share of the lung "
+        f"{report.get('slice_auc', float('nan')):.4f}",
+        "| patient | slices | labelled infected | slices with lesion | opacification % of lung |",
+        "|---|---|---|---|---|",
+    ]
+    for patient, row in report["patients"].items():
+        lines.append(
+            f"| {patient} | {row['slices']} | {row['labelled_infected']} | {row['slices_with_lesion']} | "
+            f"{row['opacification_percent_of_lung']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def classifier_predictions(
     net: torch.nn.Module, config: ClassifierConfig, device: torch.device | None = None
 ) -> list[dict[str, Any]]:
@@ -278,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", action="append", default=[], help="training checkpoint (repeatable)")
     parser.add_argument("--weights", help="registry weights name; the split comes from its model card")
     parser.add_argument("--out", required=True, help="output folder for tables, CSVs and figures")
+    parser.add_argument(
+        "--cross-source",
+        metavar="SLICE_LABELS_CSV",
+        help="also run segmenters on these labelled CT series of another source (COVID-CT-MD layout)",
+    )
     args = parser.parse_args(argv)
     out_dir = Path(args.out)
     if not args.checkpoint and not args.weights:
@@ -285,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     seg_rows: dict[str, dict[str, Any]] = {}
     pooled: list[dict[str, Any]] = []
     extra_seg: dict[str, float] = {}
+    cross: list[dict[str, Any]] = []
     for path in args.checkpoint:
         kind, net, config = model_from_checkpoint(Path(path))
         name = Path(path).parent.name
@@ -292,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             report = segmenter_report(net, config, out_dir, name)
             seg_rows[name] = report["validation"]
             extra_seg[name] = report["perturbed_mean_dice"]
+            if args.cross_source:
+                cross.append(cross_source_report(net, config, args.cross_source, out_dir, name))
         else:
             pooled += classifier_predictions(net, config)
     if args.weights:
@@ -303,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             report = segmenter_report(net, config, out_dir, card.name)
             seg_rows[card.name] = report["validation"]
             extra_seg[card.name] = report["perturbed_mean_dice"]
+            if args.cross_source:
+                cross.append(cross_source_report(net, config, args.cross_source, out_dir, card.name))
         else:
             pooled += classifier_predictions(net, config)
     if seg_rows:
@@ -310,6 +396,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "\nmean Dice on the perturbed copies: " + ", ".join(f"{k} {v:.4f}" for k, v in extra_seg.items())
         )
+    for report in cross:
+        print("\n" + format_cross_source(report))
     if pooled:
         sources = [p["source"] for p in pooled]
         if len(set(sources)) != len(sources):

@@ -1,12 +1,24 @@
-"""Evaluation measures: Dice, IoU, Eφ (worked example), ROC/AUC, patient table, threshold choice."""
+"""Evaluation: Dice, IoU, Eφ (worked example), ROC/AUC, patient table, threshold, cross-source check."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
+from dicom_writer import write_image_series
+from phantoms import LesionSpec, make_chest_phantom
 
 from training import metrics
-from training.evaluate import format_patient_table, recommend_threshold
+from training.augment import SEG_MEAN, SEG_STD
+from training.config import SegmenterConfig
+from training.evaluate import (
+    cross_source_report,
+    format_cross_source,
+    format_patient_table,
+    recommend_threshold,
+)
 
 
 def test_dice_and_iou() -> None:
@@ -58,3 +70,35 @@ def test_patient_table_iv_and_threshold() -> None:
     assert recommend_threshold(counts, {"covid": 1, "normal": 0}) == 29
     assert recommend_threshold({"a": 5, "b": 5}, {"a": 1, "b": 0}) is None
     assert "| 20 | 1.000 | 1.000 | 1 / 1 |" in format_patient_table(rows)
+
+
+class GroundGlassBand(torch.nn.Module):
+    """Stand-in segmenter: 'lesion' where the lung-window grey value is in the ground-glass band."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grey = x[:, :1] * SEG_STD[0] + SEG_MEAN[0]  # undo jcs.preprocess.segmenter_input
+        return ((grey > 0.5) & (grey < 0.7)).float().repeat(1, 5, 1, 1)
+
+
+def test_cross_source_report_on_labelled_dicom_series(tmp_path: Path) -> None:
+    """Slice scores = predicted lesion share of the lung; AUC against the slice labels of a CSV."""
+    lesions = [LesionSpec(side="right", zone="middle", radius_mm=9.0), LesionSpec(side="left", zone="lower")]
+    phantom = make_chest_phantom(shape=(20, 80, 80), spacing=(2.5, 2.0, 2.0), lesions=lesions, seed=3)
+    files = write_image_series(phantom.image, tmp_path / "P1")
+    labels = phantom.lesion_mask.any(axis=(1, 2)).astype(int)
+    assert 0 < labels.sum() < len(labels)
+    rows = ["patient,file,infected_slice_label"]
+    rows += [f"P1,{f.relative_to(tmp_path).as_posix()},{y}" for f, y in zip(files, labels, strict=True)]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    config = SegmenterConfig(size=80, precision="fp32")
+    report = cross_source_report(GroundGlassBand(), config, tmp_path / "labels.csv", tmp_path / "out", "band")
+    assert report["slice_auc"] > 0.95
+    patient = report["patients"]["P1"]
+    assert (patient["slices"], patient["labelled_infected"]) == (20, int(labels.sum()))
+    assert abs(patient["slices_with_lesion"] - labels.sum()) <= 2
+    truth_percent = 100 * (phantom.lesion_mask & (phantom.lungs > 0)).sum() / (phantom.lungs > 0).sum()
+    assert patient["opacification_percent_of_lung"] == pytest.approx(truth_percent, rel=0.25)
+    table = format_cross_source(report)
+    assert "| P1 | 20 |" in table
+    written = (tmp_path / "out" / "band_cross_source_slices.csv").read_text().splitlines()
+    assert len(written) == 21 and written[0] == "patient,slice,label,lesion_lung_fraction"
