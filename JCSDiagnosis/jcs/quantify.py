@@ -302,8 +302,7 @@ def _lesion_row(lesion_id: int, box: tuple[slice, ...], comp: np.ndarray, geo: _
 
 
 def _region_summary(s: dict[str, Any], regions: np.ndarray | None, lesion: np.ndarray, keys: dict[int, str],
-                    score: Callable[[float | None], int | None], total_key: str, geo: _Geometry, *,
-                    lesion_volumes: bool) -> None:
+                    score: Callable[[float | None], int | None], total_key: str, geo: _Geometry) -> None:
     """Per-region (zone or lobe) lung volume, opacification and severity score, and their total score.
 
     Every field is None when the regions are unknown; the total is None unless every region scored.
@@ -315,8 +314,7 @@ def _region_summary(s: dict[str, Any], regions: np.ndarray | None, lesion: np.nd
     for label, key in keys.items():
         pct = None if regions is None else _percent(lesion_n[label], lung_n[label])
         s[f"lung_volume_ml_{key}"] = None if regions is None else geo.ml(lung_n[label])
-        if lesion_volumes:
-            s[f"opacification_volume_ml_{key}"] = None if regions is None else geo.ml(lesion_n[label])
+        s[f"opacification_volume_ml_{key}"] = None if regions is None else geo.ml(lesion_n[label])
         s[f"opacification_percent_{key}"] = pct
         s[f"severity_score_{key}"] = score(pct)
         scores.append(s[f"severity_score_{key}"])
@@ -351,10 +349,8 @@ def _summary(lesion: np.ndarray, lungs: np.ndarray, zones: np.ndarray | None, lo
     s["infection_ratio_fraction"] = les_in / lung_n if lung_n else None
     s["bilateral"] = bool(les_counts[RIGHT_LUNG] > 0 and les_counts[LEFT_LUNG] > 0)
 
-    _region_summary(s, zones, lesion, ZONE_KEYS, zone_score, "severity_score_6zone", geo,
-                    lesion_volumes=True)
-    _region_summary(s, lobes, lesion, LOBE_KEYS, lobe_score, "severity_score_5lobe", geo,
-                    lesion_volumes=False)
+    _region_summary(s, zones, lesion, ZONE_KEYS, zone_score, "severity_score_6zone", geo)
+    _region_summary(s, lobes, lesion, LOBE_KEYS, lobe_score, "severity_score_5lobe", geo)
 
     s["lesion_count"] = lesion_count
     s["lesion_connectivity"] = LESION_CONNECTIVITY

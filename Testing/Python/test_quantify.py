@@ -223,6 +223,8 @@ def test_five_lobe_score_with_lobe_labelmap() -> None:
         pct = 100 * np.count_nonzero(lesion[lobes == lobe]) / n
         assert s[f"lung_volume_ml_{key}"] == pytest.approx(n * p.voxel_ml)
         assert s[f"opacification_percent_{key}"] == pytest.approx(pct)
+        assert s[f"opacification_volume_ml_{key}"] == pytest.approx(
+            np.count_nonzero(lesion[lobes == lobe]) * p.voxel_ml)
         assert s[f"severity_score_{key}"] == lobe_score(pct)
     assert s["severity_score_right_lower_lobe"] == 5 and s["severity_score_left_upper_lobe"] == 0
     assert 0 < s["opacification_percent_right_middle_lobe"] < 25
