@@ -62,6 +62,7 @@ class SegmenterConfig:
     warmup_iterations: int = 0
     augment: str = "paper"  # "paper": flip + crop; "strong": + scale/rotation, windows, gamma, CLAHE, noise
     per_image_norm: bool = False
+    test_time_flip: bool = False  # inference: average with the mirrored slice's prediction
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default

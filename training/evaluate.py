@@ -43,23 +43,25 @@ def _batched(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
 def predict_lesions(
     net: torch.nn.Module,
     images: Sequence[np.ndarray],
-    size: int,
-    per_image_norm: bool,
+    config: SegmenterConfig,
     device: torch.device,
     precision: str,
     batch_size: int = 8,
 ) -> list[np.ndarray]:
-    """Lesion probability maps at each image's own size, computed like the engine's segment stage."""
+    """Lesion probability maps at each image's own size, computed like the engine's segment stage
+    (input size, per-image standardisation and the mirrored second pass as the config says)."""
     net.eval()
     out = []
     for chunk in _batched(list(images), batch_size):
         shapes = {im.shape for im in chunk}
         groups = [[im] for im in chunk] if len(shapes) > 1 else [list(chunk)]
         for group in groups:
-            x = segmenter_input(np.stack(group), size=size, standardize=per_image_norm)
+            x = segmenter_input(np.stack(group), size=config.size, standardize=config.per_image_norm)
             x = x.to(device).contiguous(memory_format=torch.channels_last)
             with common.autocast(precision, device):
                 prob = net(x)[:, :1].float()
+                if config.test_time_flip:
+                    prob = (prob + net(x.flip(-1))[:, :1].float().flip(-1)) / 2
             prob = F.interpolate(prob, size=group[0].shape, mode="bilinear", align_corners=False)
             out += [p[0].clamp(0, 1).cpu().numpy() for p in prob]
     return out
@@ -97,7 +99,7 @@ def segmentation_scores(
     pairs = [(r.image, r.mask) for r in records]
     if perturbation is not None:
         pairs = [augment.PERTURBATIONS[perturbation](im, m) for im, m in pairs]
-    probs = predict_lesions(net, [p[0] for p in pairs], config.size, config.per_image_norm, device, precision)
+    probs = predict_lesions(net, [p[0] for p in pairs], config, device, precision)
     rows = []
     predictions = []
     for record, (image, mask), prob in zip(records, pairs, probs, strict=True):
@@ -236,7 +238,7 @@ def cross_source_report(
         spacing_xyz = ct.axial_image().GetSpacing()
         lungs = segment_lungs(ct.axial_array(), spacing_xyz[::-1]) > 0
         slices = axial_slices_uint8(ct, config.data.window_level, config.data.window_width)
-        probs = predict_lesions(net, list(slices), config.size, config.per_image_norm, device, precision)
+        probs = predict_lesions(net, list(slices), config, device, precision)
         lesion = np.stack(probs) > 0.5
         lung_area = lungs.sum(axis=(1, 2))
         scores = (lesion & lungs).sum(axis=(1, 2)) / np.maximum(lung_area, 1)

@@ -38,6 +38,7 @@ def input_spec(kind: str, config: Any) -> dict[str, Any]:
             "preprocessing": "8-bit lung-window slice resized to size×size, official BGR-order normalisation "
             "(jcs.preprocess.segmenter_input)",
             "per_image_standardize": bool(config.per_image_norm),
+            "test_time_flip": bool(config.test_time_flip),
             "output": "5 sigmoid side outputs, channel 0 = prediction, threshold 0.5",
         }
     return {

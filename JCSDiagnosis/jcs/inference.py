@@ -181,7 +181,8 @@ class DiagnosisEngine:
 
     ``segmenter_size`` (an extension of the contract) is the segmenter's square input size: by
     default the size in the segmenter's model card (``input.size``), else the paper's 512. A card with
-    ``input.per_image_standardize`` gets its slices standardised per image (jcs.preprocess).
+    ``input.per_image_standardize`` gets its slices standardised per image (jcs.preprocess); one with
+    ``input.test_time_flip`` averages each prediction with that of the left-right mirrored slice.
     """
 
     def __init__(
@@ -225,6 +226,7 @@ class DiagnosisEngine:
             raise JCSError(f"segmenter input size must be at least 32 pixels, not {segmenter_size}")
         self.segmenter_size = segmenter_size
         self.segmenter_standardize = bool(card_input.get("per_image_standardize", False))
+        self.segmenter_flip = bool(card_input.get("test_time_flip", False))
 
     @classmethod
     def from_registry(
@@ -390,6 +392,8 @@ class DiagnosisEngine:
                 x = self._to_device(x)
                 with self.autocast():
                     maps = self.segmenter(x)[:, :1]
+                    if self.segmenter_flip:
+                        maps = (maps.float() + self.segmenter(x.flip(-1))[:, :1].float().flip(-1)) / 2
                 maps = F.interpolate(maps.float(), size=(height, width), mode="bilinear", align_corners=False)
                 probability[start:stop] = maps[:, 0].clamp_(0.0, 1.0).cpu().numpy()
 

@@ -270,3 +270,20 @@ def test_segmenter_input_follows_its_card(models: dict[str, object]) -> None:
     shift_standardized = np.abs(engine.segment_slices(brighter) - engine.segment_slices(slices)).mean()
     shift_plain = np.abs(plain.segment_slices(brighter) - plain.segment_slices(slices)).mean()
     assert shift_standardized < 0.2 * shift_plain
+
+
+def test_segmenter_test_time_flip_from_its_card(models: dict[str, object]) -> None:
+    """``input.test_time_flip``: the prediction is the mean of the slice's and its mirror image's."""
+    card = models["segmenter_card"]
+    flip_card = dataclasses.replace(card, data={**card.data, "input": {"size": 48, "test_time_flip": True}})
+    plain_card = dataclasses.replace(card, data={**card.data, "input": {"size": 48}})
+    flip, plain = (
+        DiagnosisEngine(models["classifier"], models["segmenter"], device="cpu", precision="fp32",
+                        segmenter_card=c)
+        for c in (flip_card, plain_card)
+    )  # fmt: skip
+    slices = np.random.default_rng(1).integers(0, 256, size=(3, 48, 48), dtype=np.uint8)
+    mirrored = np.ascontiguousarray(slices[:, :, ::-1])
+    expected = (plain.segment_slices(slices) + plain.segment_slices(mirrored)[:, :, ::-1]) / 2
+    np.testing.assert_allclose(flip.segment_slices(slices), expected, atol=1e-6)
+    assert not np.allclose(plain.segment_slices(slices), expected, atol=1e-3)

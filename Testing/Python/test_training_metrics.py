@@ -17,6 +17,7 @@ from training.evaluate import (
     cross_source_report,
     format_cross_source,
     format_patient_table,
+    predict_lesions,
     recommend_threshold,
 )
 
@@ -102,3 +103,17 @@ def test_cross_source_report_on_labelled_dicom_series(tmp_path: Path) -> None:
     assert "| P1 | 20 |" in table
     written = (tmp_path / "out" / "band_cross_source_slices.csv").read_text().splitlines()
     assert len(written) == 21 and written[0] == "patient,slice,label,lesion_lung_fraction"
+
+
+def test_predict_lesions_averages_the_mirrored_pass_when_configured() -> None:
+    class LeftToRightRamp(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.linspace(0, 1, x.shape[-1]).expand(x.shape[0], 5, *x.shape[-2:])
+
+    image = np.full((32, 32), 100, np.uint8)
+    plain = predict_lesions(LeftToRightRamp(), [image], SegmenterConfig(size=32), torch.device("cpu"), "fp32")
+    mirrored = predict_lesions(
+        LeftToRightRamp(), [image], SegmenterConfig(size=32, test_time_flip=True), torch.device("cpu"), "fp32"
+    )
+    np.testing.assert_allclose(plain[0][0], np.linspace(0, 1, 32), atol=1e-6)
+    np.testing.assert_allclose(mirrored[0], 0.5, atol=1e-6)

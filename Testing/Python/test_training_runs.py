@@ -160,6 +160,8 @@ def test_export_then_engine_load_gives_same_outputs(tmp_path: Path, monkeypatch:
     assert result["reload_max_abs_diff"] == 0.0
     card = json.loads((registry / "tiny-seg.json").read_text())
     assert card["kind"] == "segmenter" and card["default"] is True
+    assert (card["input"]["size"], card["input"]["per_image_standardize"]) == (32, False)
+    assert card["input"]["test_time_flip"] is False
     assert "not for clinical use" in card["intended_use"]
     assert card["architecture"] == {
         "joint": False,
