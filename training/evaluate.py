@@ -361,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SLICE_LABELS_CSV",
         help="also run segmenters on these labelled CT series of another source (COVID-CT-MD layout)",
     )
+    parser.add_argument(
+        "--test-time-flip", action="store_true", help="segmenters: average with the mirrored slice"
+    )
     args = parser.parse_args(argv)
     out_dir = Path(args.out)
     if not args.checkpoint and not args.weights:
@@ -373,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         kind, net, config = model_from_checkpoint(Path(path))
         name = Path(path).parent.name
         if kind == "segmenter":
+            config.test_time_flip = config.test_time_flip or args.test_time_flip
             report = segmenter_report(net, config, out_dir, name)
             seg_rows[name] = report["validation"]
             extra_seg[name] = report["perturbed_mean_dice"]
@@ -386,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
         net, card = load_model(args.weights)
         config = config_from_dict(card.kind, card.data["training"]["config"])
         if card.kind == "segmenter":
+            config.test_time_flip = bool(card.data["input"].get("test_time_flip")) or args.test_time_flip
             report = segmenter_report(net, config, out_dir, card.name)
             seg_rows[card.name] = report["validation"]
             extra_seg[card.name] = report["perturbed_mean_dice"]

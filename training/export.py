@@ -102,8 +102,12 @@ def export(
     threshold: int | None = None,
     default: bool = False,
     dtype: str = "float32",
+    test_time_flip: bool = False,
 ) -> dict[str, Any]:
-    """Write NAME.safetensors + NAME.json into ``out_dir``; returns the card and a reload check."""
+    """Write NAME.safetensors + NAME.json into ``out_dir``; returns the card and a reload check.
+
+    ``test_time_flip`` (segmenters) asks the engine for the mirrored second pass (card
+    ``input.test_time_flip``)."""
     from training.common import load_training_checkpoint
 
     if dtype not in DTYPES:
@@ -112,6 +116,10 @@ def export(
     kind, net, config = model_from_checkpoint(checkpoint_path)
     if kind == "segmenter" and config.arch != "jcs":
         raise ValueError(f"{checkpoint_path} is a {config.arch} baseline; only JCS models run in the engine")
+    if test_time_flip:
+        if kind != "segmenter":
+            raise ValueError("test_time_flip applies to segmenters only")
+        config.test_time_flip = True
     if default:
         for other in out_dir.glob("*.json"):
             card = json.loads(other.read_text(encoding="utf-8"))
@@ -171,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=int, help="recommended positive-slice threshold T (classifier)")
     parser.add_argument("--default", action="store_true", help="mark as the engine's default of its kind")
     parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="storage precision")
+    parser.add_argument(
+        "--test-time-flip", action="store_true", help="segmenter: engine averages with the mirrored slice"
+    )
     args = parser.parse_args(argv)
     metrics: dict[str, Any] = {}
     for item in args.metrics:
@@ -184,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         args.threshold,
         args.default,
         args.dtype,
+        args.test_time_flip,
     )
     card = result["card"]
     print(

@@ -178,6 +178,9 @@ def test_export_then_engine_load_gives_same_outputs(tmp_path: Path, monkeypatch:
     with torch.no_grad():
         assert torch.equal(engine_model(x), net.eval()(x))
     assert loaded_card.sha256 == card["sha256"]
+    flipped = export.export(checkpoint, "tiny-seg-flip", registry, {}, "synthetic discs", test_time_flip=True)
+    assert flipped["card"]["input"]["test_time_flip"] is True
+    assert flipped["card"]["training"]["config"]["test_time_flip"] is True
     half = export.export(checkpoint, "tiny-seg-fp16", registry, {}, "synthetic discs", dtype="float16")
     assert half["reload_max_abs_diff"] < 2e-2
     with pytest.raises(ValueError, match="already the default"):
