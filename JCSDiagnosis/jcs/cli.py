@@ -33,6 +33,7 @@ from jcs.io import CTVolume, read_ct
 from jcs.weights import WeightsCard
 
 EXIT_USER_ERROR = 2
+LESION_MARGIN_MM = 10.0  # predicted opacities farther than this from the lungs are dropped (HU volumes)
 # Share of the progress bar given to each stage of `jcs diagnose`.
 _STAGE_SPAN = {
     "prepare": (0.0, 0.05),
@@ -82,6 +83,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     diagnose.add_argument("--segment", default="positive-only", choices=SEGMENT_POLICIES)
     diagnose.add_argument("--batch-size", type=int, help="slices per batch (default: chosen per device)")
+    diagnose.add_argument(
+        "--lesion-margin-mm",
+        type=float,
+        default=LESION_MARGIN_MM,
+        help="CT volumes: drop predicted lesion voxels farther than this from the lungs; negative keeps "
+        f"all (default {LESION_MARGIN_MM:g})",
+    )
     diagnose.add_argument("--quiet", action="store_true", help="no progress bar")
 
     quantify = commands.add_parser(
@@ -132,9 +140,15 @@ def _slice_spacing(ct: CTVolume) -> float | None:
     return float(ct.axial_image().GetSpacing()[2])
 
 
-def _quantify(ct: CTVolume, result: DiagnosisResult, notes: list[str]) -> tuple[np.ndarray, Any]:
-    """Lung labels (jcs.lung, axial grid) and the lesion tables (jcs.quantify) of a diagnosis."""
-    from jcs.lung import segment_lungs
+def _quantify(
+    ct: CTVolume, result: DiagnosisResult, notes: list[str], lesion_margin_mm: float
+) -> tuple[np.ndarray, Any]:
+    """Lung labels (jcs.lung, axial grid) and the lesion tables (jcs.quantify) of a diagnosis.
+
+    On HU volumes, predicted lesion voxels farther than ``lesion_margin_mm`` from the lungs are
+    dropped from ``result.lesion_mask`` (negative: keep all), and a note says how much.
+    """
+    from jcs.lung import drop_far_lesions, segment_lungs
     from jcs.quantify import quantify
 
     axial = ct.axial_image()
@@ -145,6 +159,12 @@ def _quantify(ct: CTVolume, result: DiagnosisResult, notes: list[str]) -> tuple[
     except InputError as exc:
         notes.append(f"lungs could not be segmented ({exc}); lung-relative fields are empty")
         lungs = np.zeros(array.shape, dtype=np.uint8)
+    dropped = drop_far_lesions(result.lesion_mask, lungs, (sz, sy, sx), lesion_margin_mm) if ct.is_hu else 0
+    if dropped:
+        notes.append(
+            f"{dropped * sx * sy * sz / 1000:.1f} mL of predicted opacification lay more than "
+            f"{lesion_margin_mm:g} mm from the lungs and was dropped (--lesion-margin-mm)"
+        )
     return lungs, quantify(
         result.lesion_mask,
         lungs,
@@ -181,13 +201,14 @@ def _write_outputs(
     engine: DiagnosisEngine,
     timings: dict[str, float],
     progress: _Progress,
+    lesion_margin_mm: float = LESION_MARGIN_MM,
 ) -> dict[str, Any]:
     from jcs.quantify import write_tables
 
     notes = list(result.notes)
     progress("quantify", 0.0)
     t0 = time.perf_counter()
-    lungs, quantification = _quantify(ct, result, notes)
+    lungs, quantification = _quantify(ct, result, notes, lesion_margin_mm)
     tables = write_tables(quantification, out)
     timings["quantify"] = time.perf_counter() - t0
 
@@ -284,7 +305,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     progress = _Progress(enabled=not args.quiet)
     try:
         result = engine.diagnose(ct, progress=progress)
-        payload = _write_outputs(ct, result, args.out, engine, timings, progress)
+        payload = _write_outputs(ct, result, args.out, engine, timings, progress, args.lesion_margin_mm)
     finally:
         progress.close()
     timings["total"] = time.perf_counter() - t_start

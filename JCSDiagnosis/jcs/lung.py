@@ -424,6 +424,37 @@ def lung_zones(lungs: np.ndarray) -> np.ndarray:
     return zones
 
 
+def near_lungs(lungs: np.ndarray, spacing_zyx: tuple[float, float, float], margin_mm: float) -> np.ndarray:
+    """Voxels within ``margin_mm`` (Euclidean, in mm) of any lung voxel, the lungs included.
+
+    Opacities lie in the lungs; the margin keeps lesions the lung mask cuts at the pleura. The
+    distance transform runs only in the lungs' bounding box grown by the margin.
+    """
+    near = np.zeros(lungs.shape, dtype=bool)
+    inside = lungs > 0
+    if not inside.any():
+        return near
+    box = []
+    for axis, step in enumerate(spacing_zyx):
+        idx = np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
+        grow = math.ceil(margin_mm / step)
+        box.append(slice(max(int(idx[0]) - grow, 0), min(int(idx[-1]) + grow + 1, inside.shape[axis])))
+    box = tuple(box)
+    near[box] = ndi.distance_transform_edt(~inside[box], sampling=spacing_zyx) <= margin_mm
+    return near
+
+
+def drop_far_lesions(
+    lesion_mask: np.ndarray, lungs: np.ndarray, spacing_zyx: tuple[float, float, float], margin_mm: float
+) -> int:
+    """Clear, in place, lesion voxels farther than ``margin_mm`` from the lungs; returns how many."""
+    if margin_mm < 0 or not lungs.any() or not lesion_mask.any():
+        return 0
+    far = (lesion_mask > 0) & ~near_lungs(lungs, spacing_zyx, margin_mm)
+    lesion_mask[far] = 0
+    return int(far.sum())
+
+
 def lobes_to_lungs(lobes: np.ndarray) -> np.ndarray:
     """Lung labels (1 right, 2 left) from lobe labels (1-3 right, 4-5 left)."""
     lut = np.zeros(max(256, int(lobes.max()) + 1), dtype=np.uint8)

@@ -228,3 +228,36 @@ def test_console_script_error_is_one_line(tmp_path: Path) -> None:
     )
     assert process.returncode == 2
     assert process.stderr.startswith("jcs diagnose: error:") and "Traceback" not in process.stderr
+
+
+def test_predicted_lesions_far_from_the_lungs_are_dropped() -> None:
+    """A blob in the lung is kept, one in the abdominal wall is dropped with a note; margin < 0 keeps all."""
+    from jcs.cli import _quantify
+    from jcs.inference import DiagnosisResult
+    from jcs.io import CTVolume
+
+    phantom = make_chest_phantom(shape=(16, 96, 96), seed=5)
+    ct = CTVolume(image=phantom.image, is_hu=True, path=Path("phantom.nrrd"))
+    lesion = np.zeros(phantom.lungs.shape, np.uint8)
+    z, y, x = np.argwhere(phantom.lungs == 1)[len(np.argwhere(phantom.lungs == 1)) // 2]
+    lesion[z, y - 1 : y + 2, x - 1 : x + 2] = 1
+    lesion[z, 90:93, 45:48] = 1  # body wall, far below the lungs
+    assert not (phantom.lungs[z, 90:93, 45:48]).any()
+
+    def run(margin: float) -> tuple[np.ndarray, dict, list[str]]:
+        result = DiagnosisResult(
+            np.zeros(16), 0, 25, False, np.zeros(lesion.shape, np.float32), None, lesion.copy(), True, {}, {},
+            "cpu", "fp32",
+        )  # fmt: skip
+        notes: list[str] = []
+        _, quantification = _quantify(ct, result, notes, margin)
+        return result.lesion_mask, quantification.summary, notes
+
+    kept_mask, kept, kept_notes = run(-1.0)
+    dropped_mask, dropped, dropped_notes = run(10.0)
+    assert kept_mask.sum() == 18 and not kept_notes
+    assert kept["opacification_volume_ml_outside_lungs"] > 0
+    assert dropped_mask.sum() == 9 and dropped_mask[z, y, x] == 1
+    assert dropped["opacification_volume_ml_outside_lungs"] == 0
+    assert dropped["opacification_volume_ml"] == kept["opacification_volume_ml"]
+    assert len(dropped_notes) == 1 and "more than 10 mm from the lungs" in dropped_notes[0]

@@ -14,6 +14,7 @@ from jcs.lung import (
     RIGHT_LUNG,
     lobes_to_lungs,
     lung_zones,
+    near_lungs,
     read_lung_labelmap,
     segment_lungs,
 )
@@ -282,3 +283,18 @@ def test_real_ct_volume_airways_and_sides(shared_data: Path, artifacts_dir: Path
         rgb[labels[z] == side] = rgb[labels[z] == side] * 0.6 + np.array(colour)
     overlay = rgb.clip(0, 255).astype(np.uint8)
     imsave(artifacts_dir / "lung_mask_P001_upper.png", overlay, check_contrast=False)
+
+
+def test_near_lungs_is_the_millimetre_distance_band() -> None:
+    lungs = np.zeros((12, 40, 40), np.uint8)
+    lungs[5:7, 18:22, 10:14] = 1
+    spacing = (3.0, 0.8, 1.2)
+    near = near_lungs(lungs, spacing, 6.0)
+    z, y, x = np.indices(lungs.shape)
+    points = np.argwhere(lungs > 0)
+    distance = np.full(lungs.shape, np.inf)
+    for pz, py, px in points:
+        offsets = ((z - pz) * spacing[0], (y - py) * spacing[1], (x - px) * spacing[2])
+        distance = np.minimum(distance, np.sqrt(sum(o**2 for o in offsets)))
+    np.testing.assert_array_equal(near, distance <= 6.0)
+    assert not near_lungs(np.zeros_like(lungs), spacing, 6.0).any()

@@ -68,16 +68,23 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def engine_result(case: dict):
-    """The engine's own result on the same series with the same options as the viewer."""
+    """The engine's own result on the same series with the same options as the viewer (including
+    `jcs diagnose`'s removal of predicted lesions far from the lungs)."""
+    from jcs.cli import LESION_MARGIN_MM
     from jcs.inference import DiagnosisEngine
     from jcs.io import read_ct
+    from jcs.lung import drop_far_lesions, segment_lungs
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JCS_WEIGHTS_DIR", str(case["weights_dir"]))
         engine = DiagnosisEngine.from_registry(
             case["names"]["classifier"], case["names"]["segmenter"], device="cpu", segment_policy="always"
         )
-        return engine.diagnose(read_ct(case["dicom_dir"]))
+        ct = read_ct(case["dicom_dir"])
+        result = engine.diagnose(ct)
+    spacing = ct.axial_image().GetSpacing()[::-1]
+    drop_far_lesions(result.lesion_mask, segment_lungs(ct.axial_array(), spacing), spacing, LESION_MARGIN_MM)
+    return result
 
 
 @pytest.fixture(scope="module")
