@@ -255,3 +255,12 @@ def test_feature_input_segmenter_trains_on_the_covid_cs_feature_release(tmp_path
     assert probabilities.shape == (1, 5, 32, 32) and 0 <= probabilities.min() <= probabilities.max() <= 1
     with pytest.raises(ValueError, match="width_mult 1.0"):
         train_segmenter.train(load_config(SegmenterConfig, seg_config(tmp_path, feature_input=True)))
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "training" / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_load(path: Path) -> None:
+    """The configs that made the bundled weights parse into their dataclass (no unknown or stale keys)."""
+    cls = ClassifierConfig if path.name.startswith("classifier") else SegmenterConfig
+    config = load_config(cls, path)
+    assert config.data.lists == ["../shared/data/covid19-ct100/list.txt"]
+    assert not Path(config.out_dir).is_absolute()
