@@ -182,6 +182,19 @@ def slice_view_overlay(server: Server, view_id: str, view: SliceView) -> None:
     )
 
 
+def _state_alert(state: str, kind: str) -> None:
+    """A compact alert showing the text of state variable ``state`` (element id: its name with dashes)."""
+    VAlert(
+        v_if=(state,),
+        text=(state,),
+        id=state.replace("_", "-"),
+        type=kind,
+        variant="tonal",
+        density="compact",
+        classes="mt-3 text-caption",
+    )
+
+
 def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Callable) -> None:
     html.Div("Case", classes="jcs-section mb-1")
     html.Div(
@@ -199,15 +212,7 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
             classes="flex-grow-1",
         )
         VBtn("Cancel", id="jcs-cancel", variant="outlined", disabled=("!jcs_running",), click=cancel)
-    VAlert(
-        v_if=("jcs_blocker",),
-        text=("jcs_blocker",),
-        id="jcs-blocker",
-        type="warning",
-        variant="tonal",
-        density="compact",
-        classes="mt-3 text-caption",
-    )
+    _state_alert("jcs_blocker", "warning")
     with html.Div(v_if=("jcs_running",), classes="mt-3"):
         html.Div("{{ jcs_stage }}", id="jcs-stage", classes="text-caption mb-1")
         VProgressLinear(
@@ -217,15 +222,7 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
             height=8,
             rounded=True,
         )
-    VAlert(
-        v_if=("jcs_error",),
-        text=("jcs_error",),
-        id="jcs-error",
-        type="error",
-        variant="tonal",
-        density="compact",
-        classes="mt-3 text-caption",
-    )
+    _state_alert("jcs_error", "error")
 
     html.Div(
         "The classifier scores every axial slice; the case is positive when enough slices score above 0.5. "
