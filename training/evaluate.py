@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jcs.preprocess import classifier_input, segmenter_input
+from jcs.lung import segment_lungs
+from jcs.preprocess import axial_slices_uint8, classifier_input, segmenter_input
 from scipy import ndimage
 
 from training import augment, common, metrics, plots
@@ -226,9 +227,6 @@ def cross_source_report(
     against the radiologist's infected-slice labels and, per patient, the predicted opacification share
     of the lung volume and the slices whose score exceeds ``min_lung_fraction``.
     """
-    from jcs.lung import segment_lungs
-    from jcs.preprocess import axial_slices_uint8
-
     device = device or torch.device("cpu")
     net = net.to(device).to(memory_format=torch.channels_last)
     precision = common.resolve_precision(config.precision, device)

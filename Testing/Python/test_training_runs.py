@@ -215,9 +215,10 @@ def test_joint_segmenter_starts_from_the_trained_classifier(tmp_path: Path) -> N
 def test_feature_input_segmenter_trains_on_the_covid_cs_feature_release(tmp_path: Path) -> None:
     """COVID-CS .mat files (uint8 ``vgg_feats`` = feature × 20) train a feature-input segmenter."""
     from PIL import Image
-    from scipy.io import savemat
+    from scipy.io import loadmat, savemat
 
     from training.data import SegmentationDataset, load_feature_list
+    from training.models import model_from_checkpoint
 
     rng = np.random.default_rng(0)
     lines = []
@@ -231,7 +232,7 @@ def test_feature_input_segmenter_trains_on_the_covid_cs_feature_release(tmp_path
     (tmp_path / "features.txt").write_text("\n".join(lines) + "\n")
     records = load_feature_list(tmp_path / "features.txt")
     x, mask = SegmentationDataset(records, 32, None)[0]
-    stored = __import__("scipy.io", fromlist=["loadmat"]).loadmat(tmp_path / "case0.mat")["vgg_feats"]
+    stored = loadmat(tmp_path / "case0.mat")["vgg_feats"]
     assert torch.equal(x, torch.from_numpy(stored.astype(np.float32) / 20.0))
     assert mask.shape == (1, 32, 32) and mask.sum() == 12 * 12
     config = load_config(
@@ -249,7 +250,7 @@ def test_feature_input_segmenter_trains_on_the_covid_cs_feature_release(tmp_path
     assert state["iteration"] == 2 and state["config"]["feature_input"] is True
     log = (Path(config.out_dir) / "train_log.csv").read_text().splitlines()
     assert len(log) == 3 and all(np.isfinite(float(row.split(",")[3])) for row in log[1:])
-    _, net, _ = __import__("training.models", fromlist=["x"]).model_from_checkpoint(checkpoint)
+    _, net, _ = model_from_checkpoint(checkpoint)
     with torch.no_grad():
         probabilities = net.eval()(x[None])
     assert probabilities.shape == (1, 5, 32, 32) and 0 <= probabilities.min() <= probabilities.max() <= 1
