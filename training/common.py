@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import os
 import shutil
 import time
@@ -132,20 +133,59 @@ def collate(dataset: torch.utils.data.Dataset, indices: list[int]) -> list[torch
     return [torch.stack(field) for field in zip(*items, strict=True)]
 
 
-def batch_stream(
-    dataset: Any, batch_size: int, seed: int, runtime: Runtime, start_iteration: int
-) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
-    """Endless (iteration, epoch, batch) from ``start_iteration`` on, deterministic for resuming."""
-    probe = epoch_batches(len(dataset), batch_size, seed, 0, runtime)
-    per_epoch = len(probe)
+class _EpochItems(torch.utils.data.Dataset):
+    """Items addressed as (epoch, index), so loader workers draw the same augmentation as the main process."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+def _schedule(
+    n: int, batch_size: int, seed: int, runtime: Runtime, start_iteration: int
+) -> Iterator[tuple[int, int, list[int]]]:
+    """Endless (iteration, epoch, indices) from ``start_iteration`` on."""
+    per_epoch = len(epoch_batches(n, batch_size, seed, 0, runtime))
     iteration = start_iteration
     while True:
         epoch, step = divmod(iteration, per_epoch)
-        dataset.set_epoch(epoch)
-        batches = epoch_batches(len(dataset), batch_size, seed, epoch, runtime)
-        for indices in batches[step:]:
-            yield iteration, epoch, collate(dataset, indices)
+        for indices in epoch_batches(n, batch_size, seed, epoch, runtime)[step:]:
+            yield iteration, epoch, indices
             iteration += 1
+
+
+def batch_stream(
+    dataset: Any, batch_size: int, seed: int, runtime: Runtime, start_iteration: int, workers: int = 0
+) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
+    """Endless (iteration, epoch, batch) from ``start_iteration`` on, deterministic for resuming.
+
+    With ``workers`` > 0, batches are prepared in that many loader processes (a GPU outruns one CPU
+    core's augmentation); items depend only on (seed, epoch, index), so the batches are the same.
+    """
+    schedule = _schedule(len(dataset), batch_size, seed, runtime, start_iteration)
+    if workers <= 0:
+        for iteration, epoch, indices in schedule:
+            dataset.set_epoch(epoch)
+            yield iteration, epoch, collate(dataset, indices)
+        return
+    steps, keys = itertools.tee(schedule)
+    loader = torch.utils.data.DataLoader(
+        _EpochItems(dataset),
+        batch_sampler=([(epoch, i) for i in indices] for _, epoch, indices in keys),
+        num_workers=workers,
+        pin_memory=runtime.device.type == "cuda",
+        prefetch_factor=4,
+        persistent_workers=True,
+    )
+    for (iteration, epoch, _), batch in zip(steps, loader, strict=False):
+        yield iteration, epoch, list(batch)
 
 
 def iterations_per_epoch(n: int, batch_size: int, runtime: Runtime) -> int:
@@ -206,7 +246,6 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-
 def resume_training(
     resume: str | None, checkpoint_path: Path, model: nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[int, float]:
@@ -225,6 +264,7 @@ def resume_training(
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return int(state["iteration"]), float(state["extra"].get("elapsed_s", 0.0))
+
 
 class MetricLog:
     """CSV log of training scalars (rank 0), mirrored to TensorBoard when it is installed."""

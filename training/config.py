@@ -66,6 +66,7 @@ class SegmenterConfig:
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
+    workers: int = 0  # data-loader processes; 0 = prepare batches in the training process
     out_dir: str = "runs/segmenter"
     checkpoint_every: int = 1000
     keep_checkpoints: bool = False  # also keep iter_NNNNNN.pt next to last.pt
@@ -101,6 +102,7 @@ class ClassifierConfig:
     precision: str = "auto"
     seed: int = 0
     threads: int = 0
+    workers: int = 0
     out_dir: str = "runs/classifier"
     checkpoint_every_epochs: int = 10
     time_limit_clock: str = "wall"

@@ -126,7 +126,7 @@ def train(config: ClassifierConfig, resume: str | None = None) -> Path:
         file=sys.stdout,
         mininterval=1.0 if sys.stdout.isatty() else 30.0,
     )
-    stream = common.batch_stream(dataset, config.batch_size, config.seed, runtime, start)
+    stream = common.batch_stream(dataset, config.batch_size, config.seed, runtime, start, config.workers)
     while iteration < total:
         iteration, epoch, batch = next(stream)
         lr = warmup(

@@ -17,6 +17,7 @@ from test_training_data import write_list
 
 from training import common, export, train_classifier, train_segmenter
 from training.config import ClassifierConfig, SegmenterConfig, load_config
+from training.data import SegmentationDataset, load_records
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,6 +75,28 @@ def classifier_config(tmp_path: Path, out: str) -> ClassifierConfig:
 
 def states_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_loader_workers_give_the_same_batches(tmp_path: Path) -> None:
+    records = load_records(load_config(SegmenterConfig, seg_config(tmp_path)).data)
+    dataset = SegmentationDataset(records, 32, "strong", seed=3, per_image_norm=True)
+    runtime = common.init_runtime()
+
+    def first(stream, count: int) -> list:
+        return [next(stream) for _ in range(count)]
+
+    # start mid-epoch (5 slices, batch 2: two batches an epoch) and cross several epochs
+    plain = first(common.batch_stream(dataset, 2, 3, runtime, start_iteration=3), 6)
+    loaded = first(common.batch_stream(dataset, 2, 3, runtime, start_iteration=3, workers=2), 6)
+    assert (
+        [(i, e) for i, e, _ in plain]
+        == [(i, e) for i, e, _ in loaded]
+        == [(3, 1), (4, 2), (5, 2), (6, 3), (7, 3), (8, 4)]
+    )
+    for (_, _, a), (_, _, b) in zip(plain, loaded, strict=True):
+        assert len(a) == len(b) == 2
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    assert not torch.equal(plain[0][2][0], plain[1][2][0])
 
 
 def test_segmenter_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
