@@ -45,7 +45,15 @@ def init_runtime(threads: int = 0) -> Runtime:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        gpus = torch.cuda.device_count()
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        if per_node > gpus:
+            raise RuntimeError(
+                f"{per_node} training processes on this node but {gpus} CUDA GPU(s): run one process per "
+                f"GPU (torchrun --nproc_per_node {gpus}), or hide the GPUs (CUDA_VISIBLE_DEVICES=) to "
+                "train on the CPU with gloo"
+            )
+        device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     else:
         device = torch.device("cpu")

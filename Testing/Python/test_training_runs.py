@@ -130,7 +130,8 @@ def test_classifier_resume_equals_uninterrupted_run_with_mixing_and_attention(tm
 
 def test_two_process_ddp_gloo(tmp_path: Path) -> None:
     config = seg_config(tmp_path, iterations=3, keep_checkpoints=False)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    # CPU processes on gloo, also on a machine with a GPU
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
     process = subprocess.Popen(
         [
             sys.executable,
