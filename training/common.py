@@ -37,29 +37,35 @@ class Runtime:
         return self.rank == 0
 
 
-def init_runtime(threads: int = 0) -> Runtime:
-    """Join the process group when launched by ``torchrun`` (NCCL on GPUs, gloo on CPU)."""
+def init_runtime(threads: int = 0, device: str = "auto") -> Runtime:
+    """Join the process group when launched by ``torchrun`` (NCCL on GPUs, gloo on CPU).
+
+    ``device``: ``auto`` trains on CUDA when PyTorch sees a GPU, else on the CPU; ``cpu``/``cuda`` force one.
+    """
     if threads > 0:
         torch.set_num_threads(threads)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but PyTorch sees no CUDA GPU")
+    if device != "cpu" and torch.cuda.is_available():
         gpus = torch.cuda.device_count()
         per_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         if per_node > gpus:
             raise RuntimeError(
                 f"{per_node} training processes on this node but {gpus} CUDA GPU(s): run one process per "
-                f"GPU (torchrun --nproc_per_node {gpus}), or hide the GPUs (CUDA_VISIBLE_DEVICES=) to "
-                "train on the CPU with gloo"
+                f"GPU (torchrun --nproc_per_node {gpus}), or train on the CPU with gloo (--set device=cpu)"
             )
-        device = torch.device("cuda", local_rank)
-        torch.cuda.set_device(device)
+        chosen = torch.device("cuda", local_rank)
+        torch.cuda.set_device(chosen)
     else:
-        device = torch.device("cpu")
+        chosen = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Runtime(rank, world, local_rank, device)
+        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+    return Runtime(rank, world, local_rank, chosen)
 
 
 def shutdown(runtime: Runtime) -> None:
@@ -83,6 +89,18 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     return "bf16" if cpu_bf16_supported() else "fp32"
+
+
+def default_device() -> torch.device:
+    """Where evaluation runs: the GPU when PyTorch sees one, else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def inference_precision(precision: str, device: torch.device) -> str:
+    """The training precision where ``device`` supports it; fp16 (CUDA-only) becomes ``auto`` elsewhere."""
+    if precision == "fp16" and device.type != "cuda":
+        precision = "auto"
+    return resolve_precision(precision, device)
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
@@ -295,21 +313,30 @@ class MetricLog:
                 self.writer = None
 
     def log(self, row: dict[str, float]) -> None:
+        """Append ``row``; a key not seen before adds a column (the file is rewritten with it)."""
         if not self.enabled:
             return
-        new = self.fields is None
-        if new:
-            self.fields = list(row)
+        added = [key for key in row if key not in (self.fields or [])]
+        if added:
+            self._add_columns(added)
         with open(self.path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=self.fields, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+            csv.DictWriter(handle, fieldnames=self.fields).writerow(row)
         if self.writer is not None:
             step = int(row.get("iteration", 0))
             for key, value in row.items():
                 if key != "iteration":
                     self.writer.add_scalar(key, value, step)
+
+    def _add_columns(self, keys: list[str]) -> None:
+        rows: list[dict[str, str]] = []
+        if self.fields is not None and self.path.exists():
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+        self.fields = [*(self.fields or []), *keys]
+        with open(self.path, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.fields)
+            writer.writeheader()
+            writer.writerows(rows)
 
     def close(self) -> None:
         if self.writer is not None:

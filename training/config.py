@@ -65,6 +65,7 @@ class SegmenterConfig:
     test_time_flip: bool = False  # inference: average with the mirrored slice's prediction
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     seed: int = 0
+    device: str = "auto"  # auto (CUDA when available) | cpu | cuda
     threads: int = 0  # torch intra-op threads; 0 = leave PyTorch's default
     workers: int = 0  # data-loader processes; 0 = prepare batches in the training process
     out_dir: str = "runs/segmenter"
@@ -101,6 +102,7 @@ class ClassifierConfig:
     augment: str = "paper"  # "paper": flip + crop; "strong": + intensity/geometry augmentation
     precision: str = "auto"
     seed: int = 0
+    device: str = "auto"
     threads: int = 0
     workers: int = 0
     out_dir: str = "runs/classifier"
@@ -181,7 +183,10 @@ def run_training_command(
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", help="YAML file overriding the paper defaults")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help=f"override one setting, e.g. {set_example}",
     )
     parser.add_argument(

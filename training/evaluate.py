@@ -165,9 +165,9 @@ def segmenter_report(
     worst: int = 6,
 ) -> dict[str, Any]:
     """Validation and perturbed-validation scores of one segmenter; writes CSV, JSON and figures."""
-    device = device or torch.device("cpu")
+    device = device or common.default_device()
     net = net.to(device).to(memory_format=torch.channels_last)
-    precision = common.resolve_precision(config.precision, device)
+    precision = common.inference_precision(config.precision, device)
     val = _validation_records(config)
     main = segmentation_scores(net, val, config, device, precision, keep_predictions=True)
     predictions = main.pop("predictions")
@@ -203,12 +203,14 @@ def segmenter_report(
     return report
 
 
-def evaluate_segmenter_checkpoint(path: Path, out_dir: Path) -> dict[str, Any]:
+def evaluate_segmenter_checkpoint(
+    path: Path, out_dir: Path, device: torch.device | None = None
+) -> dict[str, Any]:
     """:func:`segmenter_report` of a training checkpoint, named after its architecture."""
     kind, net, config = model_from_checkpoint(path)
     if kind != "segmenter":
         raise ValueError(f"{path} is a {kind} checkpoint")
-    return segmenter_report(net, config, out_dir, config.arch)
+    return segmenter_report(net, config, out_dir, config.arch, device)
 
 
 def cross_source_report(
@@ -227,9 +229,9 @@ def cross_source_report(
     against the radiologist's infected-slice labels and, per patient, the predicted opacification share
     of the lung volume and the slices whose score exceeds ``min_lung_fraction``.
     """
-    device = device or torch.device("cpu")
+    device = device or common.default_device()
     net = net.to(device).to(memory_format=torch.channels_last)
-    precision = common.resolve_precision(config.precision, device)
+    precision = common.inference_precision(config.precision, device)
     rows: list[dict[str, Any]] = []
     patients: dict[str, dict[str, Any]] = {}
     for patient, ct, labels in slice_label_series(slice_labels):
@@ -287,9 +289,9 @@ def classifier_predictions(
     net: torch.nn.Module, config: ClassifierConfig, device: torch.device | None = None
 ) -> list[dict[str, Any]]:
     """Held-out slice predictions: one dict (patient, source, label, probability) per slice."""
-    device = device or torch.device("cpu")
+    device = device or common.default_device()
     net = net.to(device).to(memory_format=torch.channels_last)
-    precision = common.resolve_precision(config.precision, device)
+    precision = common.inference_precision(config.precision, device)
     val = _validation_records(config)
     probs = predict_covid(net, [r.image for r in val], device, precision)
     return [

@@ -74,7 +74,7 @@ def classifier_step_losses(
 
 def train(config: ClassifierConfig, resume: str | None = None) -> Path:
     """Train for ``config.epochs`` (or the time limit); returns the last checkpoint's path."""
-    runtime = common.init_runtime(config.threads)
+    runtime = common.init_runtime(config.threads, config.device)
     common.seed_all(config.seed, runtime.rank)
     out_dir = Path(config.out_dir)
     records = load_records(config.data)

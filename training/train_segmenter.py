@@ -27,7 +27,7 @@ from training.schedules import poly_lr, warmup
 
 def train(config: SegmenterConfig, resume: str | None = None) -> Path:
     """Train to ``config.iterations`` (or the time limit); returns the path of the last checkpoint."""
-    runtime = common.init_runtime(config.threads)
+    runtime = common.init_runtime(config.threads, config.device)
     common.seed_all(config.seed, runtime.rank)
     out_dir = Path(config.out_dir)
     records = load_records(config.data)
@@ -146,7 +146,7 @@ def train(config: SegmenterConfig, resume: str | None = None) -> Path:
     log.close()
     common.check_replicas(model, runtime)
     if runtime.is_main and val_records:
-        report = evaluate.evaluate_segmenter_checkpoint(checkpoint_path, out_dir / "eval")
+        report = evaluate.evaluate_segmenter_checkpoint(checkpoint_path, out_dir / "eval", runtime.device)
         print(evaluate.format_segmentation_table({config.arch: report["validation"]}), flush=True)
     common.shutdown(runtime)
     return checkpoint_path

@@ -5,6 +5,7 @@ CI has no GPU: these run where one is lent (see README, "GPU"), with the rest of
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,7 @@ def test_real_cuda_out_of_memory_halves_the_batch() -> None:
 
 @pytest.mark.parametrize("precision", ["auto", "fp16"])
 def test_cuda_segmenter_training_with_autocast(tmp_path: Path, precision: str) -> None:
-    path = seg_config(tmp_path, precision=precision, iterations=6, workers=2, eval_every=3)
+    path = seg_config(tmp_path, precision=precision, iterations=6, workers=2, eval_every=3, device="cuda")
     values = yaml.safe_load(path.read_text())
     values["data"]["val_count"] = 1
     path.write_text(yaml.safe_dump(values))
@@ -97,7 +98,9 @@ def test_cuda_segmenter_training_with_autocast(tmp_path: Path, precision: str) -
     state = common.load_training_checkpoint(Path(config.out_dir) / "last.pt")
     assert state["iteration"] == 6
     assert all(torch.isfinite(v.float()).all() for v in state["model"].values())
-    log = (Path(config.out_dir) / "train_log.csv").read_text()
-    assert "val_dice" in log
+    with open(Path(config.out_dir) / "train_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["iteration"] for r in rows if r["val_dice"]] == ["3", "6"]
+    assert (Path(config.out_dir) / "eval" / "jcs_metrics.json").is_file()  # the end-of-run evaluation
     expected = "bf16" if precision == "auto" and torch.cuda.is_bf16_supported() else "fp16"
     assert common.resolve_precision(precision, torch.device("cuda")) == expected

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -46,6 +47,7 @@ def seg_config(tmp_path: Path, **extra: object) -> Path:
         "log_every": 1,
         "keep_checkpoints": True,
         "threads": 1,
+        "device": "cpu",  # bit-exact comparisons also on machines with a GPU (see test_cuda.py)
     }
     values.update(extra)
     path = tmp_path / "seg.yaml"
@@ -69,7 +71,7 @@ def classifier_config(tmp_path: Path, out: str) -> ClassifierConfig:
     config.depth, config.width_mult, config.size, config.resize = 50, 0.125, 32, 36
     config.batch_size, config.epochs, config.lr, config.precision = 3, 2, 0.01, "fp32"
     config.out_dir, config.checkpoint_every_epochs, config.log_every = out, 1, 1
-    config.keep_checkpoints, config.augment, config.threads = True, "strong", 1
+    config.keep_checkpoints, config.augment, config.threads, config.device = True, "strong", 1, "cpu"
     return config
 
 
@@ -130,8 +132,8 @@ def test_classifier_resume_equals_uninterrupted_run_with_mixing_and_attention(tm
 
 def test_two_process_ddp_gloo(tmp_path: Path) -> None:
     config = seg_config(tmp_path, iterations=3, keep_checkpoints=False)
-    # CPU processes on gloo, also on a machine with a GPU
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "CUDA_VISIBLE_DEVICES": ""}
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path}
     process = subprocess.Popen(
         [
             sys.executable,
@@ -289,3 +291,37 @@ def test_shipped_configs_load(path: Path) -> None:
     config = load_config(cls, path)
     assert config.data.lists == ["../shared/data/covid19-ct100/list.txt"]
     assert not Path(config.out_dir).is_absolute()
+
+
+def test_metric_log_adds_columns_for_new_keys(tmp_path: Path) -> None:
+    log = common.MetricLog(tmp_path / "log.csv")
+    log.log({"iteration": 1, "loss": 0.5})
+    log.log({"iteration": 2, "val_dice": 0.7})  # the validation rows bring a new column
+    log.log({"iteration": 3, "loss": 0.25})
+    log.close()
+    resumed = common.MetricLog(tmp_path / "log.csv")  # a resumed run appends under the same header
+    resumed.log({"iteration": 4, "val_dice": 0.75})
+    resumed.close()
+    with open(tmp_path / "log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["iteration"], r["loss"], r["val_dice"]) for r in rows] == [
+        ("1", "0.5", ""),
+        ("2", "", "0.7"),
+        ("3", "0.25", ""),
+        ("4", "", "0.75"),
+    ]
+
+
+def test_training_device_and_evaluation_precision() -> None:
+    assert common.init_runtime(device="cpu").device.type == "cpu"
+    with pytest.raises(ValueError, match="device must be auto, cpu or cuda"):
+        common.init_runtime(device="tpu")
+    cpu = torch.device("cpu")
+    # an fp16 (CUDA-only) run is evaluated on a CPU in the CPU's own reduced precision
+    assert common.inference_precision("fp16", cpu) == common.resolve_precision("auto", cpu)
+    assert common.inference_precision("fp32", cpu) == "fp32"
+    with pytest.raises(ValueError, match="fp16 training needs a CUDA device"):
+        common.resolve_precision("fp16", cpu)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="PyTorch sees no CUDA GPU"):
+            common.init_runtime(device="cuda")
