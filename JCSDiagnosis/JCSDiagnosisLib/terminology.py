@@ -13,12 +13,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-TERMINOLOGY_FILE = (
-    Path(__file__).resolve().parents[1]
-    / "Resources"
-    / "Terminology"
-    / "SegmentationCategoryTypeModifier-JCSDiagnosis.term.json"
-)
+# Next to this file, so it ships with the package (Slicer module install and Python wheel alike).
+TERMINOLOGY_FILE = Path(__file__).with_name("SegmentationCategoryTypeModifier-JCSDiagnosis.term.json")
 REGION_CONTEXT = "Anatomic codes - DICOM master list"
 LUNG = ("SCT", "39607008", "Lung")
 

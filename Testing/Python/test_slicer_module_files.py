@@ -4,6 +4,7 @@ CMake resources, catalog entry, icon, terminology."""
 from __future__ import annotations
 
 import ast
+import fnmatch
 import json
 import re
 import xml.etree.ElementTree as ElementTree
@@ -120,9 +121,7 @@ def test_icon_is_a_128_pixel_png():
 
 
 def test_terminology_file_is_valid_context():
-    path = (
-        MODULE_DIR / "Resources" / "Terminology" / "SegmentationCategoryTypeModifier-JCSDiagnosis.term.json"
-    )
+    path = MODULE_DIR / "JCSDiagnosisLib" / "SegmentationCategoryTypeModifier-JCSDiagnosis.term.json"
     context = json.loads(path.read_text(encoding="utf-8"))
     categories = context["SegmentationCodes"]["Category"]
     types = {(t["CodingSchemeDesignator"], t["CodeValue"]) for c in categories for t in c["Type"]}
@@ -147,3 +146,21 @@ def test_engine_side_never_imports_gui_toolkits():
                 assert name.split(".")[0] not in {"qt", "ctk", "PythonQt", "trame"}, f"{path}: {name}"
                 if path.parent.name != "JCSDiagnosisLib":
                     assert name.split(".")[0] not in {"slicer", "vtk", "vtkmodules"}, f"{path}: {name}"
+
+
+def test_python_packages_ship_their_data_files():
+    """Every non-Python file inside an installable package matches its pyproject package-data glob,
+    so a plain (non-editable) ``pip install .`` carries it."""
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    package_data = project["tool"]["setuptools"]["package-data"]
+    for package in ("jcs", "JCSDiagnosisLib", "JCSDiagnosisViewer"):
+        root = MODULE_DIR / package
+        data_files = [
+            path.relative_to(root).as_posix()
+            for path in root.rglob("*")
+            if path.is_file() and path.suffix not in (".py", ".pyc") and "__pycache__" not in path.parts
+        ]
+        patterns = package_data.get(package, [])
+        missing = [f for f in data_files if not any(fnmatch.fnmatch(f, p) for p in patterns)]
+        assert not missing, f"{package}: not in package-data: {missing}"
