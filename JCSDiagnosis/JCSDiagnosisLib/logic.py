@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -24,6 +25,9 @@ import slicer
 from . import display, tables, volumes
 from .process import EngineError, EngineProcess
 from .terminology import SegmentSpec, lesionSpec, lungSpecs
+
+if TYPE_CHECKING:
+    from jcs.quantify import Quantification
 
 ATTRIBUTE_PREFIX = "JCSDiagnosis."
 ENGINE_ATTRIBUTE = ATTRIBUTE_PREFIX + "engine"
@@ -76,6 +80,34 @@ class DiagnosisRun:
     @property
     def outputDir(self) -> Path:
         return self.workDir / "out"
+
+
+@dataclass
+class QuantificationJob:
+    """Arrays read from a result's nodes for :func:`jcs.quantify.quantify` (axial order, inferior first)."""
+
+    segmentationNode: slicer.vtkMRMLSegmentationNode
+    nodes: DiagnosisNodes
+    maskSha256: str
+    lesion: np.ndarray
+    lungs: np.ndarray
+    heatmap: np.ndarray
+    image: sitk.Image
+    hu: np.ndarray
+    probabilities: np.ndarray
+
+    def run(self) -> Quantification:
+        """The quantification itself; reads no MRML node, so it may run in a worker thread."""
+        from jcs.quantify import quantify
+
+        return quantify(
+            self.lesion,
+            self.lungs,
+            self.image,
+            hu=self.hu,
+            slice_probabilities=self.probabilities,
+            heatmap=self.heatmap,
+        )
 
 
 def inputProblem(volumeNode) -> str | None:
@@ -361,8 +393,12 @@ class JCSDiagnosisSceneLogic:
 
     def updateResults(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> DiagnosisNodes:
         """Recompute every table from the current (edited) lesion segment with jcs.quantify."""
-        from jcs.quantify import quantify
+        job = self.quantificationJob(segmentationNode)
+        return self.applyQuantification(job, job.run())
 
+    def quantificationJob(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> QuantificationJob:
+        """Read what :meth:`updateResults` needs from the scene; the job's ``run()`` touches no node, so
+        a caller may run it in a worker thread and pass its result to :meth:`applyQuantification`."""
         nodes = self.resultNodes(segmentationNode)
         ct = _ctVolume(nodes.volumeNode)
 
@@ -370,27 +406,30 @@ class JCSDiagnosisSceneLogic:
             return sitk.GetArrayFromImage(_axialImage(volumes.imageFromVolume(nodes.volumeNode, array)))
 
         mask = self.lesionMask(segmentationNode)
-        lesion = toAxial(mask)
-        lungs = toAxial(self.lungLabels(segmentationNode))
-        heatmap = toAxial(volumes.arrayFromVolume(nodes.heatmapNode).astype(np.float32))
-        previousSlices = tables.readTable(nodes.sliceTableNode)
-        probabilities = np.array([row[tables.PROBABILITY_COLUMN] for row in previousSlices], dtype=np.float64)
-        quantification = quantify(
-            lesion,
-            lungs,
-            ct.axial_image(),
+        probabilities = [row[tables.PROBABILITY_COLUMN] for row in tables.readTable(nodes.sliceTableNode)]
+        return QuantificationJob(
+            segmentationNode=segmentationNode,
+            nodes=nodes,
+            maskSha256=maskSha256(mask),
+            lesion=toAxial(mask),
+            lungs=toAxial(self.lungLabels(segmentationNode)),
+            heatmap=toAxial(volumes.arrayFromVolume(nodes.heatmapNode).astype(np.float32)),
+            image=ct.axial_image(),
             hu=ct.axial_array(),
-            slice_probabilities=probabilities,
-            heatmap=heatmap,
+            probabilities=np.array(probabilities, dtype=np.float64),
         )
+
+    def applyQuantification(self, job: QuantificationJob, quantification: Quantification) -> DiagnosisNodes:
+        """Write a finished :class:`QuantificationJob`'s figures into the result tables."""
+        nodes, segmentationNode = job.nodes, job.segmentationNode
         previousSummary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
         summary = {**previousSummary, **dict(quantification.summary)}
         edited = self.isEdited(segmentationNode)
         summary["segmentation"] = "edited" if edited else "automatic"
         tables.fillTable(nodes.summaryTableNode, tables.summaryRecords(summary))
         tables.fillTable(nodes.lesionTableNode, list(quantification.lesions))
-        tables.fillTable(nodes.sliceTableNode, sliceRecords(list(quantification.slices), probabilities))
-        segmentationNode.SetAttribute(RESULTS_HASH_ATTRIBUTE, maskSha256(mask))
+        tables.fillTable(nodes.sliceTableNode, sliceRecords(list(quantification.slices), job.probabilities))
+        segmentationNode.SetAttribute(RESULTS_HASH_ATTRIBUTE, job.maskSha256)
         nodes.results = {
             "summary": summary,
             "lesions": list(quantification.lesions),

@@ -276,19 +276,31 @@ class JCSViewer(TrameApp):
         self._refresh_chart()
 
     def update_results(self) -> None:
-        """Recompute every table from the (edited) lesion segmentation."""
-        if self.result is None:
+        """Recompute every table from the (edited) lesion segmentation, without blocking the page."""
+        if self.result is None or self.state.jcs_busy:
             return
+        self._task = asyncio.get_running_loop().create_task(self._run_update())
+
+    async def _run_update(self) -> None:
+        """Read the scene, quantify in a worker thread (the loop keeps serving the page), fill the tables."""
         self.slicer_app.segmentation_editor.deactivate_effect()
+        with self.state:
+            self.state.update({"jcs_busy": True, "jcs_error": "", "jcs_edit_note": "Recomputing results…"})
         try:
-            self.scene_logic.updateResults(self.result.segmentationNode)
+            job = self.scene_logic.quantificationJob(self.result.segmentationNode)
+            quantification = await asyncio.to_thread(job.run)
+            self.scene_logic.applyQuantification(job, quantification)
         except Exception as exc:  # noqa: BLE001 - reported on the page, details in the log
             logger.exception("update results failed")
-            self.state.jcs_error = str(exc)
-            return
-        self.state.jcs_error = ""
-        self.state.jcs_edit_note = "Results recomputed from the edited segmentation."
-        self._refresh_tables()
+            with self.state:
+                self.state.update({"jcs_error": str(exc), "jcs_edit_note": ""})
+        else:
+            with self.state:
+                self.state.jcs_edit_note = "Results recomputed from the edited segmentation."
+                self._refresh_tables()
+        finally:
+            with self.state:
+                self.state.jcs_busy = False
 
     def _refresh_tables(self) -> None:
         nodes = {

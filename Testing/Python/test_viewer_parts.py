@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,6 +13,7 @@ import SimpleITK as sitk
 
 pytest.importorskip("trame_slicer")
 from phantoms import make_chest_phantom  # noqa: E402
+from tiny_weights import tiny_weights_dir  # noqa: E402, F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -126,3 +130,60 @@ def test_viewer_loads_a_case_and_says_why_diagnose_is_blocked(monkeypatch):
     flat = CTVolume(image=sitk.Image(48, 48, 4, sitk.sitkInt16), is_hu=True, path=None, dicom_files=None)
     named.load(viewer_module.ViewerInput(ct=flat, name="flat"))
     assert "constant" in named.state.jcs_blocker
+
+
+def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_dir):  # noqa: F811
+    """The page stays served while the edited segmentation is quantified: the event loop keeps
+    running during the quantification, which runs in another thread, and the tables follow."""
+    from jcs.io import CTVolume
+    from JCSDiagnosisLib import logic as logic_module
+    from JCSDiagnosisLib import volumes
+    from JCSDiagnosisLib.terminology import lesionSpec
+    from JCSDiagnosisViewer import viewer as viewer_module
+    from trame.app import get_server
+
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
+    phantom = make_chest_phantom(shape=(12, 64, 64), seed=5)
+    ct = CTVolume(image=phantom.image, is_hu=True, path=None, dicom_files=None)
+    options = {"classifier": "tiny-classifier", "segmenter": "tiny-segmenter", "policy": "always"}
+    app = viewer_module.JCSViewer(get_server("viewer-parts-update"), options=options)
+    app.load(viewer_module.ViewerInput(ct=ct, name="chest"))
+    quantify_threads: list[int] = []
+    original_run = logic_module.QuantificationJob.run
+
+    def slow_run(job):
+        quantify_threads.append(threading.get_ident())
+        time.sleep(0.5)
+        return original_run(job)
+
+    monkeypatch.setattr(logic_module.QuantificationJob, "run", slow_run)
+
+    async def scenario() -> int:
+        await app._run_diagnosis()
+        assert app.result is not None, app.state.jcs_error
+        segmentation = app.result.segmentationNode
+        logic = app.scene_logic
+        edit = np.zeros_like(logic.lesionMask(segmentation))
+        edit[5:7] = logic.lungLabels(segmentation)[5:7] > 0  # the "edit": two slices of lung
+        painted.append(int(edit.sum()))
+        volumes.setSegmentArray(segmentation, lesionSpec().segmentId, edit, logic.sourceVolume(segmentation))
+        ticks = 0
+        app.update_results()
+        while not app._task.done():
+            await asyncio.sleep(0.01)
+            ticks += 1
+            busy.append(bool(app.state.jcs_busy))
+        await app._task
+        return ticks
+
+    painted: list[int] = []
+    busy: list[bool] = []
+    ticks = asyncio.run(scenario())
+    assert ticks >= 20 and busy[0]  # the loop ran on through the half-second quantification
+    assert quantify_threads and quantify_threads[-1] != threading.get_ident()
+    assert not app.state.jcs_busy and app.state.jcs_error == ""
+    assert app.state.jcs_edit_note == "Results recomputed from the edited segmentation."
+    assert app.state.jcs_segmentation == "edited"
+    voxel_ml = np.prod(phantom.image.GetSpacing()) / 1000
+    assert painted[0] > 100
+    assert float(app.state.jcs_lesion_ml) == pytest.approx(painted[0] * voxel_ml, rel=1e-3)
