@@ -100,6 +100,7 @@ class ClassifierConfig:
     mixup_alpha: float = 0.5  # λ ~ Beta(α, α), eq. (3)
     attention_weight: float = 1.0  # weight of the activation-map loss, eq. (4)
     augment: str = "paper"  # "paper": flip + crop; "strong": + intensity/geometry augmentation
+    per_image_norm: bool = False  # input standardised per image (jcs.preprocess.standardize_per_image)
     precision: str = "auto"
     seed: int = 0
     device: str = "auto"

@@ -373,6 +373,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
         augment_mode: str | None = "paper",
         seed: int = 0,
         feature_key: str = "res2net_feats",
+        per_image_norm: bool = False,
     ) -> None:
         if not records:
             raise DataError("classification dataset is empty")
@@ -384,6 +385,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
         self.seed = seed
         self.epoch = 0
         self.feature_key = feature_key
+        self.per_image_norm = per_image_norm
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -420,4 +422,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
         image, mask = augment.warp(image, mask, theta, (self.size, self.size))
         if self.augment_mode == "strong":
             image = augment.random_intensity(image, rng)
-        return augment.classifier_normalize(augment.quantize(image)), label, mask, has_mask
+        x = augment.classifier_normalize(augment.quantize(image))
+        if self.per_image_norm:
+            x = standardize_per_image(x)
+        return x, label, mask, has_mask

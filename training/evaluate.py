@@ -75,12 +75,14 @@ def predict_covid(
     device: torch.device,
     precision: str,
     batch_size: int = 32,
+    standardize: bool = False,
 ) -> np.ndarray:
     """COVID-19 probability per slice (softmax class 1) with the engine's classifier input."""
     net.eval()
     probs = []
     for chunk in _batched(list(images), batch_size):
-        x = classifier_input(np.stack(chunk)).to(device).contiguous(memory_format=torch.channels_last)
+        x = classifier_input(np.stack(chunk), standardize=standardize)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
         with common.autocast(precision, device):
             logits = net(x).float()
         probs.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
@@ -293,7 +295,7 @@ def classifier_predictions(
     net = net.to(device).to(memory_format=torch.channels_last)
     precision = common.inference_precision(config.precision, device)
     val = _validation_records(config)
-    probs = predict_covid(net, [r.image for r in val], device, precision)
+    probs = predict_covid(net, [r.image for r in val], device, precision, standardize=config.per_image_norm)
     return [
         {"patient": r.patient, "source": r.source, "label": r.label, "probability": float(p)}
         for r, p in zip(val, probs, strict=True)

@@ -45,6 +45,7 @@ def input_spec(kind: str, config: Any) -> dict[str, Any]:
         "size": config.size,
         "preprocessing": "8-bit lung-window slice, shorter side to 256, centre crop 224, ImageNet mean/std "
         "(jcs.preprocess.classifier_input)",
+        "per_image_standardize": bool(config.per_image_norm),
         "output": "logits (non-COVID, COVID-19); class 1 = COVID-19",
     }
 

@@ -88,6 +88,7 @@ def train(config: ClassifierConfig, resume: str | None = None) -> Path:
         config.augment or None,
         config.seed,
         config.data.feature_key,
+        config.per_image_norm,
     )
     net = build_classification_model(config).to(runtime.device).to(memory_format=torch.channels_last)
     model = common.wrap_ddp(net, runtime)

@@ -226,6 +226,8 @@ class DiagnosisEngine:
             raise JCSError(f"segmenter input size must be at least 32 pixels, not {segmenter_size}")
         self.segmenter_size = segmenter_size
         self.segmenter_standardize = bool(card_input.get("per_image_standardize", False))
+        classifier_input_spec = classifier_card.data.get("input", {}) if classifier_card is not None else {}
+        self.classifier_standardize = bool(classifier_input_spec.get("per_image_standardize", False))
         self.segmenter_flip = bool(card_input.get("test_time_flip", False))
 
     @classmethod
@@ -361,7 +363,8 @@ class DiagnosisEngine:
 
         def run(start: int, stop: int) -> None:
             with torch.no_grad():
-                x = self._to_device(classifier_input(slices[start:stop]))
+                x = classifier_input(slices[start:stop], standardize=self.classifier_standardize)
+                x = self._to_device(x)
             with self.autocast():
                 logits, cam = grad_cam(self.classifier, x, target_class=COVID_CLASS, score=self.gradcam_score)
             probabilities[start:stop] = torch.softmax(logits.float(), dim=1)[:, COVID_CLASS].cpu().numpy()

@@ -109,15 +109,19 @@ def _classifier_geometry(height: int, width: int) -> tuple[int, int, int, int]:
     return rh, rw, top, left
 
 
-def classifier_input(slices_uint8: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(N, 3, 224, 224) float32 classifier input from (N, H, W) uint8 slices (official preprocessing)."""
+def classifier_input(slices_uint8: np.ndarray | torch.Tensor, standardize: bool = False) -> torch.Tensor:
+    """(N, 3, 224, 224) float32 classifier input from (N, H, W) uint8 slices (official preprocessing).
+
+    ``standardize`` then applies :func:`standardize_per_image` (for weights trained with it).
+    """
     batch = _as_uint8_batch(slices_uint8)
     rh, rw, top, left = _classifier_geometry(batch.shape[1], batch.shape[2])
     resized = _resize_uint8(batch, rh, rw)
     crop = resized[:, :, top : top + CLASSIFIER_CROP, left : left + CLASSIFIER_CROP] / 255.0
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return ((crop - mean) / std).contiguous()
+    x = (crop - mean) / std
+    return (standardize_per_image(x) if standardize else x).contiguous()
 
 
 def classifier_crop_box(height: int, width: int) -> tuple[float, float, float, float]:
@@ -136,8 +140,8 @@ def classifier_crop_box(height: int, width: int) -> tuple[float, float, float, f
 def standardize_per_image(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Zero mean, unit variance per image and channel of ``(…, C, H, W)``.
 
-    Removes any affine grey-value change (another window, brightness, contrast), so a segmenter
-    trained with it does not depend on one source's look; model cards ask for it with
+    Removes any affine grey-value change (another window, brightness, contrast), so a model trained
+    with it does not depend on one source's look; model cards ask for it with
     ``input.per_image_standardize``.
     """
     mean = x.mean(dim=(-2, -1), keepdim=True)

@@ -18,7 +18,7 @@ from jcs.inference import (
     scaled_threshold,
 )
 from jcs.io import CTVolume
-from jcs.preprocess import segmenter_input
+from jcs.preprocess import classifier_input, segmenter_input
 from jcs.weights import load_model, save_weights
 from phantoms import make_chest_phantom
 from tiny_weights import (  # noqa: F401  (fixtures)
@@ -270,6 +270,26 @@ def test_segmenter_input_follows_its_card(models: dict[str, object]) -> None:
     shift_standardized = np.abs(engine.segment_slices(brighter) - engine.segment_slices(slices)).mean()
     shift_plain = np.abs(plain.segment_slices(brighter) - plain.segment_slices(slices)).mean()
     assert shift_standardized < 0.2 * shift_plain
+
+
+def test_classifier_input_follows_its_card(models: dict[str, object]) -> None:
+    """``input.per_image_standardize`` in the classifier's card standardises its slices per image."""
+    card = models["classifier_card"]
+    spec = {**card.data["input"], "per_image_standardize": True}
+    card = dataclasses.replace(card, data={**card.data, "input": spec})
+    engine = DiagnosisEngine(models["classifier"], device="cpu", precision="fp32", classifier_card=card)
+    plain = DiagnosisEngine(models["classifier"], device="cpu", precision="fp32")
+    assert engine.classifier_standardize and not plain.classifier_standardize
+    slices = np.random.default_rng(1).integers(0, 256, size=(3, 96, 96), dtype=np.uint8)
+    x = classifier_input(slices)
+    standardized = (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + 1e-5)
+    with torch.no_grad():
+        expected = torch.softmax(models["classifier"](standardized), dim=1)[:, 1].numpy()
+    probabilities, _ = engine.classify_slices(slices)
+    np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+    brighter = (slices.astype(np.float32) * 0.5 + 60).round().astype(np.uint8)
+    shift = np.abs(engine.classify_slices(brighter)[0] - probabilities).max()
+    assert shift < 0.02  # blind to an affine grey-value change, up to 8-bit rounding
 
 
 def test_segmenter_test_time_flip_from_its_card(models: dict[str, object]) -> None:

@@ -108,6 +108,10 @@ def test_unaugmented_classification_sample_matches_engine_input(tmp_path: Path) 
     assert x.shape == engine.shape == (3, 224, 224)
     assert (x - engine).abs().max() < 2.5 / 255 / 0.224  # resize rounding differs by ≤ 2 grey levels
     assert label == 1 and bool(has_mask) and 0 < mask.mean() < 1
+    standardized, *_ = ClassificationDataset(records, augment_mode=None, per_image_norm=True)[0]
+    engine = classifier_input(records[0].image[None], standardize=True)[0]
+    assert (standardized - engine).abs().max() < 0.05
+    assert standardized.mean(dim=(1, 2)).abs().max() < 1e-5
 
 
 def test_unaugmented_segmentation_sample_matches_engine_input(tmp_path: Path) -> None:
