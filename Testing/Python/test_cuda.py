@@ -16,10 +16,10 @@ from jcs.inference import DiagnosisEngine
 from jcs.io import CTVolume
 from jcs.models import build_segmenter
 from phantoms import make_chest_phantom
-from test_training_runs import seg_config
+from test_training_runs import classifier_config, seg_config
 from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
 
-from training import common, train_segmenter
+from training import common, train_classifier, train_segmenter
 from training.config import SegmenterConfig, load_config
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -104,3 +104,14 @@ def test_cuda_segmenter_training_with_autocast(tmp_path: Path, precision: str) -
     assert (Path(config.out_dir) / "eval" / "jcs_metrics.json").is_file()  # the end-of-run evaluation
     expected = "bf16" if precision == "auto" and torch.cuda.is_bf16_supported() else "fp16"
     assert common.resolve_precision(precision, torch.device("cuda")) == expected
+
+
+def test_cuda_classifier_training_with_mixing_and_attention(tmp_path: Path) -> None:
+    config = classifier_config(tmp_path, str(tmp_path / "cls"))
+    config.device, config.precision, config.workers, config.epochs = "cuda", "auto", 2, 2
+    train_classifier.train(config)
+    state = common.load_training_checkpoint(tmp_path / "cls" / "last.pt")
+    assert all(torch.isfinite(v.float()).all() for v in state["model"].values())
+    with open(tmp_path / "cls" / "train_log.csv", newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row.get("att")]
+    assert rows and any(float(row["att"]) > 0 for row in rows)  # eq. (4) active on masked slices
