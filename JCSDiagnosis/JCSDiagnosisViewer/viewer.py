@@ -315,8 +315,8 @@ class JCSViewer(TrameApp):
             self.state[f"jcs_{key}_headers"] = headers
             self.state[f"jcs_{key}_items"] = rows
         summary = {row["quantity"]: row["value"] for row in readTable(self.result.summaryTableNode)}
-        self.state.jcs_lesion_ml = summary.get("opacification_volume_ml", "")
-        self.state.jcs_lesion_pct = summary.get("opacification_percent", "")
+        self.state.jcs_lesion_ml = _reading(summary.get("opacification_volume_ml", ""))
+        self.state.jcs_lesion_pct = _reading(summary.get("opacification_percent", ""))
         self.state.jcs_segmentation = summary.get("segmentation", "")
 
     # Heatmap and navigation ------------------------------------------------------------------
@@ -442,6 +442,15 @@ def _summary_rank(row: dict[str, str]) -> int:
         if quantity in KEY_SUMMARY_QUANTITIES
         else len(KEY_SUMMARY_QUANTITIES)
     )
+
+
+def _reading(value: str) -> str:
+    """A table value as the decision card shows it: one decimal, two below 1 (the tables keep all)."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return f"{number:.1f}" if abs(number) >= 1 else f"{number:.2f}"
 
 
 def _weights_text(weights: dict[str, Any]) -> str:

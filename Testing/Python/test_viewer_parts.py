@@ -138,6 +138,7 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
     from jcs.io import CTVolume
     from JCSDiagnosisLib import logic as logic_module
     from JCSDiagnosisLib import volumes
+    from JCSDiagnosisLib.tables import readTable
     from JCSDiagnosisLib.terminology import lesionSpec
     from JCSDiagnosisViewer import viewer as viewer_module
     from trame.app import get_server
@@ -186,4 +187,20 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
     assert app.state.jcs_segmentation == "edited"
     voxel_ml = np.prod(phantom.image.GetSpacing()) / 1000
     assert painted[0] > 100
-    assert float(app.state.jcs_lesion_ml) == pytest.approx(painted[0] * voxel_ml, rel=1e-3)
+    # the card rounds (one decimal, two below 1 mL); the summary table keeps the full value
+    summary = {row["quantity"]: row["value"] for row in readTable(app.result.summaryTableNode)}
+    assert float(summary["opacification_volume_ml"]) == pytest.approx(painted[0] * voxel_ml, rel=1e-3)
+    assert float(app.state.jcs_lesion_ml) == pytest.approx(painted[0] * voxel_ml, abs=0.05)
+
+
+def test_decision_card_rounds_readings():
+    from JCSDiagnosisViewer.viewer import _reading
+
+    assert [_reading(v) for v in ("77.9643", "2.27594", "0.0417", "0", "", "n/a")] == [
+        "78.0",
+        "2.3",
+        "0.04",
+        "0.00",
+        "",
+        "n/a",
+    ]
