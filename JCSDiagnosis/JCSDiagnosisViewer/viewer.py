@@ -279,13 +279,13 @@ class JCSViewer(TrameApp):
         """Recompute every table from the (edited) lesion segmentation, without blocking the page."""
         if self.result is None or self.state.jcs_busy:
             return
+        # Busy before the task starts, so a second click cannot start a second update.
+        self.state.update({"jcs_busy": True, "jcs_error": "", "jcs_edit_note": "Recomputing results…"})
         self._task = asyncio.get_running_loop().create_task(self._run_update())
 
     async def _run_update(self) -> None:
         """Read the scene, quantify in a worker thread (the loop keeps serving the page), fill the tables."""
         self.slicer_app.segmentation_editor.deactivate_effect()
-        with self.state:
-            self.state.update({"jcs_busy": True, "jcs_error": "", "jcs_edit_note": "Recomputing results…"})
         try:
             job = self.scene_logic.quantificationJob(self.result.segmentationNode)
             quantification = await asyncio.to_thread(job.run)

@@ -226,9 +226,9 @@ class DiagnosisEngine:
             raise JCSError(f"segmenter input size must be at least 32 pixels, not {segmenter_size}")
         self.segmenter_size = segmenter_size
         self.segmenter_standardize = bool(card_input.get("per_image_standardize", False))
+        self.segmenter_flip = bool(card_input.get("test_time_flip", False))
         classifier_input_spec = classifier_card.data.get("input", {}) if classifier_card is not None else {}
         self.classifier_standardize = bool(classifier_input_spec.get("per_image_standardize", False))
-        self.segmenter_flip = bool(card_input.get("test_time_flip", False))
 
     @classmethod
     def from_registry(

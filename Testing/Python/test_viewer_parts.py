@@ -170,6 +170,9 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
         volumes.setSegmentArray(segmentation, lesionSpec().segmentId, edit, logic.sourceVolume(segmentation))
         ticks = 0
         app.update_results()
+        first = app._task
+        app.update_results()  # a second click while busy starts nothing
+        assert app._task is first
         while not app._task.done():
             await asyncio.sleep(0.01)
             ticks += 1
