@@ -22,6 +22,7 @@ from tqdm import tqdm
 import jcs
 from jcs.errors import InputError, JCSError
 from jcs.inference import (
+    DECISIONS,
     PRECISIONS,
     SEGMENT_POLICIES,
     SLICE_THRESHOLD,
@@ -79,7 +80,16 @@ def _build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument(
         "--threshold",
         type=int,
-        help="case is positive when more than T slices are (default: the weights' card, else 25)",
+        help="case is positive when more than T slices are (default: the weights' card, else 25; under "
+        "the segmenter rule without a card value, 25 mm of slices)",
+    )
+    diagnose.add_argument(
+        "--decision",
+        default="auto",
+        choices=("auto", *DECISIONS),
+        help="which slices count as positive: 'classifier' (the paper's: COVID-19 probability > 0.5) or "
+        "'segmenter' (predicted opacification covers more than a share of the slice's lung); 'auto' "
+        "follows the segmenter's model card (default)",
     )
     diagnose.add_argument("--segment", default="positive-only", choices=SEGMENT_POLICIES)
     diagnose.add_argument("--batch-size", type=int, help="slices per batch (default: chosen per device)")
@@ -154,11 +164,14 @@ def _quantify(
     axial = ct.axial_image()
     array = ct.axial_array()
     sx, sy, sz = axial.GetSpacing()
-    try:
-        lungs = segment_lungs(array, (sz, sy, sx), is_hu=ct.is_hu)
-    except InputError as exc:
-        notes.append(f"lungs could not be segmented ({exc}); lung-relative fields are empty")
-        lungs = np.zeros(array.shape, dtype=np.uint8)
+    if result.lungs is not None:  # found by the engine for the segmenter decision rule
+        lungs = result.lungs
+    else:
+        try:
+            lungs = segment_lungs(array, (sz, sy, sx), is_hu=ct.is_hu)
+        except InputError as exc:
+            notes.append(f"lungs could not be segmented ({exc}); lung-relative fields are empty")
+            lungs = np.zeros(array.shape, dtype=np.uint8)
     dropped = drop_far_lesions(result.lesion_mask, lungs, (sz, sy, sx), lesion_margin_mm) if ct.is_hu else 0
     if dropped:
         notes.append(
@@ -180,18 +193,33 @@ def _slice_rows(ct: CTVolume, result: DiagnosisResult, tables: dict[str, Any]) -
     """One entry per axial slice: index, probability, decision, plus the quantification's slice fields."""
     quant = {row["slice_index"]: row for row in tables.get("slices", [])}
     rows = []
+    positive = result.slice_positive.tolist()
+    fractions = None if result.slice_lung_fraction is None else result.slice_lung_fraction.tolist()
     for index, probability in enumerate(result.slice_probabilities.tolist()):
         row: dict[str, Any] = {
             "index": index,
             "probability": probability,
-            "positive": probability > SLICE_THRESHOLD,
+            "positive": positive[index],
         }
+        if fractions is not None:
+            row["opacified_lung_fraction"] = fractions[index]
         if ct.dicom_files is not None and index < len(ct.dicom_files):
             row["file"] = ct.dicom_files[index].name
         extra = quant.get(index, {})
         row.update({k: v for k, v in extra.items() if k not in ("slice_index", "classifier_probability")})
         rows.append(row)
     return rows
+
+
+def _decision_rule(result: DiagnosisResult) -> str:
+    if result.decision == "segmenter":
+        slice_rule = (
+            f"the segmenter's opacification covers more than {100 * result.min_lung_fraction:g} % of its "
+            "lung area"
+        )
+    else:
+        slice_rule = f"its COVID-19 probability > {SLICE_THRESHOLD}"
+    return f"positive when positive_slice_count > threshold; a slice is positive when {slice_rule}"
 
 
 def _write_outputs(
@@ -245,8 +273,10 @@ def _write_outputs(
             "positive": result.positive,
             "positive_slice_count": result.positive_slice_count,
             "threshold": result.threshold,
-            "decision_rule": "positive when positive_slice_count > threshold; a slice is positive when "
-            f"its COVID-19 probability > {SLICE_THRESHOLD}",
+            "decision": result.decision,
+            "decision_rule": _decision_rule(result),
+            "classifier_positive_slice_count": result.classifier_positive_count,
+            **({"min_lung_fraction": result.min_lung_fraction} if result.decision == "segmenter" else {}),
             "suggested_threshold": scaled_threshold(n_slices, _slice_spacing(ct)),
             "segmented": result.segmented,
             "segment_policy": engine.segment_policy,
@@ -293,6 +323,7 @@ def _diagnose(args: argparse.Namespace) -> int:
         device=args.device,
         threshold=args.threshold,
         segment_policy=args.segment,
+        decision=args.decision,
         precision=args.precision,
         batch_size=args.batch_size,
     )
@@ -312,10 +343,15 @@ def _diagnose(args: argparse.Namespace) -> int:
     case = payload["case"]
     n = len(payload["slices"])
     verdict = "POSITIVE" if case["positive"] else "negative"
-    print(
-        f"case: {verdict} ({case['positive_slice_count']} of {n} slices positive, "
-        f"threshold {case['threshold']}; {result.device} {result.precision}, {timings['total']:.1f} s)"
-    )
+    if result.decision == "segmenter":
+        counted = (
+            f"by the segmenter rule: {case['positive_slice_count']} of {n} slices with opacification over "
+            f"{100 * result.min_lung_fraction:g} % of the lung, threshold {case['threshold']}; classifier: "
+            f"{case['classifier_positive_slice_count']} slices positive"
+        )
+    else:
+        counted = f"{case['positive_slice_count']} of {n} slices positive, threshold {case['threshold']}"
+    print(f"case: {verdict} ({counted}; {result.device} {result.precision}, {timings['total']:.1f} s)")
     if not ct.is_2d and case["suggested_threshold"] != case["threshold"]:
         print(
             f"note: for {n} slices the paper's rule T=25 (about 300 slices of ~1 mm) scales to "

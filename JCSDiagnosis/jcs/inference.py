@@ -5,6 +5,13 @@ COVID-19); Grad-CAM of class 1 on the last stage explains each decision (eq. (1)
 positive when more than T slices are positive (paper §IV, T = 25 for scans of about 300 slices); the
 segmenter then delineates the opacities, by default only in positive cases as in the paper.
 
+Which slices count as positive is the *decision rule*: ``classifier`` (the paper's: the classifier's
+slice probability > 0.5) or ``segmenter`` (the segmenter's opacification covers more than a share of
+the slice's lung area, ``jcs.lung``). A segmenter model card may recommend the segmenter rule (its
+``decision`` block, for weights whose classifier was measured not to generalise); then the segmenter
+runs on every slice and T, unless given, keeps the paper's 25 mm of cranio-caudal involvement
+(:func:`scaled_threshold`).
+
 Slices are streamed through the models in batches, so no float copy of the whole volume is made per
 stage. The device is chosen automatically (CUDA, then Apple MPS, then CPU); on an out-of-memory error
 the batch is halved, and on an accelerator that cannot run even one slice the engine moves to the CPU.
@@ -28,13 +35,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jcs.errors import CancelledError, JCSError, WeightsError
+from jcs.errors import CancelledError, InputError, JCSError, WeightsError
 from jcs.gradcam import COVID_CLASS, GRADCAM_SCORES, cam_to_slices, grad_cam
 from jcs.io import CTVolume
+from jcs.lung import segment_lungs
 from jcs.preprocess import SEGMENTER_SIZE, axial_slices_uint8, classifier_input, segmenter_input
 from jcs.weights import DEFAULT_THRESHOLD, WeightsCard, default_weights, load_model
 
 SEGMENT_POLICIES = ("positive-only", "always")
+DECISIONS = ("classifier", "segmenter")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SLICE_THRESHOLD = 0.5
 """A slice is positive when its COVID-19 probability exceeds this; lesion pixels likewise (paper §III)."""
@@ -42,6 +51,9 @@ REFERENCE_SLICES = 300
 """Slice count of the scans for which the paper's T = 25 was set."""
 REFERENCE_INVOLVEMENT_MM = 25.0
 """Cranio-caudal extent T = 25 stands for, assuming the reference scans have about 1 mm slices."""
+OPACIFIED_LUNG_FRACTION = 0.02
+"""Segmenter rule: a slice is positive when predicted opacification covers more than this share of its
+lung area (unless the segmenter's card says otherwise)."""
 
 NO_WEIGHTS_MESSAGE = (
     "no classifier weights were named and none are bundled with this installation. Get weights with "
@@ -77,11 +89,30 @@ class DiagnosisResult:
     device: str
     precision: str
     notes: list[str] = field(default_factory=list)
+    decision: str = "classifier"
+    min_lung_fraction: float = OPACIFIED_LUNG_FRACTION
+    lungs: np.ndarray | None = None
+    slice_lung_fraction: np.ndarray | None = None
 
     @property
     def slice_positive(self) -> np.ndarray:
-        """Boolean (Z,) per-slice decisions (probability > 0.5)."""
+        """Boolean (Z,) per-slice decisions of the decision rule the case was decided by."""
+        if self.decision == "segmenter" and self.slice_lung_fraction is not None:
+            return self.slice_lung_fraction > self.min_lung_fraction
         return self.slice_probabilities > SLICE_THRESHOLD
+
+    @property
+    def classifier_positive_count(self) -> int:
+        """Slices the classifier calls positive (probability > 0.5), whatever the decision rule."""
+        return int((self.slice_probabilities > SLICE_THRESHOLD).sum())
+
+
+def slice_lung_fraction(lesion_mask: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """(Z,) share of each axial slice's lung area covered by the lesion mask (0 on slices without lung)."""
+    lung = lungs > 0
+    lung_area = lung.sum(axis=(1, 2))
+    covered = ((lesion_mask > 0) & lung).sum(axis=(1, 2))
+    return covered / np.maximum(lung_area, 1)
 
 
 def scaled_threshold(n_slices: int, slice_thickness_mm: float | None = None) -> int:
@@ -183,6 +214,7 @@ class DiagnosisEngine:
     default the size in the segmenter's model card (``input.size``), else the paper's 512. A card with
     ``input.per_image_standardize`` gets its slices standardised per image (jcs.preprocess); one with
     ``input.test_time_flip`` averages each prediction with that of the left-right mirrored slice.
+    ``decision`` is the decision rule (module docstring); ``threshold=None`` scales T to each scan.
     """
 
     def __init__(
@@ -191,8 +223,10 @@ class DiagnosisEngine:
         segmenter: nn.Module | None = None,
         *,
         device: str | torch.device = "auto",
-        threshold: int = DEFAULT_THRESHOLD,
+        threshold: int | None = DEFAULT_THRESHOLD,
         segment_policy: str = "positive-only",
+        decision: str = "classifier",
+        min_lung_fraction: float = OPACIFIED_LUNG_FRACTION,
         precision: str = "auto",
         batch_size: int | None = None,
         classifier_card: WeightsCard | None = None,
@@ -201,14 +235,23 @@ class DiagnosisEngine:
     ) -> None:
         if segment_policy not in SEGMENT_POLICIES:
             raise JCSError(f"segment policy must be one of {SEGMENT_POLICIES}, not {segment_policy!r}")
-        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0:
+        bad_threshold = isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0
+        if threshold is not None and bad_threshold:
             raise JCSError(f"threshold must be a non-negative number of slices, not {threshold!r}")
+        if decision not in DECISIONS:
+            raise JCSError(f"decision rule must be one of {DECISIONS}, not {decision!r}")
+        if decision == "segmenter" and segmenter is None:
+            raise JCSError("the segmenter decision rule needs segmenter weights")
+        if not 0.0 <= min_lung_fraction < 1.0:
+            raise JCSError(f"minimum lung fraction must lie in [0, 1), not {min_lung_fraction!r}")
         if batch_size is not None and batch_size < 1:
             raise JCSError(f"batch size must be at least 1, not {batch_size}")
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.threshold = threshold
         self.segment_policy = segment_policy
+        self.decision = decision
+        self.min_lung_fraction = float(min_lung_fraction)
         self.batch_size = batch_size
         self.classifier = _prepare_model(classifier, self.device)
         self.segmenter = None if segmenter is None else _prepare_model(segmenter, self.device)
@@ -236,8 +279,12 @@ class DiagnosisEngine:
     ) -> DiagnosisEngine:
         """Engine with registry weights (defaults: the bundled ones; no segmenter if none is found).
 
-        Without an explicit ``threshold`` the classifier card's recommended threshold is used.
+        ``decision="auto"`` takes the rule the segmenter's card recommends (its ``decision`` block), else
+        the paper's classifier rule. Without an explicit ``threshold``: under the classifier rule the
+        classifier card's recommended T (else 25); under the segmenter rule the block's ``threshold``,
+        else T scaled to each scan (:func:`scaled_threshold`).
         """
+        decision = kwargs.pop("decision", "auto")
         classifier = classifier or default_weights("classifier")
         if classifier is None:
             raise WeightsError(NO_WEIGHTS_MESSAGE)
@@ -256,7 +303,17 @@ class DiagnosisEngine:
                     f"weights {card.name!r} take COVID-CS first-stage features, not CT slices; "
                     "they cannot diagnose images"
                 )
-        if kwargs.get("threshold") is None:
+        rule = segmenter_card.data.get("decision") if segmenter_card is not None else None
+        rule = rule if isinstance(rule, dict) else {}
+        if decision == "auto":
+            decision = "segmenter" if rule.get("rule") == "segmenter" else "classifier"
+        kwargs["decision"] = decision
+        if decision == "segmenter":
+            share = float(rule.get("min_lung_fraction", OPACIFIED_LUNG_FRACTION))
+            kwargs.setdefault("min_lung_fraction", share)
+            if kwargs.get("threshold") is None:
+                kwargs["threshold"] = rule.get("threshold")
+        elif kwargs.get("threshold") is None:
             kwargs["threshold"] = classifier_card.threshold if classifier_card.threshold is not None else (
                 DEFAULT_THRESHOLD
             )
@@ -436,17 +493,25 @@ class DiagnosisEngine:
             slices, progress=report, should_cancel=should_cancel, notes=notes
         )
         timings["classify"] = time.perf_counter() - t0
-        count = int((probabilities > SLICE_THRESHOLD).sum())
-        threshold = self.threshold
         if n_slices == 1:
             threshold = 0
             notes.append("single slice: the case is positive when the slice is (threshold 0)")
+        elif self.threshold is None:
+            spacing = slice_spacing_mm(ct) if ct.is_hu else float("nan")
+            threshold = scaled_threshold(n_slices, spacing if spacing > 0 else None)
+        else:
+            threshold = self.threshold
+        decision = self.decision
+        count = int((probabilities > SLICE_THRESHOLD).sum())
         positive = count > threshold
 
         lesion_probability = None
         lesion_mask = np.zeros(slices.shape, dtype=np.uint8)
         segmented = False
-        run_segmenter = self.segmenter is not None and (self.segment_policy == "always" or positive)
+        lungs = fractions = None
+        run_segmenter = self.segmenter is not None and (
+            decision == "segmenter" or self.segment_policy == "always" or positive
+        )
         if self.segmenter is None:
             notes.append("no segmenter weights: lesions were not segmented")
         elif run_segmenter:
@@ -457,6 +522,15 @@ class DiagnosisEngine:
             lesion_mask = (lesion_probability > SLICE_THRESHOLD).astype(np.uint8)
             segmented = True
             timings["segment"] = time.perf_counter() - t0
+        if decision == "segmenter":
+            t0 = time.perf_counter()
+            lungs, fractions = self._opacified_share(ct, lesion_mask, notes)
+            timings["lungs"] = time.perf_counter() - t0
+            if fractions is None:
+                decision = "classifier"
+            else:
+                count = int((fractions > self.min_lung_fraction).sum())
+                positive = count > threshold
         timings["total"] = time.perf_counter() - t_total
         report("done", 1.0)
 
@@ -479,7 +553,28 @@ class DiagnosisEngine:
             device=self.device.type,
             precision=self.precision,
             notes=notes,
+            decision=decision,
+            min_lung_fraction=self.min_lung_fraction,
+            lungs=lungs,
+            slice_lung_fraction=fractions,
         )
+
+    @staticmethod
+    def _opacified_share(
+        ct: CTVolume, lesion_mask: np.ndarray, notes: list[str]
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(lung labels, per-slice opacified share of the lung) for the segmenter rule; (None, None) and
+        a note when the lungs cannot be found, so the case falls back to the classifier rule."""
+        spacing_xyz = ct.axial_image().GetSpacing()
+        try:
+            lungs = segment_lungs(ct.axial_array(), tuple(reversed(spacing_xyz)), is_hu=ct.is_hu)
+        except InputError as exc:
+            notes.append(f"lungs could not be segmented ({exc}); the case was decided by the classifier rule")
+            return None, None
+        if not lungs.any():
+            notes.append("no lungs were found; the case was decided by the classifier rule")
+            return lungs, None
+        return lungs, slice_lung_fraction(lesion_mask, lungs)
 
 
 def slice_spacing_mm(ct: CTVolume) -> float:

@@ -56,7 +56,13 @@ def _check_outputs(out: Path, reference: sitk.Image, n_slices: int) -> dict:
     assert len(results["slices"]) == n_slices
     probabilities = [s["probability"] for s in results["slices"]]
     assert [s["index"] for s in results["slices"]] == list(range(n_slices))
-    assert case["positive_slice_count"] == sum(p > 0.5 for p in probabilities)
+    assert case["classifier_positive_slice_count"] == sum(p > 0.5 for p in probabilities)
+    if case["decision"] == "classifier":
+        assert [s["positive"] for s in results["slices"]] == [p > 0.5 for p in probabilities]
+    else:
+        fractions = [s["opacified_lung_fraction"] for s in results["slices"]]
+        assert [s["positive"] for s in results["slices"]] == [f > 0.02 for f in fractions]
+    assert case["positive_slice_count"] == sum(s["positive"] for s in results["slices"])
     assert case["positive"] == (case["positive_slice_count"] > case["threshold"])
     for kind in ("classifier", "segmenter"):
         card = find_weights(results["weights"][kind]["name"])
@@ -94,6 +100,31 @@ def test_diagnose_phantom_in_coronal_storage(
     assert results["case"]["threshold"] == 2 and results["case"]["segmented"]
     assert sitk.GetArrayViewFromImage(sitk.ReadImage(str(out / "lesions.nrrd"))).any()
     assert results["input"]["direction"] == pytest.approx(list(CORONAL_DIRECTION))
+
+
+def test_diagnose_by_the_segmenter_rule(
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    phantom = make_chest_phantom(shape=(10, 96, 96), seed=2)
+    source = tmp_path / "phantom.nrrd"
+    sitk.WriteImage(phantom.image, str(source))
+    out = tmp_path / "out"
+    code, stdout, stderr = _diagnose(
+        [str(source), "--out", str(out), "--decision", "segmenter",
+         "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
+        capsys,
+    )
+    assert code == 0, stderr
+    results = _check_outputs(out, phantom.image, 10)
+    case = results["case"]
+    assert case["decision"] == "segmenter" and case["segmented"]
+    assert case["threshold"] == case["suggested_threshold"] == 10  # 25 mm of 2.5 mm slices
+    assert "opacification covers more than 2 % of its lung area" in case["decision_rule"]
+    assert "by the segmenter rule:" in stdout and "note: for 10 slices" not in stdout
+    lungs = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "lungs.nrrd"))) > 0
+    lesions = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "lesions.nrrd"))) > 0
+    expected = (lesions & lungs).sum(axis=(1, 2)) / np.maximum(lungs.sum(axis=(1, 2)), 1)
+    np.testing.assert_allclose([s["opacified_lung_fraction"] for s in results["slices"]], expected)
 
 
 def test_diagnose_real_ct100_png(

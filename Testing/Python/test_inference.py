@@ -16,11 +16,12 @@ from jcs.inference import (
     resolve_device,
     resolve_precision,
     scaled_threshold,
+    slice_lung_fraction,
 )
 from jcs.io import CTVolume
-from jcs.preprocess import classifier_input, segmenter_input
+from jcs.preprocess import SEGMENTER_MEAN_BGR, SEGMENTER_STD_BGR, classifier_input, segmenter_input
 from jcs.weights import load_model, save_weights
-from phantoms import make_chest_phantom
+from phantoms import LesionSpec, make_chest_phantom
 from tiny_weights import (  # noqa: F401  (fixtures)
     TINY_CLASSIFIER_ARCH,
     make_tiny_classifier,
@@ -307,3 +308,80 @@ def test_segmenter_test_time_flip_from_its_card(models: dict[str, object]) -> No
     expected = (plain.segment_slices(slices) + plain.segment_slices(mirrored)[:, :, ::-1]) / 2
     np.testing.assert_allclose(flip.segment_slices(slices), expected, atol=1e-6)
     assert not np.allclose(plain.segment_slices(slices), expected, atol=1e-3)
+
+
+class GroundGlassBand(torch.nn.Module):
+    """Stand-in segmenter that marks lung-window grey values of ground glass (about -600 to -300 HU)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grey = x[:, :1] * SEGMENTER_STD_BGR[0] + SEGMENTER_MEAN_BGR[0]  # undo segmenter_input
+        return ((grey > 0.5) & (grey < 0.7)).float().repeat(1, 5, 1, 1)
+
+
+def test_segmenter_rule_counts_slices_with_opacified_lung(models: dict[str, object]) -> None:
+    """Segmenter rule: slices whose predicted opacification covers > 2 % of their lung, T = 25 mm."""
+    lesions = [
+        LesionSpec(side="right", zone="middle", radius_mm=(20.0, 12.0, 12.0)),
+        LesionSpec(side="left", zone="lower", radius_mm=(15.0, 10.0, 10.0)),
+    ]
+    phantom = make_chest_phantom(shape=(30, 96, 96), spacing=(2.5, 2.0, 2.0), lesions=lesions, seed=5)
+    ct = CTVolume(image=phantom.image, is_hu=True, path=Path("phantom.nrrd"))
+    engine = DiagnosisEngine(
+        models["classifier"], GroundGlassBand(), device="cpu", precision="fp32", decision="segmenter",
+        threshold=None,
+    )
+    result = engine.diagnose(ct)
+    assert result.decision == "segmenter" and result.segmented  # segmented whatever the classifier says
+    assert result.lungs is not None and result.lungs.shape == phantom.lungs.shape
+    fractions = slice_lung_fraction(result.lesion_mask, result.lungs)
+    np.testing.assert_allclose(result.slice_lung_fraction, fractions)
+    np.testing.assert_array_equal(result.slice_positive, fractions > 0.02)
+    truth = slice_lung_fraction(phantom.lesion_mask, phantom.lungs)
+    assert result.positive_slice_count == int((fractions > 0.02).sum())
+    assert abs(result.positive_slice_count - int((truth > 0.02).sum())) <= 2
+    assert result.threshold == scaled_threshold(30, 2.5) == 10
+    assert result.positive_slice_count > 10 and result.positive
+    assert result.classifier_positive_count == int((result.slice_probabilities > 0.5).sum())
+    assert {"segment", "lungs"} <= set(result.timings_s)
+
+    clean = make_chest_phantom(shape=(30, 96, 96), spacing=(2.5, 2.0, 2.0), lesions=[], seed=5)
+    negative = engine.diagnose(CTVolume(image=clean.image, is_hu=True, path=Path("clean.nrrd")))
+    assert negative.decision == "segmenter" and not negative.positive
+    assert negative.positive_slice_count == int((negative.slice_lung_fraction > 0.02).sum()) <= 2
+
+
+def test_segmenter_rule_falls_back_without_lungs(models: dict[str, object]) -> None:
+    water = np.zeros((6, 64, 64), dtype=np.int16)  # a block of water: nothing below -400 HU
+    import SimpleITK as sitk
+
+    ct = CTVolume(image=sitk.GetImageFromArray(water), is_hu=True, path=Path("water.nrrd"))
+    engine = DiagnosisEngine(
+        models["classifier"], GroundGlassBand(), device="cpu", precision="fp32", decision="segmenter"
+    )
+    result = engine.diagnose(ct)
+    assert result.decision == "classifier" and result.slice_lung_fraction is None
+    assert any("classifier rule" in note for note in result.notes)
+    assert result.positive_slice_count == result.classifier_positive_count
+
+
+def test_decision_rule_from_the_segmenter_card(
+    tiny_weights: dict[str, str], tiny_weights_dir: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
+    segmenter, card = load_model(tiny_weights["segmenter"])
+    ruled = {**card.data, "name": "tiny-ruled", "decision": {"rule": "segmenter", "min_lung_fraction": 0.05}}
+    save_weights(segmenter, ruled, tiny_weights_dir)
+    auto = DiagnosisEngine.from_registry(tiny_weights["classifier"], "tiny-ruled", device="cpu")
+    assert (auto.decision, auto.min_lung_fraction, auto.threshold) == ("segmenter", 0.05, None)
+    fixed = DiagnosisEngine.from_registry(tiny_weights["classifier"], "tiny-ruled", device="cpu", threshold=4)
+    assert (fixed.decision, fixed.threshold) == ("segmenter", 4)
+    paper = DiagnosisEngine.from_registry(
+        tiny_weights["classifier"], "tiny-ruled", device="cpu", decision="classifier"
+    )
+    assert (paper.decision, paper.threshold) == ("classifier", 25)
+    plain = DiagnosisEngine.from_registry(tiny_weights["classifier"], tiny_weights["segmenter"], device="cpu")
+    assert plain.decision == "classifier"
+    with pytest.raises(JCSError, match="needs segmenter weights"):
+        DiagnosisEngine(models_classifier := load_model(tiny_weights["classifier"])[0], decision="segmenter")
+    with pytest.raises(JCSError, match="decision rule must be one of"):
+        DiagnosisEngine(models_classifier, decision="vote")
