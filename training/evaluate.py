@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from jcs.inference import OPACIFIED_LUNG_FRACTION, scaled_threshold
 from jcs.lung import segment_lungs
 from jcs.preprocess import axial_slices_uint8, classifier_input, segmenter_input
 from scipy import ndimage
@@ -229,7 +230,10 @@ def cross_source_report(
     Each series is windowed like the engine, its lungs segmented (``jcs.lung``); a slice's score is its
     predicted lesion area as a fraction of its lung area. Reports the slice-level AUC of that score
     against the radiologist's infected-slice labels and, per patient, the predicted opacification share
-    of the lung volume and the slices whose score exceeds ``min_lung_fraction``.
+    of the lung volume and the slices whose score exceeds ``min_lung_fraction``; and the patient
+    decisions of the engine's segmenter rule (a slice is positive when its score exceeds
+    ``jcs.inference.OPACIFIED_LUNG_FRACTION``; positive case when more than T slices are, T scaled to
+    the slice spacing by ``jcs.inference.scaled_threshold``).
     """
     device = device or common.default_device()
     net = net.to(device).to(memory_format=torch.channels_last)
@@ -248,18 +252,30 @@ def cross_source_report(
             {"patient": patient, "slice": z, "label": label, "lesion_lung_fraction": float(score)}
             for z, (label, score) in enumerate(zip(labels, scores, strict=True))
         ]
+        threshold = scaled_threshold(len(labels), float(spacing_xyz[2]))
+        opacified = int((scores > OPACIFIED_LUNG_FRACTION).sum())
         patients[patient] = {
             "slices": len(labels),
             "labelled_infected": int(sum(labels)),
             "slices_with_lesion": int((scores > min_lung_fraction).sum()),
             "opacification_percent_of_lung": float(100 * (lesion & lungs).sum() / max(lungs.sum(), 1)),
+            "segmenter_rule_slices": opacified,
+            "segmenter_rule_threshold": threshold,
+            "segmenter_rule_positive": opacified > threshold,
         }
     report: dict[str, Any] = {
         "name": name,
         "source": str(slice_labels),
         "min_lung_fraction": min_lung_fraction,
+        "segmenter_rule_min_lung_fraction": OPACIFIED_LUNG_FRACTION,
         "patients": patients,
     }
+    covid = np.array([p["labelled_infected"] > 0 for p in patients.values()])
+    called = np.array([p["segmenter_rule_positive"] for p in patients.values()])
+    if covid.any():
+        report["segmenter_rule_sensitivity"] = float(called[covid].mean())
+    if not covid.all():
+        report["segmenter_rule_specificity"] = float((~called[~covid]).mean())
     labels = [r["label"] for r in rows]
     if 0 < sum(labels) < len(labels):
         report["slice_auc"] = metrics.auc([r["lesion_lung_fraction"] for r in rows], labels)
@@ -273,17 +289,27 @@ def cross_source_report(
 
 
 def format_cross_source(report: dict[str, Any]) -> str:
+    share = 100 * report["segmenter_rule_min_lung_fraction"]
     lines = [
         f"{report['name']} on {report['source']}: slice AUC of the lesion share of the lung "
         f"{report.get('slice_auc', float('nan')):.4f}",
-        "| patient | slices | labelled infected | slices with lesion | opacification % of lung |",
-        "|---|---|---|---|---|",
+        f"| patient | slices | labelled infected | slices with lesion | opacification % of lung | "
+        f"segmenter rule (> {share:g} % of lung): slices / T / call |",
+        "|---|---|---|---|---|---|",
     ]
     for patient, row in report["patients"].items():
+        call = "positive" if row["segmenter_rule_positive"] else "negative"
         lines.append(
             f"| {patient} | {row['slices']} | {row['labelled_infected']} | {row['slices_with_lesion']} | "
-            f"{row['opacification_percent_of_lung']:.2f} |"
+            f"{row['opacification_percent_of_lung']:.2f} | {row['segmenter_rule_slices']} / "
+            f"{row['segmenter_rule_threshold']} / {call} |"
         )
+    rates = [
+        f"{k} {report[f'segmenter_rule_{k}']:.2f}" for k in ("sensitivity", "specificity")
+        if f"segmenter_rule_{k}" in report
+    ]
+    if rates:
+        lines.append("segmenter rule, patients: " + ", ".join(rates))
     return "\n".join(lines)
 
 

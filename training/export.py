@@ -60,6 +60,7 @@ def build_card(
     default: bool,
     dtype: str,
     checkpoint: dict[str, Any],
+    decision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from training.config import to_dict
 
@@ -91,7 +92,20 @@ def build_card(
     }
     if threshold is not None:
         card["threshold"] = threshold
+    if decision is not None:
+        card["decision"] = decision
     return card
+
+
+def segmenter_rule(min_lung_fraction: float, threshold: int | None, reason: str) -> dict[str, Any]:
+    """A segmenter card's ``decision`` block: the engine then decides cases by the segmenter rule
+    (jcs.inference), with T = ``threshold`` or, when None, 25 mm of slices of each scan."""
+    if not 0.0 <= min_lung_fraction < 1.0:
+        raise ValueError(f"min_lung_fraction must lie in [0, 1), not {min_lung_fraction}")
+    block: dict[str, Any] = {"rule": "segmenter", "min_lung_fraction": min_lung_fraction, "reason": reason}
+    if threshold is not None:
+        block["threshold"] = threshold
+    return block
 
 
 def export(
@@ -104,11 +118,13 @@ def export(
     default: bool = False,
     dtype: str = "float32",
     test_time_flip: bool = False,
+    decision: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write NAME.safetensors + NAME.json into ``out_dir``; returns the card and a reload check.
 
     ``test_time_flip`` (segmenters) asks the engine for the mirrored second pass (card
-    ``input.test_time_flip``)."""
+    ``input.test_time_flip``); ``decision`` (segmenters, :func:`segmenter_rule`) recommends the
+    segmenter decision rule."""
     from training.common import load_training_checkpoint
 
     if dtype not in DTYPES:
@@ -121,6 +137,8 @@ def export(
         if kind != "segmenter":
             raise ValueError("test_time_flip applies to segmenters only")
         config.test_time_flip = True
+    if decision is not None and kind != "segmenter":
+        raise ValueError("a decision rule block belongs on a segmenter's card")
     if default:
         for other in out_dir.glob("*.json"):
             card = json.loads(other.read_text(encoding="utf-8"))
@@ -128,7 +146,7 @@ def export(
                 raise ValueError(f"{other} is already the default {kind}; unmark it first")
     net.eval()
     check_storage(net, dtype)
-    card = build_card(kind, config, name, metrics, training_data, threshold, default, dtype, state)
+    card = build_card(kind, config, name, metrics, training_data, threshold, default, dtype, state, decision)
     written = save_weights(net.to(DTYPES[dtype]), card, out_dir)
     check = reload_check(kind, config, name, out_dir, checkpoint_path)
     return {"card": written.data, "reload_max_abs_diff": check}
@@ -183,7 +201,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--test-time-flip", action="store_true", help="segmenter: engine averages with the mirrored slice"
     )
+    parser.add_argument(
+        "--segmenter-rule",
+        metavar="MIN_LUNG_FRACTION",
+        type=float,
+        help="segmenter: recommend the segmenter decision rule (a slice is positive when opacification "
+        "covers more than this share of its lung); --threshold then sets its T (default: 25 mm of slices)",
+    )
+    parser.add_argument("--rule-reason", default="", help="why the card recommends the segmenter rule")
     args = parser.parse_args(argv)
+    decision = None
+    threshold = args.threshold
+    if args.segmenter_rule is not None:
+        decision = segmenter_rule(args.segmenter_rule, args.threshold, args.rule_reason)
+        threshold = None
     metrics: dict[str, Any] = {}
     for item in args.metrics:
         metrics[Path(item).stem] = json.loads(Path(item).read_text(encoding="utf-8"))
@@ -193,10 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out),
         metrics,
         args.training_data,
-        args.threshold,
+        threshold,
         args.default,
         args.dtype,
         args.test_time_flip,
+        decision,
     )
     card = result["card"]
     print(

@@ -103,6 +103,13 @@ def test_cross_source_report_on_labelled_dicom_series(tmp_path: Path) -> None:
     assert "| P1 | 20 |" in table
     written = (tmp_path / "out" / "band_cross_source_slices.csv").read_text().splitlines()
     assert len(written) == 21 and written[0] == "patient,slice,label,lesion_lung_fraction"
+    fractions = [float(line.split(",")[3]) for line in written[1:]]
+    assert patient["segmenter_rule_threshold"] == 10  # 25 mm of involvement at 2.5 mm slices
+    assert patient["segmenter_rule_slices"] == sum(f > 0.02 for f in fractions) > 0
+    assert patient["segmenter_rule_positive"] == (patient["segmenter_rule_slices"] > 10)
+    assert report["segmenter_rule_sensitivity"] == float(patient["segmenter_rule_positive"])
+    assert "segmenter_rule_specificity" not in report  # no lesion-free patient
+    assert "segmenter rule, patients: sensitivity" in table
 
 
 def test_predict_lesions_averages_the_mirrored_pass_when_configured() -> None:

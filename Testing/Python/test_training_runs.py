@@ -207,6 +207,16 @@ def test_export_then_engine_load_gives_same_outputs(tmp_path: Path, monkeypatch:
     flipped = export.export(checkpoint, "tiny-seg-flip", registry, {}, "synthetic discs", test_time_flip=True)
     assert flipped["card"]["input"]["test_time_flip"] is True
     assert flipped["card"]["training"]["config"]["test_time_flip"] is True
+    ruled = export.main([
+        "--checkpoint", str(checkpoint), "--name", "tiny-seg-rule", "--out", str(registry),
+        "--training-data", "synthetic discs", "--segmenter-rule", "0.03", "--rule-reason", "measured",
+    ])
+    assert ruled == 0
+    rule_card = json.loads((registry / "tiny-seg-rule.json").read_text())
+    assert rule_card["decision"] == {"rule": "segmenter", "min_lung_fraction": 0.03, "reason": "measured"}
+    assert "threshold" not in rule_card
+    with pytest.raises(ValueError, match="share|lie in"):
+        export.segmenter_rule(1.5, None, "")
     half = export.export(checkpoint, "tiny-seg-fp16", registry, {}, "synthetic discs", dtype="float16")
     assert half["reload_max_abs_diff"] < 2e-2
     with pytest.raises(ValueError, match="already the default"):
