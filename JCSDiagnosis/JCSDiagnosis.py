@@ -81,6 +81,7 @@ class JCSDiagnosisParameterNode:
     useCardThreshold: bool = True
     threshold: Annotated[int, Minimum(0)] = 25
     policy: Annotated[str, Choice(["positive-only", "always"])] = "positive-only"
+    decision: Annotated[str, Choice(["auto", "classifier", "segmenter"])] = "auto"
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     resultSegmentation: vtkMRMLSegmentationNode
 
@@ -193,6 +194,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 device=parameters.device,
                 threshold=None if parameters.useCardThreshold else parameters.threshold,
                 policy=parameters.policy,
+                decision=parameters.decision,
             )
             self.ui.progressBar.value = 0
             self.ui.progressBar.visible = True
@@ -395,10 +397,14 @@ class JCSDiagnosisLogic(ScriptedLoadableModuleLogic):
         engine = nodes.results.get("case", {})
         if not engine:
             return _("Done.")
+        from JCSDiagnosisLib.logic import decisionBasis
+
         verdict = _("COVID-19 positive") if engine.get("positive") else _("COVID-19 negative")
-        return _("{verdict}: {count} positive slices (threshold {threshold}). Not for clinical use.").format(
+        text = _("{verdict}: {count} positive slices (threshold {threshold}). Not for clinical use.").format(
             verdict=verdict, count=engine.get("positive_slice_count"), threshold=engine.get("threshold")
         )
+        basis = decisionBasis(engine)
+        return f"{text}\n{basis}" if basis else text
 
 
 def _dicomFileForInstance(uid: str) -> str:

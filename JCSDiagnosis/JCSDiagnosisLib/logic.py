@@ -40,6 +40,7 @@ ROLE_SLICES = "jcsSliceTable"
 ROLE_CHART = "jcsPlotChart"
 
 POLICIES = ("positive-only", "always")
+DECISIONS = ("auto", "classifier", "segmenter")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 #: Summary fields (jcs.quantify / results.json) that go into the SR report.
 SUMMARY_LESION_VOLUME = "opacification_volume_ml"
@@ -171,6 +172,7 @@ class JCSDiagnosisSceneLogic:
         device: str = "auto",
         threshold: int | None = None,
         policy: str = "positive-only",
+        decision: str = "auto",
         classifier: str | None = None,
         segmenter: str | None = None,
         onProgress: Callable[[str, float], None] | None = None,
@@ -183,6 +185,8 @@ class JCSDiagnosisSceneLogic:
             raise ValueError(f"segmentation policy must be one of {POLICIES}, got '{policy}'")
         if device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got '{device}'")
+        if decision not in DECISIONS:
+            raise ValueError(f"decision rule must be one of {DECISIONS}, got '{decision}'")
         if threshold is not None and threshold < 0:
             raise ValueError(f"positive-slice threshold must not be negative, got {threshold}")
         workDir = Path(tempfile.mkdtemp(prefix="JCSDiagnosis-"))
@@ -197,6 +201,8 @@ class JCSDiagnosisSceneLogic:
             device,
             "--segment",
             policy,
+            "--decision",
+            decision,
         ]
         if threshold is not None:
             arguments += ["--threshold", str(threshold)]
@@ -564,6 +570,18 @@ def lesionCentroidRas(row: dict) -> tuple[float, float, float]:
     except KeyError as exc:
         raise KeyError(f"lesion table has no centroid column {exc}") from None
     return (-lps[0], -lps[1], lps[2])
+
+
+def decisionBasis(case: dict) -> str:
+    """One line saying how the slices were counted when it is not the paper's classifier rule."""
+    if case.get("decision") != "segmenter":
+        return ""
+    share = 100 * float(case.get("min_lung_fraction", 0.0))
+    count = case.get("classifier_positive_slice_count", "?")
+    return (
+        f"Slices counted by the segmenter rule: opacification over {share:g} % of the slice's lung "
+        f"(classifier: {count} slices positive)."
+    )
 
 
 def _summaryOf(results: dict) -> dict:

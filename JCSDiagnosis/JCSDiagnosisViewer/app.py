@@ -61,6 +61,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="positive-only",
         help="segment lesions only in positive cases (default) or always",
     )
+    parser.add_argument(
+        "--decision",
+        choices=("auto", "classifier", "segmenter"),
+        default="auto",
+        help="which slices count as positive: the segmenter card's recommendation (default), the "
+        "classifier's (paper) or the segmenter's opacified-lung rule",
+    )
     args = parser.parse_args(argv)
     if args.sample and args.input is not None:
         parser.error("give either an input or --sample, not both")
@@ -113,7 +120,7 @@ def describe(ct: CTVolume) -> str:
 
 def engine_options(args: argparse.Namespace) -> dict:
     """Options passed to `JCSDiagnosisSceneLogic.startDiagnosis`."""
-    options = {"device": args.device, "policy": args.segment}
+    options = {"device": args.device, "policy": args.segment, "decision": args.decision}
     for key in ("classifier", "segmenter", "threshold"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)

@@ -247,6 +247,12 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
                 classes="text-body-2 mt-1",
             )
             html.Div(
+                "{{ jcs_decision_basis }}",
+                v_if=("jcs_decision_basis",),
+                id="jcs-decision-basis",
+                classes="text-caption",
+            )
+            html.Div(
                 "Opacification {{ jcs_lesion_ml }} mL ({{ jcs_lesion_pct }} % of lung volume), "
                 "{{ jcs_segmentation }} segmentation",
                 id="jcs-lesion-ml",

@@ -23,7 +23,13 @@ import SimpleITK as sitk
 from jcs.inference import NO_WEIGHTS_MESSAGE
 from jcs.io import CTVolume
 from jcs.weights import default_weights
-from JCSDiagnosisLib.logic import DiagnosisNodes, DiagnosisRun, JCSDiagnosisSceneLogic, inputProblem
+from JCSDiagnosisLib.logic import (
+    DiagnosisNodes,
+    DiagnosisRun,
+    JCSDiagnosisSceneLogic,
+    decisionBasis,
+    inputProblem,
+)
 from JCSDiagnosisLib.tables import PROBABILITY_COLUMN, SLICE_COLUMN, columnValues, readTable
 from JCSDiagnosisLib.terminology import lesionSpec
 from JCSDiagnosisLib.volumes import imageFromVolume
@@ -130,6 +136,7 @@ class JCSViewer(TrameApp):
                 "jcs_positive_slices": 0,
                 "jcs_slice_count": 0,
                 "jcs_threshold": 0,
+                "jcs_decision_basis": "",
                 "jcs_lesion_ml": "",
                 "jcs_lesion_pct": "",
                 "jcs_segmentation": "",
@@ -268,6 +275,7 @@ class JCSViewer(TrameApp):
                 "jcs_positive_slices": int(case.get("positive_slice_count", 0)),
                 "jcs_slice_count": len(self.probabilities),
                 "jcs_threshold": int(case.get("threshold", 0)),
+                "jcs_decision_basis": decisionBasis(case),
                 "jcs_weights": _weights_text(result.results.get("weights", {})),
                 "jcs_edit_note": "",
             }

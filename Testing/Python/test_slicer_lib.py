@@ -23,6 +23,7 @@ from JCSDiagnosisLib import display, tables, terminology, volumes  # noqa: E402
 from JCSDiagnosisLib.logic import (  # noqa: E402
     DiagnosisRun,
     JCSDiagnosisSceneLogic,
+    decisionBasis,
     inputProblem,
     isDiagnosisResult,
     maskSha256,
@@ -334,3 +335,15 @@ def test_seg_frames_follow_source_instances_whatever_the_volume_orientation(tmp_
     assert np.array_equal(frames, mask)
     with pytest.raises(ValueError, match="slices like the volume"):
         readSourceSeries(files, 7)
+
+
+def test_decision_basis_names_the_segmenter_rule() -> None:
+    assert decisionBasis({"decision": "classifier", "positive_slice_count": 3}) == ""
+    assert decisionBasis({}) == ""
+    line = decisionBasis(
+        {"decision": "segmenter", "min_lung_fraction": 0.02, "classifier_positive_slice_count": 7}
+    )
+    assert line == (
+        "Slices counted by the segmenter rule: opacification over 2 % of the slice's lung "
+        "(classifier: 7 slices positive)."
+    )

@@ -31,13 +31,16 @@ def test_cli_defaults_to_loopback_and_rejects_conflicts(capsys):
     assert engine_options(parse_args(["--threshold", "10", "--segment", "always"])) == {
         "device": "auto",
         "policy": "always",
+        "decision": "auto",
         "threshold": 10,
     }
+    assert engine_options(parse_args(["--decision", "classifier"]))["decision"] == "classifier"
     for bad in (
         ["ct.nrrd", "--sample"],
         ["--port", "70000"],
         ["--segment", "sometimes"],
         ["--device", "tpu"],
+        ["--decision", "vote"],
     ):
         with pytest.raises(SystemExit):
             parse_args(bad)
