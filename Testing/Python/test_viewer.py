@@ -68,8 +68,9 @@ def case(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 @pytest.fixture(scope="module")
 def engine_result(case: dict):
-    """The engine's own result on the same series with the same options as the viewer (including
-    `jcs diagnose`'s removal of predicted lesions far from the lungs)."""
+    """The engine's own result on the same series with the same options as the viewer (the segmenter
+    decision rule, the bundled weights' default; `jcs diagnose`'s removal of predicted lesions far
+    from the lungs)."""
     from jcs.cli import LESION_MARGIN_MM
     from jcs.inference import DiagnosisEngine
     from jcs.io import read_ct
@@ -78,7 +79,11 @@ def engine_result(case: dict):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JCS_WEIGHTS_DIR", str(case["weights_dir"]))
         engine = DiagnosisEngine.from_registry(
-            case["names"]["classifier"], case["names"]["segmenter"], device="cpu", segment_policy="always"
+            case["names"]["classifier"],
+            case["names"]["segmenter"],
+            device="cpu",
+            segment_policy="always",
+            decision="segmenter",
         )
         ct = read_ct(case["dicom_dir"])
         result = engine.diagnose(ct)
@@ -107,6 +112,8 @@ def viewer_url(case: dict, artifacts_dir: Path) -> Iterator[str]:
         "cpu",
         "--segment",
         "always",
+        "--decision",
+        "segmenter",
     ]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
@@ -242,6 +249,11 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         expect(page.locator("#jcs-decision")).to_have_text(decision)
         expect(page.locator("#jcs-positive-slices")).to_contain_text(
             f"{engine_result.positive_slice_count} of {slice_count} slices positive"
+        )
+        assert engine_result.decision == "segmenter"
+        expect(page.locator("#jcs-decision-basis")).to_have_text(
+            "Slices counted by the segmenter rule: opacification over 2 % of the slice's lung "
+            f"(classifier: {engine_result.classifier_positive_count} slices positive)."
         )
         expect(page.locator("#jcs-table-summary tbody tr").first).to_be_visible()
         before = _summary(page)
