@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -71,34 +72,71 @@ def format_cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def probability_chart_svg(
-    probabilities: Sequence[float],
+@dataclass(frozen=True)
+class SliceChart:
+    """What the per-slice chart plots: the evidence of the rule that decided the case."""
+
+    values: np.ndarray
+    cutoff: float = 0.5
+    top: float = 1.0
+    label: str = "p"
+    title: str = "Per-slice COVID-19 probability (click to open the slice)"
+    legend: str = "dashed: p = 0.5"
+
+    def svg(self, current: int | None = None) -> str:
+        return slice_chart_svg(
+            self.values, current=current, cutoff=self.cutoff, top=self.top, label=self.label
+        )
+
+
+def slice_chart(case: dict, slices: Sequence[dict], probabilities: Sequence[float]) -> SliceChart:
+    """Classifier probabilities (paper rule), or under the segmenter rule each slice's opacified share
+    of the lung (results.json ``slices[].opacified_lung_fraction``), drawn up to 5× its cutoff."""
+    if case.get("decision") == "segmenter" and slices and all("opacified_lung_fraction" in s for s in slices):
+        cutoff = float(case.get("min_lung_fraction", 0.02))
+        return SliceChart(
+            np.array([float(s["opacified_lung_fraction"]) for s in slices]),
+            cutoff=cutoff,
+            top=5 * cutoff if cutoff > 0 else 1.0,
+            label="share",
+            title="Per-slice opacified share of the lung (click to open the slice)",
+            legend=f"dashed: {100 * cutoff:g} % of the lung",
+        )
+    return SliceChart(np.asarray(probabilities, dtype=float))
+
+
+def slice_chart_svg(
+    values: Sequence[float],
     *,
     current: int | None = None,
     cutoff: float = 0.5,
+    top: float = 1.0,
+    label: str = "p",
     width: int = 400,
     height: int = 120,
 ) -> str:
-    """Per-slice COVID-19 probability along z as an SVG bar chart (inferior left, superior right).
+    """Per-slice values along z as an SVG bar chart (inferior left, superior right), 0 to `top`.
 
-    Slices above `cutoff` (the classifier's per-slice decision, paper Sec. III-A) are drawn red; the
-    current axial slice is marked. The SVG spans the full width so a click's x maps to a slice index.
+    By default the values are COVID-19 probabilities and slices above `cutoff` (the classifier's
+    per-slice decision, paper Sec. III-A) are drawn red; under the segmenter decision rule they are
+    each slice's opacified share of the lung with the rule's cutoff. The current axial slice is
+    marked. The SVG spans the full width so a click's x maps to a slice index.
     """
-    probs = np.clip(np.asarray(probabilities, dtype=float), 0.0, 1.0)
-    count = max(len(probs), 1)
+    values = np.asarray(values, dtype=float)
+    count = max(len(values), 1)
     step = width / count
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%"'
         f' height="{height}" preserveAspectRatio="none" style="display:block;background:#161616">'
     ]
-    for index, prob in enumerate(probs):
-        bar = prob * (height - 4)
-        colour = "#e8504a" if prob > cutoff else "#5b8fd9"
+    for index, value in enumerate(values):
+        bar = min(max(value / top, 0.0), 1.0) * (height - 4)
+        colour = "#e8504a" if value > cutoff else "#5b8fd9"
         parts.append(
             f'<rect x="{index * step:.2f}" y="{height - bar:.2f}" width="{max(step - 0.3, 0.3):.2f}"'
-            f' height="{bar:.2f}" fill="{colour}"><title>slice {index}: p={prob:.3f}</title></rect>'
+            f' height="{bar:.2f}" fill="{colour}"><title>slice {index}: {label}={value:.3f}</title></rect>'
         )
-    y_cut = height - cutoff * (height - 4)
+    y_cut = height - min(cutoff / top, 1.0) * (height - 4)
     parts.append(
         f'<line x1="0" x2="{width}" y1="{y_cut:.2f}" y2="{y_cut:.2f}" stroke="#bbbbbb"'
         ' stroke-dasharray="4 3" stroke-width="1"/>'

@@ -303,7 +303,7 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
 def _results_panel(server: Server, chart_click: Callable, row_click: Callable, download: Callable) -> None:
     ctrl = server.controller
     with html.Div(classes="pa-3", style="height: 100%; overflow-y: auto;"):
-        html.Div("Per-slice COVID-19 probability (click to open the slice)", classes="jcs-section mb-1")
+        html.Div("{{ jcs_chart_title }}", id="jcs-chart-title", classes="jcs-section mb-1")
         html.Div(
             v_html=("jcs_chart_svg",),
             id="jcs-chart",
@@ -312,7 +312,7 @@ def _results_panel(server: Server, chart_click: Callable, row_click: Callable, d
         )
         with html.Div(classes="d-flex justify-space-between text-caption", style="opacity: 0.6;"):
             html.Span("inferior")
-            html.Span("dashed: p = 0.5")
+            html.Span("{{ jcs_chart_legend }}", id="jcs-chart-legend")
             html.Span("superior")
 
         html.Div("Results", classes="jcs-section mt-4")

@@ -44,10 +44,11 @@ from vtkmodules.vtkCommonCore import vtkCommand
 
 from .scene import (
     WINDOW_PRESETS,
+    SliceChart,
     add_volume_node,
     as_3d,
-    probability_chart_svg,
     set_window,
+    slice_chart,
     table_rows,
 )
 from .ui import DOWNLOADS, build_layout, slice_view_overlay
@@ -88,6 +89,7 @@ class JCSViewer(TrameApp):
         self._task: asyncio.Task | None = None
         self.slice_positions = np.zeros(0)
         self.probabilities = np.zeros(0)
+        self.chart = SliceChart(np.zeros(0))
         self.current_slice: int | None = None
         self._exports = tempfile.TemporaryDirectory(prefix="jcs-viewer-")
         self._init_state()
@@ -144,7 +146,9 @@ class JCSViewer(TrameApp):
                 "jcs_edit_note": "",
                 "jcs_heatmap_visible": True,
                 "jcs_heatmap_opacity": DEFAULT_HEATMAP_OPACITY,
-                "jcs_chart_svg": probability_chart_svg([]),
+                "jcs_chart_svg": SliceChart(np.zeros(0)).svg(),
+                "jcs_chart_title": SliceChart(np.zeros(0)).title,
+                "jcs_chart_legend": SliceChart(np.zeros(0)).legend,
                 "jcs_table_tab": "summary",
             }
         )
@@ -267,6 +271,7 @@ class JCSViewer(TrameApp):
         editor.set_overwrite_mode(SegmentationOverwriteMode.OVERWRITE_ALL_VISIBLE_SEGMENTS)
         self.probabilities = columnValues(result.sliceTableNode, PROBABILITY_COLUMN)
         case = result.results.get("case", {})
+        self.chart = slice_chart(case, result.results.get("slices", []), self.probabilities)
         self.state.update(
             {
                 "jcs_has_results": True,
@@ -276,6 +281,8 @@ class JCSViewer(TrameApp):
                 "jcs_slice_count": len(self.probabilities),
                 "jcs_threshold": int(case.get("threshold", 0)),
                 "jcs_decision_basis": decisionBasis(case),
+                "jcs_chart_title": self.chart.title,
+                "jcs_chart_legend": self.chart.legend,
                 "jcs_weights": _weights_text(result.results.get("weights", {})),
                 "jcs_edit_note": "",
             }
@@ -377,7 +384,7 @@ class JCSViewer(TrameApp):
 
     def _refresh_chart(self) -> None:
         with self.state:
-            self.state.jcs_chart_svg = probability_chart_svg(self.probabilities, current=self.current_slice)
+            self.state.jcs_chart_svg = self.chart.svg(current=self.current_slice)
 
     # Downloads ---------------------------------------------------------------------------------
 

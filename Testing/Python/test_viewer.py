@@ -255,6 +255,12 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
             "Slices counted by the segmenter rule: opacification over 2 % of the slice's lung "
             f"(classifier: {engine_result.classifier_positive_count} slices positive)."
         )
+        # the chart plots what the rule counted: red bars are the positive slices
+        expect(page.locator("#jcs-chart-title")).to_contain_text("opacified share of the lung")
+        expect(page.locator("#jcs-chart-legend")).to_have_text("dashed: 2 % of the lung")
+        expect(page.locator("#jcs-chart rect")).to_have_count(slice_count)
+        red_bars = page.locator('#jcs-chart rect[fill="#e8504a"]')
+        expect(red_bars).to_have_count(engine_result.positive_slice_count)
         expect(page.locator("#jcs-table-summary tbody tr").first).to_be_visible()
         before = _summary(page)
         engine_voxels = int(np.count_nonzero(engine_result.lesion_mask))

@@ -101,14 +101,34 @@ def test_table_rows_carry_titles_units_and_values(scene):
 
 
 def test_probability_chart_marks_positive_slices_and_the_current_one():
-    from JCSDiagnosisViewer.scene import probability_chart_svg
+    from JCSDiagnosisViewer.scene import slice_chart_svg
 
-    svg = probability_chart_svg([0.1, 0.9, 0.6, 0.2], current=2, width=400)
+    svg = slice_chart_svg([0.1, 0.9, 0.6, 0.2], current=2, width=400)
     bars = re.findall(r'<rect x="([\d.]+)"[^>]*fill="(#[0-9a-f]+)"', svg)
     assert [float(x) for x, _ in bars] == [0.0, 100.0, 200.0, 300.0]
     assert [colour for _, colour in bars] == ["#5b8fd9", "#e8504a", "#e8504a", "#5b8fd9"]
     assert 'x1="250.00"' in svg and "slice 1: p=0.900" in svg
-    assert "<rect" not in probability_chart_svg([])
+    assert "<rect" not in slice_chart_svg([])
+
+
+def test_chart_plots_the_evidence_of_the_decision_rule():
+    from JCSDiagnosisViewer.scene import slice_chart
+
+    probabilities = [0.9, 0.8, 0.1]
+    slices = [{"opacified_lung_fraction": f} for f in (0.01, 0.05, 0.5)]
+    paper = slice_chart({"decision": "classifier"}, slices, probabilities)
+    assert paper.values.tolist() == probabilities and paper.legend == "dashed: p = 0.5"
+    ruled = slice_chart({"decision": "segmenter", "min_lung_fraction": 0.02}, slices, probabilities)
+    assert ruled.values.tolist() == [0.01, 0.05, 0.5] and (ruled.cutoff, ruled.top) == (0.02, 0.1)
+    assert "opacified share of the lung" in ruled.title and ruled.legend == "dashed: 2 % of the lung"
+    svg = ruled.svg(current=0)
+    colours = re.findall(r'fill="(#[0-9a-f]+)"><title>', svg)
+    assert colours == ["#5b8fd9", "#e8504a", "#e8504a"]  # red: counted by the rule
+    heights = [float(h) for h in re.findall(r' height="([\d.]+)" fill=', svg)]
+    assert heights[2] == pytest.approx(116.0) and heights[1] == pytest.approx(58.0)  # 0.5 clipped at 5x
+    assert "slice 1: share=0.050" in svg
+    # older results without the per-slice share fall back to the probabilities
+    assert slice_chart({"decision": "segmenter"}, [{}, {}, {}], probabilities).legend == "dashed: p = 0.5"
 
 
 def test_viewer_loads_a_case_and_says_why_diagnose_is_blocked(monkeypatch):
