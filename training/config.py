@@ -51,6 +51,7 @@ class SegmenterConfig:
     unet_width: int = 16
     feature_input: bool = False
     classifier_checkpoint: str = ""  # joint mode: classifier weights for the Res2Net branch (§III-B4)
+    init_from: str = ""  # fine-tune: start from a training checkpoint (.pt) or registry weights (a name)
     size: int = 512
     crop: int = 0  # > 0: train on random crop² windows of the size² slice (inference stays at size²)
     batch_size: int = 4
@@ -86,6 +87,7 @@ class ClassifierConfig:
     depth: int = 101
     width_mult: float = 1.0
     feature_input: bool = False
+    init_from: str = ""  # fine-tune: start from a training checkpoint (.pt) or registry weights (a name)
     size: int = 224
     resize: int = 256
     batch_size: int = 256

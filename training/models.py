@@ -73,6 +73,25 @@ def load_joint_backbone(model: nn.Module, checkpoint: str) -> None:
         )
 
 
+def load_initial_weights(model: nn.Module, source: str) -> None:
+    """Fine-tuning: copy into ``model`` (strictly) the weights of a training checkpoint (a path) or of
+    registry weights (a name, e.g. the bundled model); optimiser and schedule start afresh."""
+    from jcs.weights import load_model
+
+    from training.common import load_training_checkpoint
+
+    if source.endswith(".pt") or Path(source).is_file():
+        state = load_training_checkpoint(source)["model"]
+    else:
+        state = load_model(source, verify=True)[0].state_dict()
+    target = model.state_dict()
+    state = {k: v.to(target[k].dtype) if k in target else v for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{source} does not fit the model being trained: {str(exc)[:300]}") from None
+
+
 def build_classification_model(config: ClassifierConfig) -> nn.Module:
     return build_classifier(**classifier_architecture(config))
 

@@ -29,7 +29,7 @@ from training.losses import (
     sample_mixing_lambda,
     soft_cross_entropy,
 )
-from training.models import build_classification_model, count_parameters
+from training.models import build_classification_model, count_parameters, load_initial_weights
 from training.schedules import step_lr, warmup
 
 
@@ -90,7 +90,10 @@ def train(config: ClassifierConfig, resume: str | None = None) -> Path:
         config.data.feature_key,
         config.per_image_norm,
     )
-    net = build_classification_model(config).to(runtime.device).to(memory_format=torch.channels_last)
+    net = build_classification_model(config)
+    if config.init_from and not resume:
+        load_initial_weights(net, config.init_from)
+    net = net.to(runtime.device).to(memory_format=torch.channels_last)
     model = common.wrap_ddp(net, runtime)
     optimizer = torch.optim.SGD(
         [p for p in net.parameters() if p.requires_grad],

@@ -21,7 +21,7 @@ from training import common, evaluate
 from training.config import SegmenterConfig, run_training_command, to_dict
 from training.data import SegmentationDataset, load_records, split_by_patient
 from training.losses import deep_supervision_loss
-from training.models import build_segmentation_model, count_parameters
+from training.models import build_segmentation_model, count_parameters, load_initial_weights
 from training.schedules import poly_lr, warmup
 
 
@@ -43,7 +43,10 @@ def train(config: SegmenterConfig, resume: str | None = None) -> Path:
         config.data.feature_key,
         config.crop,
     )
-    net = build_segmentation_model(config).to(runtime.device).to(memory_format=torch.channels_last)
+    net = build_segmentation_model(config)
+    if config.init_from and not resume:
+        load_initial_weights(net, config.init_from)
+    net = net.to(runtime.device).to(memory_format=torch.channels_last)
     model = common.wrap_ddp(common.LogitsModel(net), runtime)
     optimizer = torch.optim.Adam(
         [p for p in net.parameters() if p.requires_grad],

@@ -223,6 +223,44 @@ def test_export_then_engine_load_gives_same_outputs(tmp_path: Path, monkeypatch:
         export.export(checkpoint, "other", registry, {}, "x", default=True)
 
 
+def test_fine_tuning_starts_from_a_checkpoint_or_registry_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.models import build_segmentation_model, load_initial_weights
+
+    source = train_segmenter.train(load_config(SegmenterConfig, seg_config(tmp_path, iterations=2)))
+    trained = common.load_training_checkpoint(source)["model"]
+    config = load_config(SegmenterConfig, seg_config(tmp_path))
+    net = build_segmentation_model(config)
+    assert not states_equal(net.state_dict(), trained)
+    load_initial_weights(net, str(source))
+    assert states_equal(net.state_dict(), trained)
+    # registry weights by name (the way a hospital fine-tunes the bundled model), stored as fp16
+    registry = tmp_path / "registry"
+    export.export(source, "tiny-start", registry, {}, "synthetic discs", dtype="float16")
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(registry))
+    from_name = build_segmentation_model(config)
+    load_initial_weights(from_name, "tiny-start")
+    assert all(
+        torch.allclose(v.float(), trained[k].float(), atol=2e-3 * (1 + trained[k].abs().max().item()))
+        for k, v in from_name.state_dict().items()
+    )
+    wider = load_config(SegmenterConfig, seg_config(tmp_path, width_mult=0.25))
+    with pytest.raises(ValueError, match="does not fit the model being trained"):
+        load_initial_weights(build_segmentation_model(wider), str(source))
+    # a fine-tuning run starts from those weights: one tiny step stays next to them
+    tuned = train_segmenter.train(
+        load_config(
+            SegmenterConfig,
+            seg_config(tmp_path, init_from=str(source), iterations=1, lr=1e-6, out_dir=str(tmp_path / "ft")),
+        )
+    )
+    state = common.load_training_checkpoint(tuned)
+    assert state["config"]["init_from"] == str(source)
+    conv = next(k for k in trained if k.endswith("weight") and trained[k].dim() == 4)
+    assert torch.allclose(state["model"][conv], trained[conv], atol=1e-4)
+
+
 def test_joint_segmenter_starts_from_the_trained_classifier(tmp_path: Path) -> None:
     """§III-B4: the joint model's Res2Net-101 starts from a classifier checkpoint and trains end to end."""
     classifier = classifier_config(tmp_path, str(tmp_path / "cls"))
