@@ -99,6 +99,10 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer = qt.QTimer()
         self._timer.setInterval(200)
         self._timer.connect("timeout()", self.onPollEngine)
+        self._update = None  # a running BackgroundQuantification ("Update results")
+        self._updateTimer = qt.QTimer()
+        self._updateTimer.setInterval(100)
+        self._updateTimer.connect("timeout()", self.onPollUpdate)
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -135,6 +139,8 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         self.cancelRun()
+        self._updateTimer.stop()
+        self._update = None  # its worker thread ends on its own; its result is dropped
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -162,12 +168,12 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         """Enable actions only when they can run; the tooltip says why not."""
         from JCSDiagnosisLib.logic import inputProblem, isDiagnosisResult
 
-        running = self._run is not None
+        running = self._run is not None or self._update is not None
         problem = (
             inputProblem(self._parameterNode.inputVolume) if self._parameterNode else _("No parameters.")
         )
-        self.ui.diagnoseButton.text = _("Cancel") if running else _("Diagnose")
-        self.ui.diagnoseButton.enabled = running or problem is None
+        self.ui.diagnoseButton.text = _("Cancel") if self._run is not None else _("Diagnose")
+        self.ui.diagnoseButton.enabled = self._run is not None or (problem is None and not running)
         self.ui.diagnoseButton.toolTip = problem or _("Classify every slice, explain and segment lesions.")
         self.ui.inputProblemLabel.text = problem or ""
         self.ui.inputProblemLabel.visible = bool(problem) and not running
@@ -238,9 +244,31 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._run.process.cancel()  # the timer sees the ended process and cleans up
 
     def onUpdateResults(self) -> None:
+        """Recompute the tables from the edited segmentation; the quantification runs in a worker
+        thread (polled by a timer), so the GUI stays responsive on large scans."""
+        if self._update is not None:
+            return
         with slicer.util.tryWithErrorDisplay(_("Results could not be updated."), waitCursor=True):
-            self.logic.sceneLogic.updateResults(self._parameterNode.resultSegmentation)
-            self.onShowTable()
+            self._update = self.logic.sceneLogic.startUpdateResults(self._parameterNode.resultSegmentation)
+            self.ui.statusLabel.text = _("Recomputing results...")
+            self._updateTimer.start()
+        self._updateGui()
+
+    def onPollUpdate(self) -> None:
+        task = self._update
+        if task is not None and not task.done:
+            return
+        self._updateTimer.stop()
+        self._update = None
+        if task is None:
+            return
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Results could not be updated.")):
+                self.logic.sceneLogic.finishUpdateResults(task)
+                self.ui.statusLabel.text = _("Results updated.")
+                self.onShowTable()
+        finally:
+            self._updateGui()
 
     def onExport(self) -> None:
         outputDir = qt.QFileDialog.getExistingDirectory(None, _("Folder for the DICOM-SEG and SR files"))

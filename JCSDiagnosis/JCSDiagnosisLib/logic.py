@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,37 @@ class QuantificationJob:
             slice_probabilities=self.probabilities,
             heatmap=self.heatmap,
         )
+
+
+class BackgroundQuantification:
+    """A :class:`QuantificationJob` running in a worker thread, so the GUI stays responsive: poll
+    ``done`` (e.g. from a QTimer), then hand it to :meth:`JCSDiagnosisSceneLogic.finishUpdateResults`."""
+
+    def __init__(self, job: QuantificationJob) -> None:
+        self.job = job
+        self._result: Quantification | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="JCSDiagnosis-quantify", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        try:
+            self._result = self.job.run()
+        except BaseException as exc:  # handed to the GUI thread by result()
+            self._error = exc
+
+    @property
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def result(self, timeout: float | None = None) -> Quantification:
+        """The quantification (waiting up to ``timeout`` s); re-raises the worker's error."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("the quantification is still running")
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 def inputProblem(volumeNode) -> str | None:
@@ -401,6 +433,16 @@ class JCSDiagnosisSceneLogic:
         """Recompute every table from the current (edited) lesion segment with jcs.quantify."""
         job = self.quantificationJob(segmentationNode)
         return self.applyQuantification(job, job.run())
+
+    def startUpdateResults(
+        self, segmentationNode: slicer.vtkMRMLSegmentationNode
+    ) -> BackgroundQuantification:
+        """:meth:`updateResults` in two halves: read the scene now, quantify in a worker thread."""
+        return BackgroundQuantification(self.quantificationJob(segmentationNode))
+
+    def finishUpdateResults(self, task: BackgroundQuantification) -> DiagnosisNodes:
+        """Write a finished background update into the tables (call on the GUI thread)."""
+        return self.applyQuantification(task.job, task.result())
 
     def quantificationJob(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> QuantificationJob:
         """Read what :meth:`updateResults` needs from the scene; the job's ``run()`` touches no node, so

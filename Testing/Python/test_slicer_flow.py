@@ -182,9 +182,12 @@ def test_edit_then_update_recomputes_every_table(app, logic, dicom_case, phantom
     areas = [r["opacification_area_px"] for r in slices]
     assert areas == [20 if cz - 1 <= k <= cz + 1 else 0 for k in range(len(slices))]
 
-    # now paint exactly the phantom's lesions (erasing the block): tables must match the truth
+    # now paint exactly the phantom's lesions (erasing the block): tables must match the truth.
+    # This time the way the Slicer widget updates: quantification in a worker thread, tables after.
     _paint(logic, segmentation, _original_grid(phantom, phantom.lesion_mask))
-    logic.updateResults(segmentation)
+    task = logic.startUpdateResults(segmentation)
+    logic.finishUpdateResults(task)  # waits for the worker
+    assert task.done
     rows = tables.readTable(nodes.lesionTableNode)
     truth = sorted(lesion.voxel_volume_ml for lesion in phantom.lesions)
     assert sorted(r["volume_ml"] for r in rows) == pytest.approx(truth, rel=1e-4)

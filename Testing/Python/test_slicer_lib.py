@@ -21,6 +21,7 @@ SlicerApp = pytest.importorskip("trame_slicer.core", reason="trame-slicer is not
 import slicer  # noqa: E402
 from JCSDiagnosisLib import display, tables, terminology, volumes  # noqa: E402
 from JCSDiagnosisLib.logic import (  # noqa: E402
+    BackgroundQuantification,
     DiagnosisRun,
     JCSDiagnosisSceneLogic,
     decisionBasis,
@@ -347,3 +348,28 @@ def test_decision_basis_names_the_segmenter_rule() -> None:
         "Slices counted by the segmenter rule: opacification over 2 % of the slice's lung "
         "(classifier: 7 slices positive)."
     )
+
+
+def test_background_quantification_hands_back_result_or_error() -> None:
+    import threading
+
+    release = threading.Event()
+
+    class SlowJob:
+        def run(self) -> str:
+            release.wait(10)
+            return "tables"
+
+    class BrokenJob:
+        def run(self) -> str:
+            raise ValueError("lesion mask has the wrong shape")
+
+    task = BackgroundQuantification(SlowJob())
+    assert not task.done  # the caller's thread is free while the job runs
+    with pytest.raises(TimeoutError):
+        task.result(timeout=0.05)
+    release.set()
+    assert task.result(timeout=10) == "tables" and task.done
+    broken = BackgroundQuantification(BrokenJob())
+    with pytest.raises(ValueError, match="wrong shape"):
+        broken.result(timeout=10)
