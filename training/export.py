@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jcs.gradcam import GRADCAM_SCORES
 from jcs.weights import save_weights
 
 from training.models import classifier_architecture, model_from_checkpoint, segmenter_architecture
@@ -61,6 +62,7 @@ def build_card(
     dtype: str,
     checkpoint: dict[str, Any],
     decision: dict[str, Any] | None = None,
+    gradcam: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     from training.config import to_dict
 
@@ -94,12 +96,15 @@ def build_card(
         card["threshold"] = threshold
     if decision is not None:
         card["decision"] = decision
+    if gradcam is not None:
+        card["gradcam"] = gradcam
     return card
 
 
 def segmenter_rule(min_lung_fraction: float, threshold: int | None, reason: str) -> dict[str, Any]:
-    """A segmenter card's ``decision`` block: the engine then decides cases by the segmenter rule
-    (jcs.inference), with T = ``threshold`` or, when None, 25 mm of slices of each scan."""
+    """A classifier card's ``decision`` block, for a classifier that should not decide cases: the engine
+    then decides by the segmenter rule (jcs.inference), with T = ``threshold`` or, when None, 25 mm of
+    slices of each scan."""
     if not 0.0 <= min_lung_fraction < 1.0:
         raise ValueError(f"min_lung_fraction must lie in [0, 1), not {min_lung_fraction}")
     block: dict[str, Any] = {"rule": "segmenter", "min_lung_fraction": min_lung_fraction, "reason": reason}
@@ -119,12 +124,14 @@ def export(
     dtype: str = "float32",
     test_time_flip: bool = False,
     decision: dict[str, Any] | None = None,
+    gradcam: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write NAME.safetensors + NAME.json into ``out_dir``; returns the card and a reload check.
 
     ``test_time_flip`` (segmenters) asks the engine for the mirrored second pass (card
-    ``input.test_time_flip``); ``decision`` (segmenters, :func:`segmenter_rule`) recommends the
-    segmenter decision rule."""
+    ``input.test_time_flip``); ``decision`` (classifiers, :func:`segmenter_rule`) recommends the
+    segmenter decision rule instead of this classifier's; ``gradcam`` (classifiers: ``score`` and
+    ``reason``) names the Grad-CAM score the engine uses (jcs.gradcam.GRADCAM_SCORES)."""
     from training.common import load_training_checkpoint
 
     if dtype not in DTYPES:
@@ -137,8 +144,10 @@ def export(
         if kind != "segmenter":
             raise ValueError("test_time_flip applies to segmenters only")
         config.test_time_flip = True
-    if decision is not None and kind != "segmenter":
-        raise ValueError("a decision rule block belongs on a segmenter's card")
+    if gradcam is not None and kind != "classifier":
+        raise ValueError("a Grad-CAM score belongs on a classifier's card")
+    if decision is not None and kind != "classifier":
+        raise ValueError("a decision rule block belongs on a classifier's card (the one it overrules)")
     if default:
         for other in out_dir.glob("*.json"):
             card = json.loads(other.read_text(encoding="utf-8"))
@@ -146,7 +155,9 @@ def export(
                 raise ValueError(f"{other} is already the default {kind}; unmark it first")
     net.eval()
     check_storage(net, dtype)
-    card = build_card(kind, config, name, metrics, training_data, threshold, default, dtype, state, decision)
+    card = build_card(
+        kind, config, name, metrics, training_data, threshold, default, dtype, state, decision, gradcam
+    )
     written = save_weights(net.to(DTYPES[dtype]), card, out_dir)
     check = reload_check(kind, config, name, out_dir, checkpoint_path)
     return {"card": written.data, "reload_max_abs_diff": check}
@@ -205,16 +216,26 @@ def main(argv: list[str] | None = None) -> int:
         "--segmenter-rule",
         metavar="MIN_LUNG_FRACTION",
         type=float,
-        help="segmenter: recommend the segmenter decision rule (a slice is positive when opacification "
-        "covers more than this share of its lung); --threshold then sets its T (default: 25 mm of slices)",
+        help="classifier: recommend that cases be decided by the segmenter rule instead (a slice is "
+        "positive when opacification covers more than this share of its lung)",
+    )
+    parser.add_argument(
+        "--rule-threshold", type=int, help="the segmenter rule's T (default: 25 mm of slices of each scan)"
     )
     parser.add_argument("--rule-reason", default="", help="why the card recommends the segmenter rule")
+    parser.add_argument(
+        "--gradcam-score",
+        choices=GRADCAM_SCORES,
+        help="classifier: the Grad-CAM score (default: the logit, eq. 2)",
+    )
+    parser.add_argument("--gradcam-reason", default="", help="why the card names that Grad-CAM score")
     args = parser.parse_args(argv)
+    gradcam = None
+    if args.gradcam_score is not None:
+        gradcam = {"score": args.gradcam_score, "reason": args.gradcam_reason}
     decision = None
-    threshold = args.threshold
     if args.segmenter_rule is not None:
-        decision = segmenter_rule(args.segmenter_rule, args.threshold, args.rule_reason)
-        threshold = None
+        decision = segmenter_rule(args.segmenter_rule, args.rule_threshold, args.rule_reason)
     metrics: dict[str, Any] = {}
     for item in args.metrics:
         metrics[Path(item).stem] = json.loads(Path(item).read_text(encoding="utf-8"))
@@ -224,11 +245,12 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out),
         metrics,
         args.training_data,
-        threshold,
+        args.threshold,
         args.default,
         args.dtype,
         args.test_time_flip,
         decision,
+        gradcam,
     )
     card = result["card"]
     print(

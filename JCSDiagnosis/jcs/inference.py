@@ -7,9 +7,9 @@ segmenter then delineates the opacities, by default only in positive cases as in
 
 Which slices count as positive is the *decision rule*: ``classifier`` (the paper's: the classifier's
 slice probability > 0.5) or ``segmenter`` (the segmenter's opacification covers more than a share of
-the slice's lung area, ``jcs.lung``). A segmenter model card may recommend the segmenter rule (its
-``decision`` block, for weights whose classifier was measured not to generalise); then the segmenter
-runs on every slice and T, unless given, keeps the paper's 25 mm of cranio-caudal involvement
+the slice's lung area, ``jcs.lung``). A classifier's model card may recommend the segmenter rule (its
+``decision`` block, for a classifier measured not to generalise); under it the segmenter runs on every
+slice and T, unless given, keeps the paper's 25 mm of cranio-caudal involvement
 (:func:`scaled_threshold`).
 
 Slices are streamed through the models in batches, so no float copy of the whole volume is made per
@@ -279,10 +279,11 @@ class DiagnosisEngine:
     ) -> DiagnosisEngine:
         """Engine with registry weights (defaults: the bundled ones; no segmenter if none is found).
 
-        ``decision="auto"`` takes the rule the segmenter's card recommends (its ``decision`` block), else
-        the paper's classifier rule. Without an explicit ``threshold``: under the classifier rule the
-        classifier card's recommended T (else 25); under the segmenter rule the block's ``threshold``,
-        else T scaled to each scan (:func:`scaled_threshold`).
+        ``decision="auto"`` takes the rule the classifier's card recommends (its ``decision`` block: a
+        classifier measured not to generalise defers to the segmenter), else the paper's rule.
+        Without an explicit ``threshold``: under the classifier rule the classifier card's
+        recommended T (else 25); under the segmenter rule the block's ``threshold``, else T scaled to
+        each scan (:func:`scaled_threshold`).
         """
         decision = kwargs.pop("decision", "auto")
         classifier = classifier or default_weights("classifier")
@@ -303,10 +304,11 @@ class DiagnosisEngine:
                     f"weights {card.name!r} take COVID-CS first-stage features, not CT slices; "
                     "they cannot diagnose images"
                 )
-        rule = segmenter_card.data.get("decision") if segmenter_card is not None else None
+        rule = classifier_card.data.get("decision")
         rule = rule if isinstance(rule, dict) else {}
         if decision == "auto":
-            decision = "segmenter" if rule.get("rule") == "segmenter" else "classifier"
+            wanted = rule.get("rule") == "segmenter" and segmenter_model is not None
+            decision = "segmenter" if wanted else "classifier"
         kwargs["decision"] = decision
         if decision == "segmenter":
             share = float(rule.get("min_lung_fraction", OPACIFIED_LUNG_FRACTION))

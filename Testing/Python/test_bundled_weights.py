@@ -58,3 +58,28 @@ def test_bundled_segmenter_reproduces_its_card_on_the_held_out_real_slices(share
     expected = card.data["metrics"]["validation_ct100"]["validation"]["dice"]["mean"]
     assert dice == pytest.approx(expected, abs=0.01)
     assert dice > 0.65
+
+
+@pytest.mark.slow
+def test_bundled_defaults_decide_real_scans_by_the_segmenter_rule(shared_data, tmp_path) -> None:
+    """The bundled classifier's card defers to the segmenter rule; on real scans the segmenter never
+    saw, the COVID-19 sample is positive and a stretch of a normal scan negative."""
+    import csv
+    import shutil
+
+    engine = DiagnosisEngine.from_registry(device="cpu")
+    assert (engine.decision, engine.min_lung_fraction, engine.threshold) == ("segmenter", 0.02, None)
+    assert "does not generalise" in engine.classifier_card.data["decision"]["reason"]
+    covid = engine.diagnose(read_ct(sample_path()))
+    assert covid.decision == "segmenter" and covid.threshold == 12  # 25 mm of 2 mm slices
+    assert covid.positive and covid.positive_slice_count == int((covid.slice_lung_fraction > 0.02).sum())
+    with open(shared_data / "covid-ct-md" / "slice_labels.csv", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["patient"] == "normal001"]
+    rows.sort(key=lambda r: int(r["slice_index_sup_to_inf"]))
+    series = tmp_path / "normal001"
+    series.mkdir()
+    for row in rows[40:88]:  # 48 slices through the lungs
+        shutil.copy(shared_data / "covid-ct-md" / row["file"], series)
+    normal = engine.diagnose(read_ct(series))
+    assert normal.decision == "segmenter" and normal.lungs.any()
+    assert not normal.positive and normal.positive_slice_count <= 4

@@ -364,24 +364,28 @@ def test_segmenter_rule_falls_back_without_lungs(models: dict[str, object]) -> N
     assert result.positive_slice_count == result.classifier_positive_count
 
 
-def test_decision_rule_from_the_segmenter_card(
+def test_decision_rule_from_the_classifier_card(
     tiny_weights: dict[str, str], tiny_weights_dir: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
 ) -> None:
+    """A classifier whose card says it should not decide defers to the segmenter rule under "auto"."""
     monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
-    segmenter, card = load_model(tiny_weights["segmenter"])
-    ruled = {**card.data, "name": "tiny-ruled", "decision": {"rule": "segmenter", "min_lung_fraction": 0.05}}
-    save_weights(segmenter, ruled, tiny_weights_dir)
-    auto = DiagnosisEngine.from_registry(tiny_weights["classifier"], "tiny-ruled", device="cpu")
+    monkeypatch.setattr(weights, "BUNDLED_DIR", tiny_weights_dir / "none")
+    classifier, card = load_model(tiny_weights["classifier"])
+    block = {"rule": "segmenter", "min_lung_fraction": 0.05}
+    deferring = {**card.data, "name": "tiny-deferring", "decision": block, "threshold": 3}
+    save_weights(classifier, deferring, tiny_weights_dir)
+    segmenter = tiny_weights["segmenter"]
+    auto = DiagnosisEngine.from_registry("tiny-deferring", segmenter, device="cpu")
     assert (auto.decision, auto.min_lung_fraction, auto.threshold) == ("segmenter", 0.05, None)
-    fixed = DiagnosisEngine.from_registry(tiny_weights["classifier"], "tiny-ruled", device="cpu", threshold=4)
+    fixed = DiagnosisEngine.from_registry("tiny-deferring", segmenter, device="cpu", threshold=4)
     assert (fixed.decision, fixed.threshold) == ("segmenter", 4)
-    paper = DiagnosisEngine.from_registry(
-        tiny_weights["classifier"], "tiny-ruled", device="cpu", decision="classifier"
-    )
-    assert (paper.decision, paper.threshold) == ("classifier", 25)
-    plain = DiagnosisEngine.from_registry(tiny_weights["classifier"], tiny_weights["segmenter"], device="cpu")
+    paper = DiagnosisEngine.from_registry("tiny-deferring", segmenter, device="cpu", decision="classifier")
+    assert (paper.decision, paper.threshold) == ("classifier", 3)  # the card's T for its own rule
+    alone = DiagnosisEngine.from_registry("tiny-deferring", device="cpu")  # no segmenter to defer to
+    assert (alone.decision, alone.segmenter, alone.threshold) == ("classifier", None, 3)
+    plain = DiagnosisEngine.from_registry(tiny_weights["classifier"], segmenter, device="cpu")
     assert plain.decision == "classifier"
     with pytest.raises(JCSError, match="needs segmenter weights"):
-        DiagnosisEngine(models_classifier := load_model(tiny_weights["classifier"])[0], decision="segmenter")
+        DiagnosisEngine(classifier, decision="segmenter")
     with pytest.raises(JCSError, match="decision rule must be one of"):
-        DiagnosisEngine(models_classifier, decision="vote")
+        DiagnosisEngine(classifier, decision="vote")

@@ -207,15 +207,10 @@ def test_export_then_engine_load_gives_same_outputs(tmp_path: Path, monkeypatch:
     flipped = export.export(checkpoint, "tiny-seg-flip", registry, {}, "synthetic discs", test_time_flip=True)
     assert flipped["card"]["input"]["test_time_flip"] is True
     assert flipped["card"]["training"]["config"]["test_time_flip"] is True
-    ruled = export.main([
-        "--checkpoint", str(checkpoint), "--name", "tiny-seg-rule", "--out", str(registry),
-        "--training-data", "synthetic discs", "--segmenter-rule", "0.03", "--rule-reason", "measured",
-    ])
-    assert ruled == 0
-    rule_card = json.loads((registry / "tiny-seg-rule.json").read_text())
-    assert rule_card["decision"] == {"rule": "segmenter", "min_lung_fraction": 0.03, "reason": "measured"}
-    assert "threshold" not in rule_card
-    with pytest.raises(ValueError, match="share|lie in"):
+    with pytest.raises(ValueError, match="belongs on a classifier's card"):
+        rule = export.segmenter_rule(0.02, None, "")
+        export.export(checkpoint, "tiny-seg-rule", registry, {}, "x", decision=rule)
+    with pytest.raises(ValueError, match="lie in"):
         export.segmenter_rule(1.5, None, "")
     half = export.export(checkpoint, "tiny-seg-fp16", registry, {}, "synthetic discs", dtype="float16")
     assert half["reload_max_abs_diff"] < 2e-2
@@ -284,6 +279,17 @@ def test_joint_segmenter_starts_from_the_trained_classifier(tmp_path: Path) -> N
     export.export(checkpoint, "tiny-joint", registry, {}, "synthetic discs", dtype="float32")
     card = json.loads((registry / "tiny-joint.json").read_text())
     assert card["architecture"]["joint"] is True
+    # a classifier that should not decide cases: its card defers to the segmenter rule
+    code = export.main([
+        "--checkpoint", str(classifier_checkpoint), "--name", "tiny-cls-rule", "--out", str(registry),
+        "--training-data", "synthetic discs", "--threshold", "7", "--segmenter-rule", "0.03",
+        "--rule-reason", "measured", "--gradcam-score", "log-odds", "--gradcam-reason", "empty logit map",
+    ])
+    assert code == 0
+    rule_card = json.loads((registry / "tiny-cls-rule.json").read_text())
+    assert rule_card["decision"] == {"rule": "segmenter", "min_lung_fraction": 0.03, "reason": "measured"}
+    assert rule_card["threshold"] == 7  # the classifier rule's own T stays
+    assert rule_card["gradcam"] == {"score": "log-odds", "reason": "empty logit map"}
 
 
 def test_feature_input_segmenter_trains_on_the_covid_cs_feature_release(tmp_path: Path) -> None:
