@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--decision",
         choices=("auto", "classifier", "segmenter"),
         default="auto",
-        help="which slices count as positive: the segmenter card's recommendation (default), the "
+        help="which slices count as positive: the classifier card's recommendation (default), the "
         "classifier's (paper) or the segmenter's opacified-lung rule",
     )
     args = parser.parse_args(argv)

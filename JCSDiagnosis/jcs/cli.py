@@ -89,7 +89,7 @@ def _build_parser() -> argparse.ArgumentParser:
         choices=("auto", *DECISIONS),
         help="which slices count as positive: 'classifier' (the paper's: COVID-19 probability > 0.5) or "
         "'segmenter' (predicted opacification covers more than a share of the slice's lung); 'auto' "
-        "follows the segmenter's model card (default)",
+        "follows the classifier's model card (default)",
     )
     diagnose.add_argument("--segment", default="positive-only", choices=SEGMENT_POLICIES)
     diagnose.add_argument("--batch-size", type=int, help="slices per batch (default: chosen per device)")

@@ -53,7 +53,7 @@ REFERENCE_INVOLVEMENT_MM = 25.0
 """Cranio-caudal extent T = 25 stands for, assuming the reference scans have about 1 mm slices."""
 OPACIFIED_LUNG_FRACTION = 0.02
 """Segmenter rule: a slice is positive when predicted opacification covers more than this share of its
-lung area (unless the segmenter's card says otherwise)."""
+lung area (unless the classifier card's decision block says otherwise)."""
 
 NO_WEIGHTS_MESSAGE = (
     "no classifier weights were named and none are bundled with this installation. Get weights with "
