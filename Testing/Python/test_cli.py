@@ -82,21 +82,35 @@ def _check_outputs(out: Path, reference: sitk.Image, n_slices: int) -> dict:
     return results
 
 
-def test_diagnose_phantom_in_coronal_storage(
-    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
-) -> None:
-    phantom = make_chest_phantom(shape=(10, 96, 96), seed=2, direction=CORONAL_DIRECTION)
+def _diagnose_phantom(
+    tmp_path: Path,
+    weights: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    **geometry: object,
+) -> tuple[str, dict, Path]:
+    """`jcs diagnose` on a 10-slice phantom written as NRRD with the tiny weights; (stdout, results, out)."""
+    phantom = make_chest_phantom(shape=(10, 96, 96), seed=2, **geometry)
     source = tmp_path / "phantom.nrrd"
     sitk.WriteImage(phantom.image, str(source))
     out = tmp_path / "out"
     code, stdout, stderr = _diagnose(
-        [str(source), "--out", str(out), "--segment", "always", "--threshold", "2",
-         "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
+        [str(source), "--out", str(out), *options,
+         "--classifier", weights["classifier"], "--segmenter", weights["segmenter"]],
         capsys,
     )
     assert code == 0, stderr
+    return stdout, _check_outputs(out, phantom.image, 10), out
+
+
+def test_diagnose_phantom_in_coronal_storage(
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    options = ["--segment", "always", "--threshold", "2"]
+    stdout, results, out = _diagnose_phantom(
+        tmp_path, tiny_weights, capsys, options, direction=CORONAL_DIRECTION
+    )
     assert "classifier: tiny-classifier (sha256" in stdout and "segmenter: tiny-segmenter" in stdout
-    results = _check_outputs(out, phantom.image, 10)
     assert results["case"]["threshold"] == 2 and results["case"]["segmented"]
     assert sitk.GetArrayViewFromImage(sitk.ReadImage(str(out / "lesions.nrrd"))).any()
     assert results["input"]["direction"] == pytest.approx(list(CORONAL_DIRECTION))
@@ -105,17 +119,7 @@ def test_diagnose_phantom_in_coronal_storage(
 def test_diagnose_by_the_segmenter_rule(
     tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
 ) -> None:
-    phantom = make_chest_phantom(shape=(10, 96, 96), seed=2)
-    source = tmp_path / "phantom.nrrd"
-    sitk.WriteImage(phantom.image, str(source))
-    out = tmp_path / "out"
-    code, stdout, stderr = _diagnose(
-        [str(source), "--out", str(out), "--decision", "segmenter",
-         "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
-        capsys,
-    )
-    assert code == 0, stderr
-    results = _check_outputs(out, phantom.image, 10)
+    stdout, results, out = _diagnose_phantom(tmp_path, tiny_weights, capsys, ["--decision", "segmenter"])
     case = results["case"]
     assert case["decision"] == "segmenter" and case["segmented"]
     assert case["threshold"] == case["suggested_threshold"] == 10  # 25 mm of 2.5 mm slices
