@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 from jcs.gradcam import GRADCAM_SCORES
-from jcs.weights import save_weights
+from jcs.weights import flush_subnormals, save_weights
 
 from training.models import classifier_architecture, model_from_checkpoint, segmenter_architecture
 
@@ -154,6 +154,7 @@ def export(
             if card.get("kind") == kind and card.get("default") is True and card.get("name") != name:
                 raise ValueError(f"{other} is already the default {kind}; unmark it first")
     net.eval()
+    flush_subnormals(net)  # ~1e-38 weights change nothing but slow float32 CPU arithmetic many times
     check_storage(net, dtype)
     card = build_card(
         kind, config, name, metrics, training_data, threshold, default, dtype, state, decision, gradcam

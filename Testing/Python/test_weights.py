@@ -61,6 +61,28 @@ def test_save_and_load_round_trip(registry: Path) -> None:
     assert [c.name for c in list_weights()] == ["clf"]
 
 
+def test_subnormal_weights_are_flushed_on_load(registry: Path) -> None:
+    """Weights under float32's smallest normal (x86 computes with them many times slower) load as 0."""
+    model = make_tiny_classifier()
+    name, weight = next((n, p) for n, p in model.named_parameters() if p.dim() == 4)
+    with torch.no_grad():
+        weight.view(-1)[:5] = torch.tensor([1e-39, -3e-40, 1e-45, 2e-38, 0.5])
+    card = {"name": "subnormal", "kind": "classifier", "architecture": TINY_CLASSIFIER_ARCH}
+    save_weights(model, card, registry)
+    with safe_open(str(registry / "subnormal.safetensors"), "pt") as stored:
+        assert stored.get_tensor(name).view(-1)[:3].abs().max() > 0  # the file keeps them
+    loaded, _ = load_model("subnormal")
+    values = dict(loaded.named_parameters())[name].view(-1)[:5]
+    assert values[:3].tolist() == [0.0, 0.0, 0.0]  # exactly zero
+    assert torch.equal(values[3:], torch.tensor([2e-38, 0.5]))  # normal numbers untouched
+    smallest = torch.finfo(torch.float32).tiny
+    assert not any(((t != 0) & (t.abs() < smallest)).any() for t in loaded.state_dict().values())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model.eval()(x))
+    assert weights.flush_subnormals(loaded) == 0  # nothing left
+
+
 def test_architecture_defaults_to_model_attribute(registry: Path) -> None:
     card = save_weights(make_tiny_classifier(), {"name": "auto-arch", "kind": "classifier"}, registry)
     assert card.architecture["width_mult"] == TINY_CLASSIFIER_ARCH["width_mult"]
