@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jcs.inference import OPACIFIED_LUNG_FRACTION, scaled_threshold
+from jcs.inference import OPACIFIED_LUNG_FRACTION, scaled_threshold, slice_lung_fraction
 from jcs.lung import segment_lungs
 from jcs.preprocess import axial_slices_uint8, classifier_input, segmenter_input
 from scipy import ndimage
@@ -246,8 +246,7 @@ def cross_source_report(
         slices = axial_slices_uint8(ct, config.data.window_level, config.data.window_width)
         probs = predict_lesions(net, list(slices), config, device, precision)
         lesion = np.stack(probs) > 0.5
-        lung_area = lungs.sum(axis=(1, 2))
-        scores = (lesion & lungs).sum(axis=(1, 2)) / np.maximum(lung_area, 1)
+        scores = slice_lung_fraction(lesion, lungs)
         rows += [
             {"patient": patient, "slice": z, "label": label, "lesion_lung_fraction": float(score)}
             for z, (label, score) in enumerate(zip(labels, scores, strict=True))
