@@ -146,9 +146,9 @@ class JCSViewer(TrameApp):
                 "jcs_edit_note": "",
                 "jcs_heatmap_visible": True,
                 "jcs_heatmap_opacity": DEFAULT_HEATMAP_OPACITY,
-                "jcs_chart_svg": SliceChart(np.zeros(0)).svg(),
-                "jcs_chart_title": SliceChart(np.zeros(0)).title,
-                "jcs_chart_legend": SliceChart(np.zeros(0)).legend,
+                "jcs_chart_svg": self.chart.svg(),
+                "jcs_chart_title": self.chart.title,
+                "jcs_chart_legend": self.chart.legend,
                 "jcs_table_tab": "summary",
             }
         )
