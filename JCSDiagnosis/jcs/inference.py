@@ -38,7 +38,6 @@ from torch import nn
 from jcs.errors import CancelledError, InputError, JCSError, WeightsError
 from jcs.gradcam import COVID_CLASS, GRADCAM_SCORES, cam_to_slices, grad_cam
 from jcs.io import CTVolume
-from jcs.lung import segment_lungs
 from jcs.preprocess import SEGMENTER_SIZE, axial_slices_uint8, classifier_input, segmenter_input
 from jcs.weights import DEFAULT_THRESHOLD, WeightsCard, default_weights, load_model
 
@@ -567,6 +566,8 @@ class DiagnosisEngine:
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(lung labels, per-slice opacified share of the lung) for the segmenter rule; (None, None) and
         a note when the lungs cannot be found, so the case falls back to the classifier rule."""
+        from jcs.lung import segment_lungs  # SciPy, imported only for this rule (start-up of the CLI)
+
         spacing_xyz = ct.axial_image().GetSpacing()
         try:
             lungs = segment_lungs(ct.axial_array(), tuple(reversed(spacing_xyz)), is_hu=ct.is_hu)
