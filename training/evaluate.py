@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jcs.inference import OPACIFIED_LUNG_FRACTION, scaled_threshold, slice_lung_fraction
+from jcs.decision import OPACIFIED_LUNG_FRACTION, scaled_threshold, slice_lung_fraction
 from jcs.lung import segment_lungs
 from jcs.preprocess import axial_slices_uint8, classifier_input, segmenter_input
 from scipy import ndimage
@@ -232,8 +232,8 @@ def cross_source_report(
     against the radiologist's infected-slice labels and, per patient, the predicted opacification share
     of the lung volume and the slices whose score exceeds ``min_lung_fraction``; and the patient
     decisions of the engine's segmenter rule (a slice is positive when its score exceeds
-    ``jcs.inference.OPACIFIED_LUNG_FRACTION``; positive case when more than T slices are, T scaled to
-    the slice spacing by ``jcs.inference.scaled_threshold``).
+    ``jcs.decision.OPACIFIED_LUNG_FRACTION``; positive case when more than T slices are, T scaled to
+    the slice spacing by ``jcs.decision.scaled_threshold``).
     """
     device = device or common.default_device()
     net = net.to(device).to(memory_format=torch.channels_last)

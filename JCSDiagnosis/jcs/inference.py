@@ -35,24 +35,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jcs.decision import (
+    DECISIONS,
+    DEFAULT_THRESHOLD,
+    OPACIFIED_LUNG_FRACTION,
+    SLICE_THRESHOLD,
+    SegmenterReading,
+    scaled_threshold,
+    segmenter_reading,
+)
 from jcs.errors import CancelledError, InputError, JCSError, WeightsError
 from jcs.gradcam import COVID_CLASS, GRADCAM_SCORES, cam_to_slices, grad_cam
 from jcs.io import CTVolume
 from jcs.preprocess import SEGMENTER_SIZE, axial_slices_uint8, classifier_input, segmenter_input
-from jcs.weights import DEFAULT_THRESHOLD, WeightsCard, default_weights, load_model
+from jcs.weights import WeightsCard, default_weights, load_model
 
 SEGMENT_POLICIES = ("positive-only", "always")
-DECISIONS = ("classifier", "segmenter")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-SLICE_THRESHOLD = 0.5
-"""A slice is positive when its COVID-19 probability exceeds this; lesion pixels likewise (paper §III)."""
-REFERENCE_SLICES = 300
-"""Slice count of the scans for which the paper's T = 25 was set."""
-REFERENCE_INVOLVEMENT_MM = 25.0
-"""Cranio-caudal extent T = 25 stands for, assuming the reference scans have about 1 mm slices."""
-OPACIFIED_LUNG_FRACTION = 0.02
-"""Segmenter rule: a slice is positive when predicted opacification covers more than this share of its
-lung area (unless the classifier card's decision block says otherwise)."""
 
 NO_WEIGHTS_MESSAGE = (
     "no classifier weights were named and none are bundled with this installation. Get weights with "
@@ -104,34 +103,6 @@ class DiagnosisResult:
     def classifier_positive_count(self) -> int:
         """Slices the classifier calls positive (probability > 0.5), whatever the decision rule."""
         return int((self.slice_probabilities > SLICE_THRESHOLD).sum())
-
-
-def slice_lung_fraction(lesion_mask: np.ndarray, lungs: np.ndarray) -> np.ndarray:
-    """(Z,) share of each axial slice's lung area covered by the lesion mask (0 on slices without lung)."""
-    lung = lungs > 0
-    lung_area = lung.sum(axis=(1, 2))
-    covered = ((lesion_mask > 0) & lung).sum(axis=(1, 2))
-    return covered / np.maximum(lung_area, 1)
-
-
-def scaled_threshold(n_slices: int, slice_thickness_mm: float | None = None) -> int:
-    """Positive-slice threshold T adapted to a scan, keeping what the paper's T = 25 means.
-
-    T counts slices, so a scan cut into fewer, thicker slices shows the same disease on fewer slices.
-    With the slice thickness (or spacing) known, T keeps the cranio-caudal extent of involvement that
-    25 slices of about 1 mm represent: ``T = round(25 mm / thickness)``. Otherwise T scales with the
-    slice count against the paper's ~300-slice scans: ``T = round(25 * n_slices / 300)``. Either way
-    T >= 0; a single slice gets T = 0 (the case is positive when that slice is).
-    """
-    if n_slices < 1:
-        raise ValueError(f"n_slices must be positive, got {n_slices}")
-    if n_slices == 1:
-        return 0
-    if slice_thickness_mm is not None:
-        if not slice_thickness_mm > 0:
-            raise ValueError(f"slice thickness must be positive, got {slice_thickness_mm}")
-        return max(1, round(REFERENCE_INVOLVEMENT_MM / slice_thickness_mm))
-    return max(1, round(DEFAULT_THRESHOLD * n_slices / REFERENCE_SLICES))
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -256,6 +227,13 @@ class DiagnosisEngine:
         self.segmenter = None if segmenter is None else _prepare_model(segmenter, self.device)
         self.classifier_card = classifier_card
         self.segmenter_card = segmenter_card
+        #: T of the paper's rule for this classifier: its card's, else 25 (also the segmenter rule's
+        #: fallback when no lungs are found and no threshold was given).
+        self.classifier_threshold = (
+            classifier_card.threshold
+            if classifier_card is not None and classifier_card.threshold is not None
+            else DEFAULT_THRESHOLD
+        )
         self.gradcam_score = classifier_card.data.get("gradcam", {}).get("score", "logit") if (
             classifier_card is not None) else "logit"
         if self.gradcam_score not in GRADCAM_SCORES:
@@ -282,7 +260,8 @@ class DiagnosisEngine:
         classifier measured not to generalise defers to the segmenter), else the paper's rule.
         Without an explicit ``threshold``: under the classifier rule the classifier card's
         recommended T (else 25); under the segmenter rule the block's ``threshold``, else T scaled to
-        each scan (:func:`scaled_threshold`).
+        each scan (:func:`scaled_threshold`), and the classifier's T again for a scan decided by the
+        classifier rule because its lungs were not found.
         """
         decision = kwargs.pop("decision", "auto")
         classifier = classifier or default_weights("classifier")
@@ -309,15 +288,15 @@ class DiagnosisEngine:
             wanted = rule.get("rule") == "segmenter" and segmenter_model is not None
             decision = "segmenter" if wanted else "classifier"
         kwargs["decision"] = decision
+        if decision == "classifier" and kwargs.get("threshold") is None:
+            kwargs["threshold"] = classifier_card.threshold if classifier_card.threshold is not None else (
+                DEFAULT_THRESHOLD
+            )
         if decision == "segmenter":
             share = float(rule.get("min_lung_fraction", OPACIFIED_LUNG_FRACTION))
             kwargs.setdefault("min_lung_fraction", share)
             if kwargs.get("threshold") is None:
                 kwargs["threshold"] = rule.get("threshold")
-        elif kwargs.get("threshold") is None:
-            kwargs["threshold"] = classifier_card.threshold if classifier_card.threshold is not None else (
-                DEFAULT_THRESHOLD
-            )
         return cls(
             classifier_model,
             segmenter_model,
@@ -525,13 +504,16 @@ class DiagnosisEngine:
             timings["segment"] = time.perf_counter() - t0
         if decision == "segmenter":
             t0 = time.perf_counter()
-            lungs, fractions = self._opacified_share(ct, lesion_mask, notes)
+            lungs, reading = self._segmenter_rule(ct, lesion_mask, threshold, notes)
             timings["lungs"] = time.perf_counter() - t0
-            if fractions is None:
+            if reading is None:
                 decision = "classifier"
+                if self.threshold is None and n_slices > 1:
+                    threshold = self.classifier_threshold
+                    positive = count > threshold
             else:
-                count = int((fractions > self.min_lung_fraction).sum())
-                positive = count > threshold
+                fractions = reading.slice_lung_fraction
+                count, positive = reading.positive_slice_count, reading.positive
         timings["total"] = time.perf_counter() - t_total
         report("done", 1.0)
 
@@ -560,24 +542,24 @@ class DiagnosisEngine:
             slice_lung_fraction=fractions,
         )
 
-    @staticmethod
-    def _opacified_share(
-        ct: CTVolume, lesion_mask: np.ndarray, notes: list[str]
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(lung labels, per-slice opacified share of the lung) for the segmenter rule; (None, None) and
-        a note when the lungs cannot be found, so the case falls back to the classifier rule."""
+    def _segmenter_rule(
+        self, ct: CTVolume, lesion_mask: np.ndarray, threshold: int, notes: list[str]
+    ) -> tuple[np.ndarray | None, SegmenterReading | None]:
+        """(lung labels, the segmenter rule's reading); no reading and a note when the lungs cannot be
+        found, so the case falls back to the classifier rule."""
         from jcs.lung import segment_lungs  # SciPy, imported only for this rule (start-up of the CLI)
 
         spacing_xyz = ct.axial_image().GetSpacing()
+        fallback = "the case was decided by the classifier rule"
         try:
             lungs = segment_lungs(ct.axial_array(), tuple(reversed(spacing_xyz)), is_hu=ct.is_hu)
         except InputError as exc:
-            notes.append(f"lungs could not be segmented ({exc}); the case was decided by the classifier rule")
+            notes.append(f"lungs could not be segmented ({exc}); {fallback}")
             return None, None
         if not lungs.any():
-            notes.append("no lungs were found; the case was decided by the classifier rule")
+            notes.append(f"no lungs were found; {fallback}")
             return lungs, None
-        return lungs, slice_lung_fraction(lesion_mask, lungs)
+        return lungs, segmenter_reading(lesion_mask, lungs, threshold, self.min_lung_fraction)
 
 
 def slice_spacing_mm(ct: CTVolume) -> float:

@@ -24,12 +24,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from jcs.decision import DEFAULT_THRESHOLD
 from jcs.errors import WeightsError
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "weights"
 KINDS = ("classifier", "segmenter")
 CARD_VERSION = 1
-DEFAULT_THRESHOLD = 25
 INTENDED_USE = (
     "Research and education only. Not a medical device; not for clinical diagnosis or treatment decisions."
 )

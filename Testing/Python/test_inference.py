@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from jcs import weights
+from jcs.decision import segmenter_reading, slice_lung_fraction
 from jcs.errors import CancelledError, JCSError, WeightsError
 from jcs.inference import (
     DiagnosisEngine,
@@ -16,7 +17,6 @@ from jcs.inference import (
     resolve_device,
     resolve_precision,
     scaled_threshold,
-    slice_lung_fraction,
 )
 from jcs.io import CTVolume
 from jcs.preprocess import SEGMENTER_MEAN_BGR, SEGMENTER_STD_BGR, classifier_input, segmenter_input
@@ -362,6 +362,35 @@ def test_segmenter_rule_falls_back_without_lungs(models: dict[str, object]) -> N
     assert result.decision == "classifier" and result.slice_lung_fraction is None
     assert any("classifier rule" in note for note in result.notes)
     assert result.positive_slice_count == result.classifier_positive_count
+    assert result.threshold == 25  # the threshold given (the constructor's default)
+
+    # Without a given T the fallback takes the classifier's own T (its card's), as --decision
+    # classifier would, not the segmenter rule's T scaled to the scan.
+    card = weights.WeightsCard(
+        "tiny-t3", "classifier", {}, "", Path("tiny.safetensors"), Path("tiny.json"), False, {"threshold": 3}
+    )
+    scaled = DiagnosisEngine(
+        models["classifier"], GroundGlassBand(), device="cpu", precision="fp32", decision="segmenter",
+        threshold=None, classifier_card=card,
+    )
+    fallback = scaled.diagnose(ct)
+    assert (fallback.decision, fallback.threshold) == ("classifier", 3)
+    assert fallback.positive == (fallback.classifier_positive_count > 3)
+
+
+def test_segmenter_reading_by_hand() -> None:
+    """Two lung pixels of ten covered is 20 %; the counted slices and the decision follow the rule."""
+    lungs = np.zeros((3, 2, 5), dtype=np.uint8)
+    lungs[:2] = 1
+    lungs[0, 1] = 2  # left lung labels count as lung too
+    lesion = np.zeros_like(lungs)
+    lesion[0, 0, :2] = 1  # 2 of 10 lung pixels: 0.2
+    lesion[1, 0, 0] = 1  # 1 of 10: 0.1
+    lesion[2] = 1  # no lung on this slice: 0
+    reading = segmenter_reading(lesion, lungs, threshold=1, min_lung_fraction=0.15)
+    np.testing.assert_allclose(reading.slice_lung_fraction, [0.2, 0.1, 0.0])
+    assert (reading.positive_slice_count, reading.positive) == (1, False)  # 1 slice, not more than T = 1
+    assert segmenter_reading(lesion, lungs, threshold=0, min_lung_fraction=0.05).positive_slice_count == 2
 
 
 def test_decision_rule_from_the_classifier_card(

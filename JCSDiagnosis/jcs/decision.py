@@ -1,0 +1,82 @@
+"""Case decision rules (paper §IV): which slices count as positive and how many make a positive case.
+
+The paper's rule counts slices whose COVID-19 probability exceeds 0.5 and calls the case positive when
+more than T of them are (T = 25 for scans of about 300 slices). The *segmenter* rule counts slices whose
+segmented opacification covers more than a share of the slice's lung area instead; it is used when the
+classifier's model card says the classifier should not decide (see :mod:`jcs.inference`).
+
+NumPy only (no PyTorch), so the Slicer module and the viewer can apply the segmenter rule to an edited
+segmentation with the same definitions the engine used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DECISIONS = ("classifier", "segmenter")
+SLICE_THRESHOLD = 0.5
+"""A slice is positive when its COVID-19 probability exceeds this; lesion pixels likewise (paper §III)."""
+DEFAULT_THRESHOLD = 25
+"""The paper's T: a case is positive when more than T slices are."""
+REFERENCE_SLICES = 300
+"""Slice count of the scans for which the paper's T = 25 was set."""
+REFERENCE_INVOLVEMENT_MM = 25.0
+"""Cranio-caudal extent T = 25 stands for, assuming the reference scans have about 1 mm slices."""
+OPACIFIED_LUNG_FRACTION = 0.02
+"""Segmenter rule: a slice is positive when predicted opacification covers more than this share of its
+lung area (unless the classifier card's decision block says otherwise)."""
+
+
+def slice_lung_fraction(lesion_mask: np.ndarray, lungs: np.ndarray) -> np.ndarray:
+    """(Z,) share of each axial slice's lung area covered by the lesion mask (0 on slices without lung)."""
+    lung = lungs > 0
+    lung_area = lung.sum(axis=(1, 2))
+    covered = ((lesion_mask > 0) & lung).sum(axis=(1, 2))
+    return covered / np.maximum(lung_area, 1)
+
+
+def scaled_threshold(n_slices: int, slice_thickness_mm: float | None = None) -> int:
+    """Positive-slice threshold T adapted to a scan, keeping what the paper's T = 25 means.
+
+    T counts slices, so a scan cut into fewer, thicker slices shows the same disease on fewer slices.
+    With the slice thickness (or spacing) known, T keeps the cranio-caudal extent of involvement that
+    25 slices of about 1 mm represent: ``T = round(25 mm / thickness)``. Otherwise T scales with the
+    slice count against the paper's ~300-slice scans: ``T = round(25 * n_slices / 300)``. Either way
+    T >= 0; a single slice gets T = 0 (the case is positive when that slice is).
+    """
+    if n_slices < 1:
+        raise ValueError(f"n_slices must be positive, got {n_slices}")
+    if n_slices == 1:
+        return 0
+    if slice_thickness_mm is not None:
+        if not slice_thickness_mm > 0:
+            raise ValueError(f"slice thickness must be positive, got {slice_thickness_mm}")
+        return max(1, round(REFERENCE_INVOLVEMENT_MM / slice_thickness_mm))
+    return max(1, round(DEFAULT_THRESHOLD * n_slices / REFERENCE_SLICES))
+
+
+@dataclass(frozen=True)
+class SegmenterReading:
+    """The segmenter rule applied to one lesion mask: per-slice evidence, count and case decision."""
+
+    slice_lung_fraction: np.ndarray
+    min_lung_fraction: float
+    positive_slice_count: int
+    threshold: int
+    positive: bool
+
+
+def segmenter_reading(
+    lesion_mask: np.ndarray,
+    lungs: np.ndarray,
+    threshold: int,
+    min_lung_fraction: float = OPACIFIED_LUNG_FRACTION,
+) -> SegmenterReading:
+    """Apply the segmenter rule to a (Z, Y, X) lesion mask with its lung labels: a slice counts when
+    the mask covers more than ``min_lung_fraction`` of its lung area; positive when more than
+    ``threshold`` slices count."""
+    fractions = slice_lung_fraction(lesion_mask, lungs)
+    count = int((fractions > min_lung_fraction).sum())
+    return SegmenterReading(fractions, float(min_lung_fraction), count, int(threshold), count > threshold)
