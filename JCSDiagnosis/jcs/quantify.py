@@ -24,7 +24,9 @@ radiology practice):
   distance from a voxel centre to the nearest voxel centre outside the lungs (image borders do not
   count as surface); a lesion is peripheral when most of its volume is;
 - HU composition: ground glass -750 <= HU < -300, consolidation -300 <= HU <= 100 (`GGO_HU`,
-  `CONSOLIDATION_HU`); fractions of lesion volume, the rest (< -750 or > 100 HU) is neither.
+  `CONSOLIDATION_HU`); fractions of lesion volume, the rest (< -750 or > 100 HU) is neither;
+- opacified lung fraction of a slice: its lesion pixels inside the lungs over its lung pixels (0 without
+  lung), the evidence of the segmenter decision rule (`jcs.decision`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage as ndi
 
+from jcs.decision import slice_lung_fraction
 from jcs.errors import CorruptFileError, InputError
 from jcs.io import read_ct
 from jcs.lung import (
@@ -68,7 +71,7 @@ LESION_FIELDS = (
     "peak_gradcam",
 )
 SLICE_FIELDS = ("slice_index", "position_z_mm", "classifier_probability", "opacification_area_mm2",
-                "lung_area_mm2", "opacification_area_px", "lung_area_px")
+                "lung_area_mm2", "opacification_area_px", "lung_area_px", "opacified_lung_fraction")
 
 
 def _key(name: str) -> str:
@@ -375,6 +378,7 @@ def _slice_rows(lesion: np.ndarray, lungs: np.ndarray, probabilities: np.ndarray
                 geo: _Geometry) -> list[dict[str, Any]]:
     les_px = lesion.reshape(lesion.shape[0], -1).sum(axis=1)
     lung_px = (lungs > 0).reshape(lungs.shape[0], -1).sum(axis=1)
+    opacified = slice_lung_fraction(lesion, lungs)  # the segmenter rule's evidence (jcs.decision)
     rows = []
     for z in range(lesion.shape[0]):
         pos = geo.ref.TransformIndexToPhysicalPoint((0, 0, z))[2] if geo.spacing_known else None
@@ -386,6 +390,7 @@ def _slice_rows(lesion: np.ndarray, lungs: np.ndarray, probabilities: np.ndarray
             "lung_area_mm2": geo.mm2(lung_px[z]),
             "opacification_area_px": int(les_px[z]),
             "lung_area_px": int(lung_px[z]),
+            "opacified_lung_fraction": float(opacified[z]),
         })
     return rows
 

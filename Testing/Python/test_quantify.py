@@ -194,6 +194,8 @@ def test_slice_rows(case) -> None:
         assert row["opacification_area_px"] == les and row["lung_area_px"] == lung
         assert row["opacification_area_mm2"] == pytest.approx(les * sx * sy)
         assert row["lung_area_mm2"] == pytest.approx(lung * sx * sy)
+        inside = np.count_nonzero(p.lesion_mask[z] & (p.lungs[z] > 0))
+        assert row["opacified_lung_fraction"] == pytest.approx(inside / lung if lung else 0.0)
 
 
 def test_severity_score_bounds() -> None:
@@ -310,6 +312,7 @@ def test_8bit_slice_without_spacing_or_hu() -> None:
         assert row[key] is None, key
     assert row["largest_axial_area_px"] == 100 and row["lung_side"] == "right"
     assert sl["opacification_area_px"] == 100 and sl["lung_area_px"] == 2040
+    assert sl["opacified_lung_fraction"] == pytest.approx(100 / 2040)
     assert sl["opacification_area_mm2"] is None and sl["position_z_mm"] is None
 
 
