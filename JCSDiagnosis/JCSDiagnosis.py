@@ -264,8 +264,8 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             return
         try:
             with slicer.util.tryWithErrorDisplay(_("Results could not be updated.")):
-                self.logic.sceneLogic.finishUpdateResults(task)
-                self.ui.statusLabel.text = _("Results updated.")
+                nodes = self.logic.sceneLogic.finishUpdateResults(task)
+                self.ui.statusLabel.text = _("Results updated.") + "\n" + self.logic.decisionText(nodes)
                 self.onShowTable()
         finally:
             self._updateGui()
@@ -422,17 +422,23 @@ class JCSDiagnosisLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def decisionText(nodes) -> str:
-        engine = nodes.results.get("case", {})
-        if not engine:
+        """The AI reading (engine's case), how its slices were counted and, after an edit under the
+        segmenter rule, what that rule says of the edited segmentation."""
+        engine = nodes.results.get("case") or nodes.results.get("engine") or {}
+        if engine.get("positive") is None:
             return _("Done.")
-        from JCSDiagnosisLib.logic import decisionBasis
+        from JCSDiagnosisLib.logic import currentReadingText, decisionBasis
 
         verdict = _("COVID-19 positive") if engine.get("positive") else _("COVID-19 negative")
         text = _("{verdict}: {count} positive slices (threshold {threshold}). Not for clinical use.").format(
             verdict=verdict, count=engine.get("positive_slice_count"), threshold=engine.get("threshold")
         )
-        basis = decisionBasis(engine)
-        return f"{text}\n{basis}" if basis else text
+        lines = [
+            text,
+            decisionBasis(engine),
+            currentReadingText(nodes.results.get("reading"), bool(nodes.results.get("edited"))),
+        ]
+        return "\n".join(line for line in lines if line)
 
 
 def _dicomFileForInstance(uid: str) -> str:

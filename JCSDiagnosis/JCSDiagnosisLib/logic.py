@@ -28,6 +28,7 @@ from .process import EngineError, EngineProcess
 from .terminology import SegmentSpec, lesionSpec, lungSpecs
 
 if TYPE_CHECKING:
+    from jcs.decision import SegmenterReading
     from jcs.quantify import Quantification
 
 ATTRIBUTE_PREFIX = "JCSDiagnosis."
@@ -47,6 +48,19 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 SUMMARY_LESION_VOLUME = "opacification_volume_ml"
 SUMMARY_PERCENT_OF_LUNG = "opacification_percent"
 SUMMARY_POSITIVE_SLICES = "positive_slice_count"
+#: Summary fields of the segmenter rule re-applied to the current (edited) segmentation.
+SUMMARY_CURRENT_POSITIVE_SLICES = "current_positive_slice_count"
+SUMMARY_CURRENT_POSITIVE = "current_positive"
+#: Case fields of results.json kept on the segmentation (engine attribute), so the reading can be
+#: re-applied and described after the scene is saved and reloaded.
+ENGINE_CASE_FIELDS = (
+    "threshold",
+    "positive",
+    "positive_slice_count",
+    "decision",
+    "min_lung_fraction",
+    "classifier_positive_slice_count",
+)
 
 
 class InputVolumeError(ValueError):
@@ -474,11 +488,19 @@ class JCSDiagnosisSceneLogic:
         summary = {**previousSummary, **dict(quantification.summary)}
         edited = self.isEdited(segmentationNode)
         summary["segmentation"] = "edited" if edited else "automatic"
+        engine = self.engineInfo(segmentationNode)
+        reading = currentReading(engine, list(quantification.slices))
+        if reading is not None:
+            summary[SUMMARY_CURRENT_POSITIVE_SLICES] = reading.positive_slice_count
+            summary[SUMMARY_CURRENT_POSITIVE] = reading.positive
         tables.fillTable(nodes.summaryTableNode, tables.summaryRecords(summary))
         tables.fillTable(nodes.lesionTableNode, list(quantification.lesions))
         tables.fillTable(nodes.sliceTableNode, sliceRecords(list(quantification.slices), job.probabilities))
         segmentationNode.SetAttribute(RESULTS_HASH_ATTRIBUTE, job.maskSha256)
         nodes.results = {
+            "engine": engine,
+            "edited": edited,
+            "reading": reading,
             "summary": summary,
             "lesions": list(quantification.lesions),
             "slices": list(quantification.slices),
@@ -626,6 +648,34 @@ def decisionBasis(case: dict) -> str:
     )
 
 
+def currentReading(engine: dict, slices: list[dict]) -> SegmenterReading | None:
+    """The engine's segmenter rule re-applied to quantified slice rows of the current segmentation
+    (their ``opacified_lung_fraction``), with the engine's share and threshold; None when the case was
+    decided by the classifier rule, whose evidence an edit does not change."""
+    if engine.get("decision") != "segmenter" or engine.get("threshold") is None:
+        return None
+    from jcs.decision import OPACIFIED_LUNG_FRACTION, SegmenterReading
+
+    share = engine.get("min_lung_fraction")
+    return SegmenterReading.from_fractions(
+        np.array([float(row["opacified_lung_fraction"]) for row in slices]),
+        int(engine["threshold"]),
+        OPACIFIED_LUNG_FRACTION if share is None else float(share),
+    )
+
+
+def currentReadingText(reading: SegmenterReading | None, edited: bool) -> str:
+    """One line on what the decision rule says of an edited segmentation (empty when not edited)."""
+    if reading is None or not edited:
+        return ""
+    verdict = "COVID-19 positive" if reading.positive else "COVID-19 negative"
+    return (
+        f"Edited segmentation: {reading.positive_slice_count} slices over "
+        f"{100 * reading.min_lung_fraction:g} % of the lung (threshold {reading.threshold}), {verdict} by "
+        "the same rule. The reading above is the AI's and is kept."
+    )
+
+
 def _summaryOf(results: dict) -> dict:
     summary = dict(results.get("summary", {}))
     case = results.get("case", {})
@@ -642,8 +692,7 @@ def _engineInfo(results: dict) -> dict:
         "engine_version": results.get("engine_version", ""),
         "weights": results.get("weights", {}),
         "device": results.get("device", ""),
-        "threshold": case.get("threshold"),
-        "positive": case.get("positive"),
+        **{key: case.get(key) for key in ENGINE_CASE_FIELDS},
     }
 
 

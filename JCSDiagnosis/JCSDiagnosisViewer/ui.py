@@ -253,6 +253,12 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
                 classes="text-caption",
             )
             html.Div(
+                "{{ jcs_current_reading }}",
+                v_if=("jcs_current_reading",),
+                id="jcs-current-reading",
+                classes="text-caption",
+            )
+            html.Div(
                 "Opacification {{ jcs_lesion_ml }} mL ({{ jcs_lesion_pct }} % of lung volume), "
                 "{{ jcs_segmentation }} segmentation",
                 id="jcs-lesion-ml",

@@ -27,6 +27,7 @@ from JCSDiagnosisLib.logic import (
     DiagnosisNodes,
     DiagnosisRun,
     JCSDiagnosisSceneLogic,
+    currentReadingText,
     decisionBasis,
     inputProblem,
 )
@@ -139,6 +140,7 @@ class JCSViewer(TrameApp):
                 "jcs_slice_count": 0,
                 "jcs_threshold": 0,
                 "jcs_decision_basis": "",
+                "jcs_current_reading": "",
                 "jcs_lesion_ml": "",
                 "jcs_lesion_pct": "",
                 "jcs_segmentation": "",
@@ -281,6 +283,7 @@ class JCSViewer(TrameApp):
                 "jcs_slice_count": len(self.probabilities),
                 "jcs_threshold": int(case.get("threshold", 0)),
                 "jcs_decision_basis": decisionBasis(case),
+                "jcs_current_reading": "",
                 "jcs_chart_title": self.chart.title,
                 "jcs_chart_legend": self.chart.legend,
                 "jcs_weights": _weights_text(result.results.get("weights", {})),
@@ -304,15 +307,22 @@ class JCSViewer(TrameApp):
         try:
             job = self.scene_logic.quantificationJob(self.result.segmentationNode)
             quantification = await asyncio.to_thread(job.run)
-            self.scene_logic.applyQuantification(job, quantification)
+            updated = self.scene_logic.applyQuantification(job, quantification)
         except Exception as exc:  # noqa: BLE001 - reported on the page, details in the log
             logger.exception("update results failed")
             with self.state:
                 self.state.update({"jcs_error": str(exc), "jcs_edit_note": ""})
         else:
+            reading = updated.results["reading"]
+            if reading is not None:  # the segmenter rule's evidence follows the edit; the AI card stays
+                self.chart = slice_chart(
+                    self.result.results.get("case", {}), updated.results["slices"], self.probabilities
+                )
             with self.state:
                 self.state.jcs_edit_note = "Results recomputed from the edited segmentation."
+                self.state.jcs_current_reading = currentReadingText(reading, updated.results["edited"])
                 self._refresh_tables()
+                self._refresh_chart()
         finally:
             with self.state:
                 self.state.jcs_busy = False
@@ -441,6 +451,8 @@ KEY_SUMMARY_QUANTITIES = (
     "positive_slice_count",
     "threshold",
     "segmentation",
+    "current_positive",
+    "current_positive_slice_count",
     "opacification_volume_ml",
     "opacification_percent",
     "lesion_count",

@@ -67,6 +67,16 @@ class SegmenterReading:
     threshold: int
     positive: bool
 
+    @classmethod
+    def from_fractions(
+        cls, fractions: np.ndarray, threshold: int, min_lung_fraction: float = OPACIFIED_LUNG_FRACTION
+    ) -> SegmenterReading:
+        """A slice counts when its opacified share of the lung exceeds ``min_lung_fraction``; the case
+        is positive when more than ``threshold`` slices count."""
+        fractions = np.asarray(fractions, dtype=float)
+        count = int((fractions > min_lung_fraction).sum())
+        return cls(fractions, float(min_lung_fraction), count, int(threshold), count > threshold)
+
 
 def segmenter_reading(
     lesion_mask: np.ndarray,
@@ -74,9 +84,6 @@ def segmenter_reading(
     threshold: int,
     min_lung_fraction: float = OPACIFIED_LUNG_FRACTION,
 ) -> SegmenterReading:
-    """Apply the segmenter rule to a (Z, Y, X) lesion mask with its lung labels: a slice counts when
-    the mask covers more than ``min_lung_fraction`` of its lung area; positive when more than
-    ``threshold`` slices count."""
+    """The segmenter rule on a (Z, Y, X) lesion mask and its lung labels (:func:`slice_lung_fraction`)."""
     fractions = slice_lung_fraction(lesion_mask, lungs)
-    count = int((fractions > min_lung_fraction).sum())
-    return SegmenterReading(fractions, float(min_lung_fraction), count, int(threshold), count > threshold)
+    return SegmenterReading.from_fractions(fractions, threshold, min_lung_fraction)

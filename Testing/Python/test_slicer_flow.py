@@ -367,3 +367,46 @@ def test_cancel_stops_the_engine_and_adds_nothing(app, logic, weights, dicom_cas
     assert run.process.poll() is not None
     assert app.scene.GetNumberOfNodes() == before
     shutil.rmtree(run.workDir, ignore_errors=True)
+
+
+def test_segmenter_rule_is_read_again_on_the_edited_segmentation(app, logic, weights, dicom_files, phantom):
+    """Under the segmenter rule an edit changes the evidence: Update results re-applies the rule to the
+    edited segmentation (summary and scene), and the AI's reading is kept beside it."""
+    from jcs.decision import slice_lung_fraction
+    from JCSDiagnosisLib.logic import currentReadingText
+
+    volume = _load_dicom(app, dicom_files)
+    nodes = logic.diagnose(
+        volume, device="cpu", policy="always", decision="segmenter", threshold=2, timeout=300, **weights
+    )
+    segmentation = nodes.segmentationNode
+    engine = logic.engineInfo(segmentation)
+    assert (engine["decision"], engine["min_lung_fraction"], engine["threshold"]) == ("segmenter", 0.02, 2)
+    assert engine["positive_slice_count"] == nodes.results["case"]["positive_slice_count"]
+    ai_positive = nodes.results["case"]["positive"]
+
+    # the radiologist's segmentation: exactly the phantom's lesions
+    _paint(logic, segmentation, _original_grid(phantom, phantom.lesion_mask))
+    updated = logic.updateResults(segmentation)
+    fractions = np.array(tables.columnValues(nodes.sliceTableNode, "opacified_lung_fraction"))
+    truth = slice_lung_fraction(phantom.lesion_mask, phantom.lungs)  # jcs.lung's lungs are close to these
+    assert fractions == pytest.approx(truth, abs=0.01)
+    reading = updated.results["reading"]
+    assert reading.positive_slice_count == int((fractions > 0.02).sum())
+    assert abs(reading.positive_slice_count - int((truth > 0.02).sum())) <= 1
+    assert reading.positive == (reading.positive_slice_count > 2) and reading.positive
+    summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+    assert summary["current_positive_slice_count"] == str(reading.positive_slice_count)
+    assert summary["current_positive"] == "yes"
+    assert summary["positive"] == ("yes" if ai_positive else "no")  # the AI's reading is not rewritten
+    assert f"Edited segmentation: {reading.positive_slice_count} slices over 2 %" in currentReadingText(
+        reading, updated.results["edited"]
+    )
+
+    # everything erased: no slice counts, negative by the rule; the AI's reading still stands
+    _paint(logic, segmentation, np.zeros_like(logic.lesionMask(segmentation)))
+    cleared = logic.updateResults(segmentation).results["reading"]
+    assert (cleared.positive_slice_count, cleared.positive) == (0, False)
+    summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+    assert (summary["current_positive_slice_count"], summary["current_positive"]) == ("0", "no")
+    assert summary["positive"] == ("yes" if ai_positive else "no")

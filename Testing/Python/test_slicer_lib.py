@@ -24,6 +24,8 @@ from JCSDiagnosisLib.logic import (  # noqa: E402
     BackgroundQuantification,
     DiagnosisRun,
     JCSDiagnosisSceneLogic,
+    currentReading,
+    currentReadingText,
     decisionBasis,
     inputProblem,
     isDiagnosisResult,
@@ -347,6 +349,22 @@ def test_decision_basis_names_the_segmenter_rule() -> None:
     assert line == (
         "Slices counted by the segmenter rule: opacification over 2 % of the slice's lung "
         "(classifier: 7 slices positive)."
+    )
+
+
+def test_current_reading_reapplies_the_segmenter_rule() -> None:
+    rows = [{"opacified_lung_fraction": f} for f in (0.0, 0.05, 0.021, 0.02, 0.3)]
+    engine = {"decision": "segmenter", "min_lung_fraction": 0.02, "threshold": 2, "positive": False}
+    reading = currentReading(engine, rows)
+    # 0.02 itself is not over the share
+    assert (reading.positive_slice_count, reading.threshold, reading.positive) == (3, 2, True)
+    assert currentReading({**engine, "min_lung_fraction": 0.1}, rows).positive_slice_count == 1
+    assert currentReading({**engine, "decision": "classifier"}, rows) is None  # an edit leaves its evidence
+    assert currentReading({"threshold": 2}, rows) is None  # a result saved before the rule existed
+    assert currentReadingText(reading, edited=False) == ""
+    assert currentReadingText(reading, edited=True) == (
+        "Edited segmentation: 3 slices over 2 % of the lung (threshold 2), COVID-19 positive by the same "
+        "rule. The reading above is the AI's and is kept."
     )
 
 

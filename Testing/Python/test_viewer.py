@@ -340,6 +340,17 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         painted = int(edited.sum()) - engine_voxels
         assert painted > 0, "the paint stroke added no voxels"
         assert _lesion_ml(after) - _lesion_ml(before) == pytest.approx(painted * voxel_ml, rel=5e-3, abs=5e-3)
+        # The segmenter rule re-read on the edit: a stroke outside the lungs adds no opacified lung, so
+        # the same slices count; the AI's card is kept.
+        count, threshold = engine_result.positive_slice_count, engine_result.threshold
+        verdict = "COVID-19 positive" if count > threshold else "COVID-19 negative"
+        expect(page.locator("#jcs-current-reading")).to_have_text(
+            f"Edited segmentation: {count} slices over 2 % of the lung (threshold {threshold}), "
+            f"{verdict} by the same rule. The reading above is the AI's and is kept."
+        )
+        assert int(after["current_positive_slice_count"]) == count
+        expect(page.locator("#jcs-decision")).to_have_text(decision)
+        expect(red_bars).to_have_count(count)
         page.screenshot(path=shots / "06-edited-updated.png")
 
         # Export: DICOM-SEG (+ SR) of the edited segmentation, validated by dciodvfy.
