@@ -27,6 +27,13 @@ LOCAL_SCHEME = "99JCS"
 PERCENT_OF_LUNG = hd.sr.CodedConcept("LUNGPCT", LOCAL_SCHEME, "Lesion volume as percentage of lung volume")
 LESION_COUNT = hd.sr.CodedConcept("NLESION", LOCAL_SCHEME, "Number of lesions")
 SLICE_COUNT = hd.sr.CodedConcept("NPOSSLICE", LOCAL_SCHEME, "Number of COVID-19 positive slices")
+SLICE_THRESHOLD = hd.sr.CodedConcept(
+    "POSSLICETHR", LOCAL_SCHEME, "COVID-19 positive slice threshold (positive case above it)"
+)
+CASE_READING = hd.sr.CodedConcept("CASEREAD", LOCAL_SCHEME, "Automated COVID-19 case reading")
+#: SNOMED CT values of the case reading.
+POSITIVE = hd.sr.CodedConcept("10828004", "SCT", "Positive")
+NEGATIVE = hd.sr.CodedConcept("260385009", "SCT", "Negative")
 
 
 @dataclass
@@ -37,6 +44,9 @@ class ReportValues:
     percentOfLung: float | None
     lesionCount: int
     positiveSliceCount: int | None
+    threshold: int | None = None
+    #: The engine's case decision (positive when more than `threshold` slices are); None when unknown.
+    casePositive: bool | None = None
 
 
 @dataclass
@@ -166,7 +176,8 @@ def buildSegmentation(
 def buildReport(
     datasets: list[pydicom.Dataset], segmentation: hd.seg.Segmentation, values: ReportValues, engine: dict
 ) -> hd.sr.Comprehensive3DSR:
-    """TID 1500 measurement report: lesion volume, % of lung and counts, referencing the SEG segment."""
+    """TID 1500 measurement report referencing the SEG segment: lesion volume, % of lung, counts, the
+    positive-slice threshold and the engine's case reading (a qualitative evaluation)."""
     spec = lesionSpec()
     algorithm = hd.sr.AlgorithmIdentification(
         name="JCS Diagnosis", version=str(engine.get("engine_version") or "unknown")
@@ -179,6 +190,7 @@ def buildReport(
         (LESION_COUNT, int(values.lesionCount), "{lesions}", "lesions"),
         (SLICE_COUNT, None if values.positiveSliceCount is None else int(values.positiveSliceCount),
          "{slices}", "slices"),
+        (SLICE_THRESHOLD, None if values.threshold is None else int(values.threshold), "{slices}", "slices"),
     ]
     measurements = [
         hd.sr.Measurement(
@@ -198,6 +210,11 @@ def buildReport(
         finding_type=_concept(spec.type),
         finding_sites=[hd.sr.FindingSite(_concept(spec.region))] if spec.region else None,
         measurements=measurements,
+        qualitative_evaluations=(
+            None
+            if values.casePositive is None
+            else [hd.sr.QualitativeEvaluation(CASE_READING, POSITIVE if values.casePositive else NEGATIVE)]
+        ),
     )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,

@@ -48,6 +48,8 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 SUMMARY_LESION_VOLUME = "opacification_volume_ml"
 SUMMARY_PERCENT_OF_LUNG = "opacification_percent"
 SUMMARY_POSITIVE_SLICES = "positive_slice_count"
+SUMMARY_THRESHOLD = "threshold"
+SUMMARY_POSITIVE = "positive"
 #: Summary fields of the segmenter rule re-applied to the current (edited) segmentation.
 SUMMARY_CURRENT_POSITIVE_SLICES = "current_positive_slice_count"
 SUMMARY_CURRENT_POSITIVE = "current_positive"
@@ -727,7 +729,7 @@ def _isDicom(path: Path) -> bool:
 
 
 def reportValues(summary: dict, lesionCount: int):
-    """SR measurements from the summary table (jcs.quantify field names)."""
+    """SR measurements from the summary table (jcs.quantify field names) and the AI's case reading."""
     from .dicomseg import ReportValues
 
     def number(key: str) -> float | None:
@@ -741,9 +743,13 @@ def reportValues(summary: dict, lesionCount: int):
     if volume is None:
         raise ValueError(f"the summary table has no '{SUMMARY_LESION_VOLUME}'; run 'Update results' first")
     positiveSlices = number(SUMMARY_POSITIVE_SLICES)
+    threshold = number(SUMMARY_THRESHOLD)
+    reading = {True: True, "yes": True, False: False, "no": False}.get(summary.get(SUMMARY_POSITIVE))
     return ReportValues(
         lesionVolumeMl=volume,
         percentOfLung=number(SUMMARY_PERCENT_OF_LUNG),
         lesionCount=int(lesionCount),
         positiveSliceCount=int(positiveSlices) if positiveSlices is not None else None,
+        threshold=int(threshold) if threshold is not None else None,
+        casePositive=reading,
     )

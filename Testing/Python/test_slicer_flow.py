@@ -268,6 +268,12 @@ def test_export_seg_and_sr_validates_and_reads_back(logic, dicom_case, dicom_fil
     assert percent == (pytest.approx(float(summary["opacification_percent"]), rel=1e-5), "%")
     assert measurements["Number of lesions"][0] == len(phantom.lesions)
     assert measurements["Number of COVID-19 positive slices"][0] == float(summary["positive_slice_count"])
+    threshold = measurements["COVID-19 positive slice threshold (positive case above it)"]
+    assert threshold == (float(summary["threshold"]), "{slices}")
+    (reading,) = group.get_qualitative_evaluations()
+    assert reading.name.meaning == "Automated COVID-19 case reading"
+    expected = ("10828004", "Positive") if summary["positive"] == "yes" else ("260385009", "Negative")
+    assert (reading.value.value, reading.value.meaning, reading.value.scheme_designator) == (*expected, "SCT")
 
 
 def test_nrrd_input_export_needs_sources_and_rerun_keeps_edits(app, logic, weights, tmp_path):
