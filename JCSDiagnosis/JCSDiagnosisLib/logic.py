@@ -49,6 +49,8 @@ SUMMARY_LESION_VOLUME = "opacification_volume_ml"
 SUMMARY_PERCENT_OF_LUNG = "opacification_percent"
 SUMMARY_POSITIVE_SLICES = "positive_slice_count"
 SUMMARY_THRESHOLD = "threshold"
+#: Slice-table column of the segmenter rule's evidence (jcs.quantify / results.json).
+SLICE_SHARE_COLUMN = "opacified_lung_fraction"
 SUMMARY_POSITIVE = "positive"
 #: Summary fields of the segmenter rule re-applied to the current (edited) segmentation.
 SUMMARY_CURRENT_POSITIVE_SLICES = "current_positive_slice_count"
@@ -316,7 +318,10 @@ class JCSDiagnosisSceneLogic:
         tables.fillTable(summaryNode, tables.summaryRecords(_summaryOf(results)))
         tables.fillTable(lesionNode, results.get("lesions", []))
         tables.fillTable(sliceNode, sliceRecords(results.get("slices", [])))
-        chartNode = tables.makeProbabilityPlot(self.scene, sliceNode, name)
+        byShare = results.get("case", {}).get("decision") == "segmenter"
+        chartNode = tables.makeProbabilityPlot(
+            self.scene, sliceNode, name, SLICE_SHARE_COLUMN if byShare else None
+        )
 
         for role, node in (
             (ROLE_HEATMAP, heatmapNode),
@@ -660,7 +665,7 @@ def currentReading(engine: dict, slices: list[dict]) -> SegmenterReading | None:
 
     share = engine.get("min_lung_fraction")
     return SegmenterReading.from_fractions(
-        np.array([float(row["opacified_lung_fraction"]) for row in slices]),
+        np.array([float(row[SLICE_SHARE_COLUMN]) for row in slices]),
         int(engine["threshold"]),
         OPACIFIED_LUNG_FRACTION if share is None else float(share),
     )

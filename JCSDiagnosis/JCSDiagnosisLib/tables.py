@@ -138,8 +138,13 @@ def makeProbabilityPlot(
     scene: slicer.vtkMRMLScene,
     sliceTableNode: slicer.vtkMRMLTableNode,
     name: str,
+    shareColumn: str | None = None,
 ) -> slicer.vtkMRMLPlotChartNode:
-    """Plot chart of the per-slice COVID-19 probability along z (one point per axial slice)."""
+    """Plot chart of the per-slice COVID-19 probability along z (one point per axial slice).
+
+    With `shareColumn` (cases decided by the segmenter rule) a second series plots that column, each
+    slice's opacified share of the lung, the evidence the slices were counted by.
+    """
     series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} slice probability")
     series.SetAndObserveTableNodeID(sliceTableNode.GetID())
     series.SetXColumnName(SLICE_COLUMN)
@@ -155,4 +160,15 @@ def makeProbabilityPlot(
     chart.SetYAxisRangeAuto(False)
     chart.SetYAxisRange(0.0, 1.0)
     chart.SetLegendVisibility(False)
+    if shareColumn:
+        share = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", f"{name} opacified share of the lung")
+        share.SetAndObserveTableNodeID(sliceTableNode.GetID())
+        share.SetXColumnName(SLICE_COLUMN)
+        share.SetYColumnName(shareColumn)
+        share.SetPlotType(slicer.vtkMRMLPlotSeriesNode.PlotTypeLine)
+        share.SetColor(0.2, 0.45, 0.85)
+        chart.AddAndObservePlotSeriesNodeID(share.GetID())
+        chart.SetTitle("Opacified share of the lung and COVID-19 probability per axial slice")
+        chart.SetYAxisTitle("share of the lung / P(COVID-19)")
+        chart.SetLegendVisibility(True)
     return chart

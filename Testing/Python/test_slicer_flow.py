@@ -148,6 +148,7 @@ def test_diagnosis_creates_linked_nodes_on_the_input_grid(app, logic, dicom_case
     series = nodes.plotChartNode.GetNthPlotSeriesNode(0)
     assert series.GetTableNodeID() == nodes.sliceTableNode.GetID()
     assert series.GetYColumnName() == tables.PROBABILITY_COLUMN
+    assert nodes.plotChartNode.GetNumberOfPlotSeriesNodes() == 1  # classifier rule: probabilities alone
     summary = {row["quantity"]: row for row in tables.readTable(nodes.summaryTableNode)}
     assert summary["positive_slice_count"]["value"] == str(int(np.sum(probabilities > 0.5)))
     assert summary["opacification_volume_ml"]["unit"] == "mL"
@@ -390,6 +391,12 @@ def test_segmenter_rule_is_read_again_on_the_edited_segmentation(app, logic, wei
     assert (engine["decision"], engine["min_lung_fraction"], engine["threshold"]) == ("segmenter", 0.02, 2)
     assert engine["positive_slice_count"] == nodes.results["case"]["positive_slice_count"]
     ai_positive = nodes.results["case"]["positive"]
+    # the chart also plots the rule's evidence, from the slice table (so it follows each update)
+    share = nodes.plotChartNode.GetNthPlotSeriesNode(1)
+    assert (share.GetTableNodeID(), share.GetYColumnName()) == (
+        nodes.sliceTableNode.GetID(),
+        "opacified_lung_fraction",
+    )
 
     # the radiologist's segmentation: exactly the phantom's lesions
     _paint(logic, segmentation, _original_grid(phantom, phantom.lesion_mask))
