@@ -488,6 +488,13 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
         summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
         self.assertAlmostEqual(float(summary["opacification_volume_ml"]), 256 * voxelMl, places=3)
         self.assertEqual(summary["lesion_count"], "1")
+        # the bundled weights decide by the segmenter rule, which is read again on the edit
+        engine = logic.sceneLogic.engineInfo(nodes.segmentationNode)
+        self.assertEqual(engine["decision"], "segmenter")
+        shares = tables.columnValues(nodes.sliceTableNode, "opacified_lung_fraction")
+        counted = sum(share > engine["min_lung_fraction"] for share in shares)
+        self.assertEqual(int(summary["current_positive_slice_count"]), counted)
+        self.assertEqual(summary["current_positive"], "yes" if counted > engine["threshold"] else "no")
         self.delayDisplay(_("Test passed"))
 
     def test_DiagnoseSampleAndExport(self) -> None:
