@@ -53,6 +53,23 @@ RESULTS_CSV_FIELDS = (
     "position_z_mm",
     "file",
 )
+#: Columns of the cohort table ``cases.csv`` (one row per input of `jcs diagnose`).
+CASES_CSV_FIELDS = (
+    "case",
+    "input",
+    "status",
+    "positive",
+    "decision",
+    "positive_slice_count",
+    "threshold",
+    "classifier_positive_slice_count",
+    "axial_slices",
+    "opacification_volume_ml",
+    "opacification_percent",
+    "lesion_count",
+    "seconds",
+    "error",
+)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -68,9 +85,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "diagnose",
         help="classify every axial slice, explain with Grad-CAM, segment lesions, quantify",
         description="Writes heatmap.nrrd, lesions.nrrd, lungs.nrrd (input geometry), results.json, "
-        "results.csv, summary.csv, lesions.csv and slices.csv into --out.",
+        "results.csv, summary.csv, lesions.csv and slices.csv into --out. With several inputs (a "
+        "cohort) each case gets its own folder in --out and cases.csv lists one row per case; a case "
+        "that fails is recorded there and the others go on.",
     )
-    diagnose.add_argument("input", nargs="?", type=Path, help="CT file, DICOM folder or 2-D PNG/JPG slice")
+    diagnose.add_argument(
+        "input", nargs="*", type=Path, help="CT file, DICOM folder or 2-D PNG/JPG slice (several: a cohort)"
+    )
     diagnose.add_argument("--sample", action="store_true", help="run on the sample scan shipped with jcs")
     diagnose.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
     diagnose.add_argument("--classifier", help="classifier weights name (default: the bundled one)")
@@ -303,20 +324,19 @@ def _write_outputs(
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    if args.sample == (args.input is not None):
-        raise InputError("give either an INPUT path or --sample")
-    t_start = time.perf_counter()
+    if args.sample == bool(args.input):
+        raise InputError("give either INPUT paths (one or more) or --sample")
     if args.sample:
         from jcs.sample import SAMPLE_CITATION, sample_path
 
-        path = sample_path()
-        print(f"sample: {path} ({SAMPLE_CITATION})")
+        inputs = [sample_path()]
+        print(f"sample: {inputs[0]} ({SAMPLE_CITATION})")
     else:
-        path = args.input
-    timings: dict[str, float] = {}
+        inputs = list(args.input)
     t0 = time.perf_counter()
-    ct = read_ct(path)
-    timings["read"] = time.perf_counter() - t0
+    # One input is read before the models load, so a bad file fails at once.
+    first = read_ct(inputs[0]) if len(inputs) == 1 else None
+    read_s = time.perf_counter() - t0
     engine = DiagnosisEngine.from_registry(
         args.classifier,
         args.segmenter,
@@ -333,10 +353,34 @@ def _diagnose(args: argparse.Namespace) -> int:
     else:
         print("segmenter: none installed; lesions will not be segmented")
     args.out.mkdir(parents=True, exist_ok=True)
+    if first is not None:
+        _diagnose_case(engine, inputs[0], args.out, args, ct=first, read_s=read_s)
+        print(f"outputs: {args.out}")
+        return 0
+    return _diagnose_cohort(engine, inputs, args)
+
+
+def _diagnose_case(
+    engine: DiagnosisEngine,
+    path: Path,
+    out: Path,
+    args: argparse.Namespace,
+    ct: CTVolume | None = None,
+    read_s: float = 0.0,
+) -> dict[str, Any]:
+    """Read (unless ``ct`` is given), diagnose and write one case into ``out``; prints its reading;
+    returns what results.json holds."""
+    t_start = time.perf_counter() - read_s
+    timings: dict[str, float] = {}
+    if ct is None:
+        ct = read_ct(path)
+        read_s = time.perf_counter() - t_start
+    timings["read"] = read_s
+    out.mkdir(parents=True, exist_ok=True)
     progress = _Progress(enabled=not args.quiet)
     try:
         result = engine.diagnose(ct, progress=progress)
-        payload = _write_outputs(ct, result, args.out, engine, timings, progress, args.lesion_margin_mm)
+        payload = _write_outputs(ct, result, out, engine, timings, progress, args.lesion_margin_mm)
     finally:
         progress.close()
     timings["total"] = time.perf_counter() - t_start
@@ -359,8 +403,63 @@ def _diagnose(args: argparse.Namespace) -> int:
         )
     for note in payload["notes"]:
         print(f"note: {note}")
-    print(f"outputs: {args.out}")
-    return 0
+    return payload
+
+
+def _case_names(inputs: Sequence[Path]) -> list[str]:
+    """One output folder name per input: its file or folder name without extension, made unique."""
+    names: list[str] = []
+    for path in inputs:
+        base = path.resolve().name
+        for suffix in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".dcm"):
+            if base.lower().endswith(suffix) and len(base) > len(suffix):
+                base = base[: -len(suffix)]
+                break
+        name, k = base or "case", 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _diagnose_cohort(engine: DiagnosisEngine, inputs: Sequence[Path], args: argparse.Namespace) -> int:
+    """Each input into ``--out/NAME``; ``cases.csv`` with one row per case. A failing case is recorded
+    (status ``error``) and the cohort goes on; the exit code is 2 when any case failed."""
+    rows = []
+    names = _case_names(inputs)
+    for position, (path, name) in enumerate(zip(inputs, names, strict=True), start=1):
+        print(f"[{position}/{len(inputs)}] {name}: {path}")
+        row: dict[str, Any] = {"case": name, "input": str(path)}
+        t0 = time.perf_counter()
+        try:
+            payload = _diagnose_case(engine, path, args.out / name, args)
+        except (JCSError, OSError) as exc:  # bad input, corrupt or unreadable file: this case only
+            print(f"case: error: {exc}", file=sys.stderr)
+            row.update(status="error", error=str(exc))
+        else:
+            case, summary = payload["case"], payload["summary"]
+            row.update(
+                status="ok",
+                **{key: case.get(key) for key in ("positive", "decision", "positive_slice_count", "threshold",
+                                                   "classifier_positive_slice_count")},
+                axial_slices=len(payload["slices"]),
+                **{key: summary.get(key) for key in ("opacification_volume_ml", "opacification_percent",
+                                                      "lesion_count")},
+            )
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        rows.append(row)
+    with open(args.out / "cases.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CASES_CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in CASES_CSV_FIELDS})
+    failed = sum(row["status"] != "ok" for row in rows)
+    positive = sum(bool(row.get("positive")) for row in rows)
+    print(
+        f"cohort: {len(rows)} cases, {positive} positive, {len(rows) - failed - positive} negative, "
+        f"{failed} failed; table: {args.out / 'cases.csv'}"
+    )
+    return EXIT_USER_ERROR if failed else 0
 
 
 def _quantify_command(args: argparse.Namespace) -> int:

@@ -131,6 +131,43 @@ def test_diagnose_by_the_segmenter_rule(
     np.testing.assert_allclose([s["opacified_lung_fraction"] for s in results["slices"]], expected)
 
 
+def test_diagnose_cohort_one_folder_per_case_and_a_table(
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+) -> None:
+    """Several inputs: each case in its own folder, cases.csv one row each; a corrupt file is recorded
+    as an error and the others still run (exit code 2 because one failed)."""
+    sources = []
+    for seed, folder in enumerate(("a", "b")):  # two files named ct.nrrd: folders ct and ct-2
+        phantom = make_chest_phantom(shape=(10, 96, 96), seed=seed)
+        (tmp_path / folder).mkdir()
+        sources.append(tmp_path / folder / "ct.nrrd")
+        sitk.WriteImage(phantom.image, str(sources[-1]))
+    corrupt = tmp_path / "broken.nrrd"
+    corrupt.write_bytes(b"NRRD0004\nnot an image")
+    out = tmp_path / "cohort"
+    code, stdout, stderr = _diagnose(
+        [*map(str, sources), str(corrupt), "--out", str(out), "--segment", "always", "--threshold", "2",
+         "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
+        capsys,
+    )
+    assert code == 2 and "broken" in stderr
+    with open(out / "cases.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["case"], r["status"]) for r in rows] == [("ct", "ok"), ("ct-2", "ok"), ("broken", "error")]
+    assert rows[2]["error"] and not (out / "broken" / "results.json").exists()
+    for row, source in zip(rows[:2], sources, strict=True):
+        results = _check_outputs(out / row["case"], sitk.ReadImage(str(source)), 10)
+        case = results["case"]
+        assert row["input"] == str(source) and row["positive"] == str(case["positive"])
+        assert (int(row["positive_slice_count"]), int(row["threshold"])) == (case["positive_slice_count"], 2)
+        assert int(row["axial_slices"]) == 10 and float(row["seconds"]) > 0
+        assert float(row["opacification_volume_ml"]) == pytest.approx(
+            results["summary"]["opacification_volume_ml"]
+        )
+        assert int(row["lesion_count"]) == results["summary"]["lesion_count"]
+    assert "[3/3] broken" in stdout and "cohort: 3 cases" in stdout and "1 failed" in stdout
+
+
 def test_diagnose_real_ct100_png(
     shared_data: Path, tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
 ) -> None:
@@ -213,7 +250,7 @@ def test_user_errors_exit_2_without_traceback(
     code, _, stderr = _diagnose([str(tmp_path / "absent.nii.gz"), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "absent.nii.gz" in stderr and stderr.count("\n") == 1
     code, _, stderr = _diagnose(["--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and "INPUT path or --sample" in stderr
+    assert code == 2 and "INPUT paths (one or more) or --sample" in stderr
     phantom = make_chest_phantom(shape=(10, 64, 64), seed=4)
     source = tmp_path / "p.nrrd"
     sitk.WriteImage(phantom.image, str(source))
