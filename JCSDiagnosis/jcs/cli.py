@@ -422,6 +422,14 @@ def _case_names(inputs: Sequence[Path]) -> list[str]:
     return names
 
 
+def _write_cases(rows: Sequence[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CASES_CSV_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in CASES_CSV_FIELDS})
+
+
 def _diagnose_cohort(engine: DiagnosisEngine, inputs: Sequence[Path], args: argparse.Namespace) -> int:
     """Each input into ``--out/NAME``; ``cases.csv`` with one row per case. A failing case is recorded
     (status ``error``) and the cohort goes on; the exit code is 2 when any case failed."""
@@ -448,11 +456,7 @@ def _diagnose_cohort(engine: DiagnosisEngine, inputs: Sequence[Path], args: argp
             )
         row["seconds"] = round(time.perf_counter() - t0, 2)
         rows.append(row)
-    with open(args.out / "cases.csv", "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CASES_CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in CASES_CSV_FIELDS})
+        _write_cases(rows, args.out / "cases.csv")  # after every case: an interrupted cohort keeps its table
     failed = sum(row["status"] != "ok" for row in rows)
     positive = sum(bool(row.get("positive")) for row in rows)
     print(

@@ -132,7 +132,10 @@ def test_diagnose_by_the_segmenter_rule(
 
 
 def test_diagnose_cohort_one_folder_per_case_and_a_table(
-    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tiny_weights: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Several inputs: each case in its own folder, cases.csv one row each; a corrupt file is recorded
     as an error and the others still run (exit code 2 because one failed)."""
@@ -166,6 +169,29 @@ def test_diagnose_cohort_one_folder_per_case_and_a_table(
         )
         assert int(row["lesion_count"]) == results["summary"]["lesion_count"]
     assert "[3/3] broken" in stdout and "cohort: 3 cases" in stdout and "1 failed" in stdout
+
+    # Interrupted on the second case (Ctrl-C): the table keeps the cases that finished.
+    from jcs import cli
+
+    real_case = cli._diagnose_case
+    calls = []
+
+    def interrupt_second(*args, **kwargs):
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_case(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "_diagnose_case", interrupt_second)
+    stopped = tmp_path / "stopped"
+    code, _, stderr = _diagnose(
+        [*map(str, sources), "--out", str(stopped), "--classifier", tiny_weights["classifier"],
+         "--segmenter", tiny_weights["segmenter"]],
+        capsys,
+    )
+    assert code == 130 and "interrupted" in stderr
+    with open(stopped / "cases.csv", newline="") as handle:
+        assert [(r["case"], r["status"]) for r in csv.DictReader(handle)] == [("ct", "ok")]
 
 
 def test_diagnose_real_ct100_png(
