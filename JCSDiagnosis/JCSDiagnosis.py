@@ -427,7 +427,7 @@ class JCSDiagnosisLogic(ScriptedLoadableModuleLogic):
         engine = nodes.results.get("case") or nodes.results.get("engine") or {}
         if engine.get("positive") is None:
             return _("Done.")
-        from JCSDiagnosisLib.logic import currentReadingText, decisionBasis
+        from JCSDiagnosisLib.logic import currentReadingText, decisionBasis, engineNotes
 
         verdict = _("COVID-19 positive") if engine.get("positive") else _("COVID-19 negative")
         text = _("{verdict}: {count} positive slices (threshold {threshold}). Not for clinical use.").format(
@@ -437,6 +437,7 @@ class JCSDiagnosisLogic(ScriptedLoadableModuleLogic):
             text,
             decisionBasis(engine),
             currentReadingText(nodes.results.get("reading"), bool(nodes.results.get("edited"))),
+            *(_("Note: {note}").format(note=note) for note in engineNotes(nodes.results)),
         ]
         return "\n".join(line for line in lines if line)
 

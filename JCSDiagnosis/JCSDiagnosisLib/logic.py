@@ -683,6 +683,15 @@ def currentReadingText(reading: SegmenterReading | None, edited: bool) -> str:
     )
 
 
+def engineNotes(results: dict) -> list[str]:
+    """The engine's notes on a diagnosis (cautions, what was dropped or fell back), from its
+    results.json or, after an update or a scene reload, from the engine info kept on the segmentation."""
+    notes = results.get("notes")
+    if notes is None:
+        notes = results.get("engine", {}).get("notes", [])
+    return [str(note) for note in notes]
+
+
 def _summaryOf(results: dict) -> dict:
     summary = dict(results.get("summary", {}))
     case = results.get("case", {})
@@ -700,6 +709,7 @@ def _engineInfo(results: dict) -> dict:
         "weights": results.get("weights", {}),
         "device": results.get("device", ""),
         **{key: case.get(key) for key in ENGINE_CASE_FIELDS},
+        "notes": [str(note) for note in results.get("notes", [])],
     }
 
 

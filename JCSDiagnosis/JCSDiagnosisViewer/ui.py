@@ -259,6 +259,13 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
                 classes="text-caption",
             )
             html.Div(
+                "Note: {{ note }}",
+                v_for="(note, index) in jcs_notes",
+                key="index",
+                classes="text-caption jcs-note",
+                style="opacity: 0.8;",
+            )
+            html.Div(
                 "Opacification {{ jcs_lesion_ml }} mL ({{ jcs_lesion_pct }} % of lung volume), "
                 "{{ jcs_segmentation }} segmentation",
                 id="jcs-lesion-ml",

@@ -29,6 +29,7 @@ from JCSDiagnosisLib.logic import (
     JCSDiagnosisSceneLogic,
     currentReadingText,
     decisionBasis,
+    engineNotes,
     inputProblem,
 )
 from JCSDiagnosisLib.tables import PROBABILITY_COLUMN, SLICE_COLUMN, columnValues, readTable
@@ -141,6 +142,7 @@ class JCSViewer(TrameApp):
                 "jcs_threshold": 0,
                 "jcs_decision_basis": "",
                 "jcs_current_reading": "",
+                "jcs_notes": [],
                 "jcs_lesion_ml": "",
                 "jcs_lesion_pct": "",
                 "jcs_segmentation": "",
@@ -284,6 +286,7 @@ class JCSViewer(TrameApp):
                 "jcs_threshold": int(case.get("threshold", 0)),
                 "jcs_decision_basis": decisionBasis(case),
                 "jcs_current_reading": "",
+                "jcs_notes": engineNotes(result.results),
                 "jcs_chart_title": self.chart.title,
                 "jcs_chart_legend": self.chart.legend,
                 "jcs_weights": _weights_text(result.results.get("weights", {})),
@@ -436,6 +439,7 @@ class JCSViewer(TrameApp):
                 **{k: v for k, v in case.items() if not isinstance(v, (list, dict))},
             },
             "weights": self.result.results.get("weights", {}),
+            "notes": engineNotes(self.result.results),
             "segmentation": "edited"
             if self.scene_logic.isEdited(self.result.segmentationNode)
             else "automatic",

@@ -27,6 +27,10 @@ REFERENCE_INVOLVEMENT_MM = 25.0
 OPACIFIED_LUNG_FRACTION = 0.02
 """Segmenter rule: a slice is positive when predicted opacification covers more than this share of its
 lung area (unless the classifier card's decision block says otherwise)."""
+CHECKED_SLICE_SPACING_MM = 4.0
+"""Thickest slices on which the segmenter rule was checked with the bundled segmenter: 2 mm scans, and
+the same scans averaged into 4 mm slabs, decided right; averaged into 6 mm slabs a normal scan had 13
+of 55 slices over 2 % (T = 4) and was called positive. Thicker scans get a caution note."""
 
 
 def slice_lung_fraction(lesion_mask: np.ndarray, lungs: np.ndarray) -> np.ndarray:

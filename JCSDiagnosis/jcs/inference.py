@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from jcs.decision import (
+    CHECKED_SLICE_SPACING_MM,
     DECISIONS,
     DEFAULT_THRESHOLD,
     OPACIFIED_LUNG_FRACTION,
@@ -514,6 +515,14 @@ class DiagnosisEngine:
             else:
                 fractions = reading.slice_lung_fraction
                 count, positive = reading.positive_slice_count, reading.positive
+                spacing = slice_spacing_mm(ct) if ct.is_hu and n_slices > 1 else float("nan")
+                if spacing > CHECKED_SLICE_SPACING_MM:
+                    notes.append(
+                        f"slices are {spacing:g} mm apart: the segmenter rule was checked on slices up to "
+                        f"{CHECKED_SLICE_SPACING_MM:g} mm; on thicker slices normal lungs can show more "
+                        "opacified slices than the threshold allows, so read a positive call with care "
+                        "(or pass a higher --threshold)"
+                    )
         timings["total"] = time.perf_counter() - t_total
         report("done", 1.0)
 

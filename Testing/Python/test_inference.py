@@ -343,6 +343,13 @@ def test_segmenter_rule_counts_slices_with_opacified_lung(models: dict[str, obje
     assert result.positive_slice_count > 10 and result.positive
     assert result.classifier_positive_count == int((result.slice_probabilities > 0.5).sum())
     assert {"segment", "lungs"} <= set(result.timings_s)
+    assert not any("mm apart" in note for note in result.notes)  # 2.5 mm: within what was checked
+
+    thick = make_chest_phantom(shape=(8, 96, 96), spacing=(6.0, 2.0, 2.0), lesions=lesions, seed=5)
+    thick_result = engine.diagnose(CTVolume(image=thick.image, is_hu=True, path=Path("thick.nrrd")))
+    assert thick_result.decision == "segmenter" and thick_result.threshold == 4
+    (caution,) = [note for note in thick_result.notes if "mm apart" in note]
+    assert caution.startswith("slices are 6 mm apart") and "up to 4 mm" in caution
 
     clean = make_chest_phantom(shape=(30, 96, 96), spacing=(2.5, 2.0, 2.0), lesions=[], seed=5)
     negative = engine.diagnose(CTVolume(image=clean.image, is_hu=True, path=Path("clean.nrrd")))

@@ -380,7 +380,7 @@ def test_segmenter_rule_is_read_again_on_the_edited_segmentation(app, logic, wei
     """Under the segmenter rule an edit changes the evidence: Update results re-applies the rule to the
     edited segmentation (summary and scene), and the AI's reading is kept beside it."""
     from jcs.decision import slice_lung_fraction
-    from JCSDiagnosisLib.logic import currentReadingText
+    from JCSDiagnosisLib.logic import currentReadingText, engineNotes
 
     volume = _load_dicom(app, dicom_files)
     nodes = logic.diagnose(
@@ -390,6 +390,7 @@ def test_segmenter_rule_is_read_again_on_the_edited_segmentation(app, logic, wei
     engine = logic.engineInfo(segmentation)
     assert (engine["decision"], engine["min_lung_fraction"], engine["threshold"]) == ("segmenter", 0.02, 2)
     assert engine["positive_slice_count"] == nodes.results["case"]["positive_slice_count"]
+    assert engine["notes"] == nodes.results["notes"]  # kept with the segmentation for later updates
     ai_positive = nodes.results["case"]["positive"]
     # the chart also plots the rule's evidence, from the slice table (so it follows each update)
     share = nodes.plotChartNode.GetNthPlotSeriesNode(1)
@@ -415,6 +416,7 @@ def test_segmenter_rule_is_read_again_on_the_edited_segmentation(app, logic, wei
     assert f"Edited segmentation: {reading.positive_slice_count} slices over 2 %" in currentReadingText(
         reading, updated.results["edited"]
     )
+    assert engineNotes(updated.results) == nodes.results["notes"]
 
     # everything erased: no slice counts, negative by the rule; the AI's reading still stands
     _paint(logic, segmentation, np.zeros_like(logic.lesionMask(segmentation)))

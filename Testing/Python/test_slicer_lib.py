@@ -27,6 +27,7 @@ from JCSDiagnosisLib.logic import (  # noqa: E402
     currentReading,
     currentReadingText,
     decisionBasis,
+    engineNotes,
     inputProblem,
     isDiagnosisResult,
     maskSha256,
@@ -366,6 +367,13 @@ def test_current_reading_reapplies_the_segmenter_rule() -> None:
         "Edited segmentation: 3 slices over 2 % of the lung (threshold 2), COVID-19 positive by the same "
         "rule. The reading above is the AI's and is kept."
     )
+
+
+def test_engine_notes_from_results_or_the_kept_engine_info() -> None:
+    note = "12.0 mL of predicted opacification lay more than 10 mm from the lungs and was dropped"
+    assert engineNotes({"notes": [note], "engine": {"notes": ["older"]}}) == [note]
+    assert engineNotes({"engine": {"notes": [note]}}) == [note]  # after Update results / scene reload
+    assert engineNotes({"engine": {}}) == [] and engineNotes({}) == []
 
 
 def test_background_quantification_hands_back_result_or_error() -> None:

@@ -9,6 +9,7 @@ artifacts folder.
 from __future__ import annotations
 
 import io
+import json
 import os
 import queue
 import re
@@ -358,6 +359,10 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         sr = _download(page, "#jcs-download-sr", tmp_path / "report_sr.dcm")
         for name in ("summary", "lesions", "slices", "json"):
             assert _download(page, f"#jcs-download-{name}", tmp_path / name).stat().st_size > 0
+        # the engine's notes (what it dropped, cautions) are on the card, as in the downloaded JSON
+        notes = json.loads((tmp_path / "json").read_text())["notes"]
+        assert notes, "the phantom run should leave at least one note (predicted lesions far from the lungs)"
+        assert page.locator(".jcs-note").all_inner_texts() == [f"Note: {note}" for note in notes]
         browser.close()
     assert not outside, f"the page reached outside the viewer: {outside[:5]}"
 
