@@ -100,6 +100,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._timer.setInterval(200)
         self._timer.connect("timeout()", self.onPollEngine)
         self._update = None  # a running BackgroundQuantification ("Update results")
+        self._shownResultId = None  # the result whose reading the status line shows
         self._updateTimer = qt.QTimer()
         self._updateTimer.setInterval(100)
         self._updateTimer.connect("timeout()", self.onPollUpdate)
@@ -141,6 +142,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.cancelRun()
         self._updateTimer.stop()
         self._update = None  # its worker thread ends on its own; its result is dropped
+        self._shownResultId = None
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -185,6 +187,17 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportButton.enabled = hasResult and not running
         self.ui.opacitySliderWidget.enabled = hasResult
         self.ui.tableView.setMRMLTableNode(self._currentTable()[1])
+        if hasResult and not running:
+            self._showReadingOf(self._parameterNode.resultSegmentation)
+
+    def _showReadingOf(self, segmentationNode) -> None:
+        """Put a result's reading in the status line when another result is selected (or after a
+        scene is loaded): the engine's decision and notes are kept on the segmentation."""
+        if segmentationNode.GetID() == self._shownResultId:
+            return
+        self._shownResultId = segmentationNode.GetID()
+        nodes = self.logic.sceneLogic.resultNodes(segmentationNode)
+        self.ui.statusLabel.text = self.logic.decisionText(nodes)
 
     # ------------------------------------------------------------------ actions
     def onDiagnoseButton(self) -> None:
@@ -230,6 +243,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Diagnosis failed."), waitCursor=True):
                 run.process.check(code)
                 nodes = self.logic.sceneLogic.loadResults(run)
+                self._shownResultId = nodes.segmentationNode.GetID()
                 self._parameterNode.resultSegmentation = nodes.segmentationNode
                 self.logic.showResults(nodes, self._parameterNode.heatmapOpacity, self.onPlotDataSelected)
                 self.ui.statusLabel.text = self.logic.decisionText(nodes)
