@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from jcs.decision import OPACIFIED_LUNG_FRACTION, scaled_threshold, slice_lung_fraction
+from jcs.io import CTVolume
 from jcs.lung import segment_lungs
 from jcs.preprocess import axial_slices_uint8, classifier_input, segmenter_input
 from scipy import ndimage
@@ -224,8 +226,13 @@ def cross_source_report(
     name: str,
     device: torch.device | None = None,
     min_lung_fraction: float = MIN_LESION_LUNG_FRACTION,
+    slab: int = 1,
 ) -> dict[str, Any]:
     """The segmenter on whole CT series of another source with slice labels but no masks.
+
+    ``slab`` > 1 first averages each run of that many consecutive slices into one (as a thick
+    reconstruction does; a slab is labelled infected when any of its slices is), to check the
+    decision on thick-slice scans.
 
     Each series is windowed like the engine, its lungs segmented (``jcs.lung``); a slice's score is its
     predicted lesion area as a fraction of its lung area. Reports the slice-level AUC of that score
@@ -240,7 +247,11 @@ def cross_source_report(
     precision = common.inference_precision(config.precision, device)
     rows: list[dict[str, Any]] = []
     patients: dict[str, dict[str, Any]] = {}
+    if slab < 1:
+        raise ValueError(f"slab must be at least 1 slice, not {slab}")
     for patient, ct, labels in slice_label_series(slice_labels):
+        if slab > 1:
+            ct, labels = thick_slabs(ct, labels, slab)
         spacing_xyz = ct.axial_image().GetSpacing()
         lungs = segment_lungs(ct.axial_array(), spacing_xyz[::-1]) > 0
         slices = axial_slices_uint8(ct, config.data.window_level, config.data.window_width)
@@ -285,6 +296,24 @@ def cross_source_report(
         writer.writerows(rows)
     (out_dir / f"{name}_cross_source.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def thick_slabs(ct: CTVolume, labels: Sequence[int], slab: int) -> tuple[CTVolume, list[int]]:
+    """``ct`` with every ``slab`` consecutive axial slices averaged (HU mean) into one slice ``slab``
+    times as thick, centred on its slab; trailing slices that do not fill a slab are left out."""
+    axial = ct.axial_image()
+    hu = ct.axial_array().astype(np.float32)
+    count = hu.shape[0] // slab
+    if count < 2:
+        raise ValueError(f"{ct.path}: {hu.shape[0]} slices make fewer than two slabs of {slab}")
+    mean = hu[: count * slab].reshape(count, slab, *hu.shape[1:]).mean(axis=1)
+    image = sitk.GetImageFromArray(np.round(mean).astype(np.int16))
+    spacing = list(axial.GetSpacing())
+    image.SetSpacing((spacing[0], spacing[1], spacing[2] * slab))
+    image.SetDirection(axial.GetDirection())
+    image.SetOrigin(axial.TransformContinuousIndexToPhysicalPoint((0.0, 0.0, (slab - 1) / 2)))
+    slab_labels = [int(any(labels[k * slab : (k + 1) * slab])) for k in range(count)]
+    return CTVolume(image=image, is_hu=True, path=ct.path), slab_labels
 
 
 def format_cross_source(report: dict[str, Any]) -> str:
@@ -378,6 +407,10 @@ def classifier_report(predictions: Sequence[dict[str, Any]], out_dir: Path, name
     return report
 
 
+def _slab_name(name: str, slab: int) -> str:
+    return name if slab == 1 else f"{name}_slab{slab}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", action="append", default=[], help="training checkpoint (repeatable)")
@@ -387,6 +420,12 @@ def main(argv: list[str] | None = None) -> int:
         "--cross-source",
         metavar="SLICE_LABELS_CSV",
         help="also run segmenters on these labelled CT series of another source (COVID-CT-MD layout)",
+    )
+    parser.add_argument(
+        "--slab",
+        type=int,
+        default=1,
+        help="--cross-source: average every SLAB consecutive slices into one (thick-slice check)",
     )
     parser.add_argument(
         "--test-time-flip", action="store_true", help="segmenters: average with the mirrored slice"
@@ -408,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
             seg_rows[name] = report["validation"]
             extra_seg[name] = report["perturbed_mean_dice"]
             if args.cross_source:
-                cross.append(cross_source_report(net, config, args.cross_source, out_dir, name))
+                cross.append(cross_source_report(
+                    net, config, args.cross_source, out_dir, _slab_name(name, args.slab), slab=args.slab
+                ))
         else:
             pooled += classifier_predictions(net, config)
     if args.weights:
@@ -422,7 +463,9 @@ def main(argv: list[str] | None = None) -> int:
             seg_rows[card.name] = report["validation"]
             extra_seg[card.name] = report["perturbed_mean_dice"]
             if args.cross_source:
-                cross.append(cross_source_report(net, config, args.cross_source, out_dir, card.name))
+                cross.append(cross_source_report(
+                    net, config, args.cross_source, out_dir, _slab_name(card.name, args.slab), slab=args.slab
+                ))
         else:
             pooled += classifier_predictions(net, config)
     if seg_rows:

@@ -19,6 +19,7 @@ from training.evaluate import (
     format_patient_table,
     predict_lesions,
     recommend_threshold,
+    thick_slabs,
 )
 
 
@@ -110,6 +111,35 @@ def test_cross_source_report_on_labelled_dicom_series(tmp_path: Path) -> None:
     assert report["segmenter_rule_sensitivity"] == float(patient["segmenter_rule_positive"])
     assert "segmenter_rule_specificity" not in report  # no lesion-free patient
     assert "segmenter rule, patients: sensitivity" in table
+
+    # the same series as 5 mm slabs (pairs of slices averaged): 10 slices, T = 25 mm / 5 mm
+    thick = cross_source_report(
+        GroundGlassBand(), config, tmp_path / "labels.csv", tmp_path / "out", "band_slab2", slab=2
+    )
+    slabs = thick["patients"]["P1"]
+    pair_labels = labels.reshape(10, 2).max(axis=1)
+    assert (slabs["slices"], slabs["labelled_infected"]) == (10, int(pair_labels.sum()))
+    assert slabs["segmenter_rule_threshold"] == 5
+    assert (tmp_path / "out" / "band_slab2_cross_source.json").is_file()
+
+
+def test_thick_slabs_average_consecutive_slices() -> None:
+    import SimpleITK as sitk
+    from jcs.io import CTVolume
+
+    hu = np.arange(5, dtype=np.int16)[:, None, None] * np.full((5, 3, 4), 100, dtype=np.int16) - 1000
+    image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((0.7, 0.7, 2.0))
+    image.SetOrigin((10.0, 20.0, 30.0))
+    ct = CTVolume(image=image, is_hu=True, path=Path("five.nrrd"))
+    slabs, labels = thick_slabs(ct, [0, 0, 1, 0, 1], 2)  # the fifth slice fills no slab: left out
+    assert labels == [0, 1]
+    # means of -1000 and -900, of -800 and -700
+    np.testing.assert_array_equal(slabs.axial_array()[:, 0, 0], [-950, -750])
+    assert slabs.axial_image().GetSpacing() == pytest.approx((0.7, 0.7, 4.0))
+    assert slabs.axial_image().GetOrigin() == pytest.approx((10.0, 20.0, 31.0))  # centred on its slab
+    with pytest.raises(ValueError, match="fewer than two slabs"):
+        thick_slabs(ct, [0] * 5, 3)
 
 
 def test_predict_lesions_averages_the_mirrored_pass_when_configured() -> None:
