@@ -106,6 +106,11 @@ class DiagnosisResult:
         return int((self.slice_probabilities > SLICE_THRESHOLD).sum())
 
 
+def classifier_threshold(card: WeightsCard | None) -> int:
+    """T of the paper's rule for a classifier: the one its model card recommends, else 25."""
+    return card.threshold if card is not None and card.threshold is not None else DEFAULT_THRESHOLD
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit device must be available."""
     name = str(device)
@@ -228,13 +233,9 @@ class DiagnosisEngine:
         self.segmenter = None if segmenter is None else _prepare_model(segmenter, self.device)
         self.classifier_card = classifier_card
         self.segmenter_card = segmenter_card
-        #: T of the paper's rule for this classifier: its card's, else 25 (also the segmenter rule's
-        #: fallback when no lungs are found and no threshold was given).
-        self.classifier_threshold = (
-            classifier_card.threshold
-            if classifier_card is not None and classifier_card.threshold is not None
-            else DEFAULT_THRESHOLD
-        )
+        #: T of the paper's rule for this classifier (also the segmenter rule's fallback when no lungs
+        #: are found and no threshold was given).
+        self.classifier_threshold = classifier_threshold(classifier_card)
         self.gradcam_score = classifier_card.data.get("gradcam", {}).get("score", "logit") if (
             classifier_card is not None) else "logit"
         if self.gradcam_score not in GRADCAM_SCORES:
@@ -290,9 +291,7 @@ class DiagnosisEngine:
             decision = "segmenter" if wanted else "classifier"
         kwargs["decision"] = decision
         if decision == "classifier" and kwargs.get("threshold") is None:
-            kwargs["threshold"] = classifier_card.threshold if classifier_card.threshold is not None else (
-                DEFAULT_THRESHOLD
-            )
+            kwargs["threshold"] = classifier_threshold(classifier_card)
         if decision == "segmenter":
             share = float(rule.get("min_lung_fraction", OPACIFIED_LUNG_FRACTION))
             kwargs.setdefault("min_lung_fraction", share)
