@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -354,28 +355,19 @@ def _diagnose(args: argparse.Namespace) -> int:
         print("segmenter: none installed; lesions will not be segmented")
     args.out.mkdir(parents=True, exist_ok=True)
     if first is not None:
-        _diagnose_case(engine, inputs[0], args.out, args, ct=first, read_s=read_s)
+        _diagnose_case(engine, first, args.out, args, read_s)
         print(f"outputs: {args.out}")
         return 0
     return _diagnose_cohort(engine, inputs, args)
 
 
 def _diagnose_case(
-    engine: DiagnosisEngine,
-    path: Path,
-    out: Path,
-    args: argparse.Namespace,
-    ct: CTVolume | None = None,
-    read_s: float = 0.0,
+    engine: DiagnosisEngine, ct: CTVolume, out: Path, args: argparse.Namespace, read_s: float
 ) -> dict[str, Any]:
-    """Read (unless ``ct`` is given), diagnose and write one case into ``out``; prints its reading;
-    returns what results.json holds."""
+    """Diagnose one read case (``read_s``: seconds its reading took) and write it into ``out``;
+    prints its reading; returns what results.json holds."""
     t_start = time.perf_counter() - read_s
-    timings: dict[str, float] = {}
-    if ct is None:
-        ct = read_ct(path)
-        read_s = time.perf_counter() - t_start
-    timings["read"] = read_s
+    timings: dict[str, float] = {"read": read_s}
     out.mkdir(parents=True, exist_ok=True)
     progress = _Progress(enabled=not args.quiet)
     try:
@@ -410,11 +402,7 @@ def _case_names(inputs: Sequence[Path]) -> list[str]:
     """One output folder name per input: its file or folder name without extension, made unique."""
     names: list[str] = []
     for path in inputs:
-        base = path.resolve().name
-        for suffix in (".nii.gz", ".nrrd", ".nii", ".mha", ".mhd", ".png", ".jpg", ".jpeg", ".dcm"):
-            if base.lower().endswith(suffix) and len(base) > len(suffix):
-                base = base[: -len(suffix)]
-                break
+        base = re.sub(r"\.(nii\.gz|nii|nrrd|mha|mhd|png|jpe?g|dcm)$", "", path.resolve().name, flags=re.I)
         name, k = base or "case", 2
         while name in names:
             name, k = f"{base}-{k}", k + 1
@@ -440,7 +428,8 @@ def _diagnose_cohort(engine: DiagnosisEngine, inputs: Sequence[Path], args: argp
         row: dict[str, Any] = {"case": name, "input": str(path)}
         t0 = time.perf_counter()
         try:
-            payload = _diagnose_case(engine, path, args.out / name, args)
+            ct = read_ct(path)
+            payload = _diagnose_case(engine, ct, args.out / name, args, time.perf_counter() - t0)
         except (JCSError, OSError) as exc:  # bad input, corrupt or unreadable file: this case only
             print(f"case: error: {exc}", file=sys.stderr)
             row.update(status="error", error=str(exc))

@@ -177,7 +177,7 @@ def test_diagnose_cohort_one_folder_per_case_and_a_table(
     calls = []
 
     def interrupt_second(*args, **kwargs):
-        calls.append(args[1])
+        calls.append(args[2])  # the case's output folder
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real_case(*args, **kwargs)
