@@ -212,19 +212,17 @@ def _quantify(
 
 
 def _slice_rows(ct: CTVolume, result: DiagnosisResult, tables: dict[str, Any]) -> list[dict[str, Any]]:
-    """One entry per axial slice: index, probability, decision, plus the quantification's slice fields."""
+    """One entry per axial slice: index, probability, decision, plus the quantification's slice fields
+    (among them ``opacified_lung_fraction``, the segmenter rule's evidence)."""
     quant = {row["slice_index"]: row for row in tables.get("slices", [])}
     rows = []
     positive = result.slice_positive.tolist()
-    fractions = None if result.slice_lung_fraction is None else result.slice_lung_fraction.tolist()
     for index, probability in enumerate(result.slice_probabilities.tolist()):
         row: dict[str, Any] = {
             "index": index,
             "probability": probability,
             "positive": positive[index],
         }
-        if fractions is not None:
-            row["opacified_lung_fraction"] = fractions[index]
         if ct.dicom_files is not None and index < len(ct.dicom_files):
             row["file"] = ct.dicom_files[index].name
         extra = quant.get(index, {})
