@@ -70,7 +70,9 @@ CASES_CSV_FIELDS = (
     "lesion_count",
     "seconds",
     "error",
+    "label",
 )
+LABEL_VALUES = {"1": True, "positive": True, "0": False, "negative": False}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -121,6 +123,13 @@ def _build_parser() -> argparse.ArgumentParser:
         default=LESION_MARGIN_MM,
         help="CT volumes: drop predicted lesion voxels farther than this from the lungs; negative keeps "
         f"all (default {LESION_MARGIN_MM:g})",
+    )
+    diagnose.add_argument(
+        "--labels",
+        type=Path,
+        help="cohorts: CSV with columns case (the case's folder name or its input path) and label "
+        "(1/positive or 0/negative); cases.csv then gives each case's label and sensitivity and "
+        "specificity are printed",
     )
     diagnose.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -332,6 +341,9 @@ def _diagnose(args: argparse.Namespace) -> int:
         print(f"sample: {inputs[0]} ({SAMPLE_CITATION})")
     else:
         inputs = list(args.input)
+    if args.labels is not None and len(inputs) < 2:
+        raise InputError("--labels is for cohorts: give several INPUT paths")
+    labels = _read_labels(args.labels) if args.labels is not None else None
     t0 = time.perf_counter()
     # One input is read before the models load, so a bad file fails at once.
     first = read_ct(inputs[0]) if len(inputs) == 1 else None
@@ -356,7 +368,27 @@ def _diagnose(args: argparse.Namespace) -> int:
         _diagnose_case(engine, first, args.out, args, read_s)
         print(f"outputs: {args.out}")
         return 0
-    return _diagnose_cohort(engine, inputs, args)
+    return _diagnose_cohort(engine, inputs, args, labels)
+
+
+def _read_labels(path: Path) -> dict[str, bool]:
+    """``case -> COVID-19 positive`` from a labels CSV (columns case, label)."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise InputError(f"cannot read the labels file {path}: {exc.strerror}") from exc
+    if not rows or not {"case", "label"} <= set(rows[0]):
+        raise InputError(f"{path}: a labels file needs the columns 'case' and 'label'")
+    labels = {}
+    for row in rows:
+        value = LABEL_VALUES.get(str(row["label"]).strip().lower())
+        if value is None:
+            raise InputError(
+                f"{path}: label {row['label']!r} of case {row['case']!r} is not 1/0/positive/negative"
+            )
+        labels[row["case"].strip()] = value
+    return labels
 
 
 def _diagnose_case(
@@ -416,14 +448,23 @@ def _write_cases(rows: Sequence[dict[str, Any]], path: Path) -> None:
             writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in CASES_CSV_FIELDS})
 
 
-def _diagnose_cohort(engine: DiagnosisEngine, inputs: Sequence[Path], args: argparse.Namespace) -> int:
+def _diagnose_cohort(
+    engine: DiagnosisEngine,
+    inputs: Sequence[Path],
+    args: argparse.Namespace,
+    labels: dict[str, bool] | None = None,
+) -> int:
     """Each input into ``--out/NAME``; ``cases.csv`` with one row per case. A failing case is recorded
-    (status ``error``) and the cohort goes on; the exit code is 2 when any case failed."""
+    (status ``error``) and the cohort goes on; the exit code is 2 when any case failed. With
+    ``labels`` (case name or input path -> positive), each row gets its label and the decisions are
+    scored against them."""
     rows = []
     names = _case_names(inputs)
     for position, (path, name) in enumerate(zip(inputs, names, strict=True), start=1):
         print(f"[{position}/{len(inputs)}] {name}: {path}")
         row: dict[str, Any] = {"case": name, "input": str(path)}
+        if labels is not None:
+            row["label"] = labels.get(name, labels.get(str(path)))
         t0 = time.perf_counter()
         try:
             ct = read_ct(path)
@@ -450,7 +491,28 @@ def _diagnose_cohort(engine: DiagnosisEngine, inputs: Sequence[Path], args: argp
         f"cohort: {len(rows)} cases, {positive} positive, {len(rows) - failed - positive} negative, "
         f"{failed} failed; table: {args.out / 'cases.csv'}"
     )
+    if labels is not None:
+        print(_score_against_labels(rows))
     return EXIT_USER_ERROR if failed else 0
+
+
+def _score_against_labels(rows: Sequence[dict[str, Any]]) -> str:
+    """Sensitivity and specificity of the cohort's decisions against its labels (diagnosed cases)."""
+    scored = [row for row in rows if row["status"] == "ok" and row.get("label") is not None]
+    positives = [row for row in scored if row["label"]]
+    negatives = [row for row in scored if not row["label"]]
+
+    def share(hits: int, total: int) -> str:
+        return f"{hits}/{total}" + (f" ({hits / total:.2f})" if total else "")
+
+    found = sum(bool(row["positive"]) for row in positives)
+    cleared = sum(not row["positive"] for row in negatives)
+    unlabelled = sum(row.get("label") is None for row in rows)
+    missing = f"; {unlabelled} case(s) without a label" if unlabelled else ""
+    return (
+        f"against the labels: sensitivity {share(found, len(positives))}, specificity "
+        f"{share(cleared, len(negatives))}{missing}"
+    )
 
 
 def _quantify_command(args: argparse.Namespace) -> int:

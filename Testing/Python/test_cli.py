@@ -170,6 +170,30 @@ def test_diagnose_cohort_one_folder_per_case_and_a_table(
         assert int(row["lesion_count"]) == results["summary"]["lesion_count"]
     assert "[3/3] broken" in stdout and "cohort: 3 cases" in stdout and "1 failed" in stdout
 
+    # With the cohort's labels (by case name or by input path): each row's label, and the decisions
+    # scored against them; the failed case does not count, a case without a label is said.
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"case,label\nct,positive\n{sources[1]},0\nbroken,1\n")
+    scored = tmp_path / "scored"
+    code, stdout, _ = _diagnose(
+        [*map(str, sources), str(corrupt), "--out", str(scored), "--labels", str(labels),
+         "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
+        capsys,
+    )
+    assert code == 2
+    with open(scored / "cases.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["label"] for r in rows] == ["True", "False", "True"]
+    found = int(rows[0]["positive"] == "True")
+    cleared = int(rows[1]["positive"] == "False")
+    expected = f"sensitivity {found}/1 ({found:.2f}), specificity {cleared}/1 ({cleared:.2f})"
+    assert f"against the labels: {expected}" in stdout
+    labels.write_text("case,label\nct,maybe\n")
+    code, _, stderr = _diagnose([*map(str, sources), "--out", str(scored), "--labels", str(labels)], capsys)
+    assert code == 2 and "'maybe' of case 'ct' is not 1/0/positive/negative" in stderr
+    code, _, stderr = _diagnose([str(sources[0]), "--out", str(scored), "--labels", str(labels)], capsys)
+    assert code == 2 and "--labels is for cohorts" in stderr
+
     # Interrupted on the second case (Ctrl-C): the table keeps the cases that finished.
     from jcs import cli
 
