@@ -473,11 +473,11 @@ class DiagnosisEngine:
             slices, progress=report, should_cancel=should_cancel, notes=notes
         )
         timings["classify"] = time.perf_counter() - t0
+        spacing = slice_spacing_mm(ct) if ct.is_hu and n_slices > 1 else float("nan")
         if n_slices == 1:
             threshold = 0
             notes.append("single slice: the case is positive when the slice is (threshold 0)")
         elif self.threshold is None:
-            spacing = slice_spacing_mm(ct) if ct.is_hu else float("nan")
             threshold = scaled_threshold(n_slices, spacing if spacing > 0 else None)
         else:
             threshold = self.threshold
@@ -514,7 +514,6 @@ class DiagnosisEngine:
             else:
                 fractions = reading.slice_lung_fraction
                 count, positive = reading.positive_slice_count, reading.positive
-                spacing = slice_spacing_mm(ct) if ct.is_hu and n_slices > 1 else float("nan")
                 if spacing > CHECKED_SLICE_SPACING_MM:
                     notes.append(
                         f"slices are {spacing:g} mm apart: the segmenter rule was checked on slices up to "
