@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
-from jcs.decision import OPACIFIED_LUNG_FRACTION, scaled_threshold, slice_lung_fraction
+from jcs.decision import OPACIFIED_LUNG_FRACTION, SegmenterReading, scaled_threshold, slice_lung_fraction
 from jcs.io import CTVolume
 from jcs.lung import segment_lungs
 from jcs.preprocess import axial_slices_uint8, classifier_input, segmenter_input
@@ -262,16 +262,15 @@ def cross_source_report(
             {"patient": patient, "slice": z, "label": label, "lesion_lung_fraction": float(score)}
             for z, (label, score) in enumerate(zip(labels, scores, strict=True))
         ]
-        threshold = scaled_threshold(len(labels), float(spacing_xyz[2]))
-        opacified = int((scores > OPACIFIED_LUNG_FRACTION).sum())
+        rule = SegmenterReading.from_fractions(scores, scaled_threshold(len(labels), float(spacing_xyz[2])))
         patients[patient] = {
             "slices": len(labels),
             "labelled_infected": int(sum(labels)),
             "slices_with_lesion": int((scores > min_lung_fraction).sum()),
             "opacification_percent_of_lung": float(100 * (lesion & lungs).sum() / max(lungs.sum(), 1)),
-            "segmenter_rule_slices": opacified,
-            "segmenter_rule_threshold": threshold,
-            "segmenter_rule_positive": opacified > threshold,
+            "segmenter_rule_slices": rule.positive_slice_count,
+            "segmenter_rule_threshold": rule.threshold,
+            "segmenter_rule_positive": rule.positive,
         }
     report: dict[str, Any] = {
         "name": name,
