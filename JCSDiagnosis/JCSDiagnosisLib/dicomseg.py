@@ -31,6 +31,13 @@ SLICE_THRESHOLD = hd.sr.CodedConcept(
     "POSSLICETHR", LOCAL_SCHEME, "COVID-19 positive slice threshold (positive case above it)"
 )
 CASE_READING = hd.sr.CodedConcept("CASEREAD", LOCAL_SCHEME, "Automated COVID-19 case reading")
+#: The engine's segmenter rule re-applied to a segmentation a user edited (the exported one).
+REVIEWED_SLICE_COUNT = hd.sr.CodedConcept(
+    "NPOSSLICEREV", LOCAL_SCHEME, "COVID-19 positive slices of the reviewed segmentation"
+)
+REVIEWED_CASE_READING = hd.sr.CodedConcept(
+    "CASEREADREV", LOCAL_SCHEME, "COVID-19 case reading of the reviewed segmentation"
+)
 #: SNOMED CT values of the case reading.
 POSITIVE = hd.sr.CodedConcept("10828004", "SCT", "Positive")
 NEGATIVE = hd.sr.CodedConcept("260385009", "SCT", "Negative")
@@ -47,6 +54,9 @@ class ReportValues:
     threshold: int | None = None
     #: The engine's case decision (positive when more than `threshold` slices are); None when unknown.
     casePositive: bool | None = None
+    #: The same segmenter rule on the edited segmentation; None when unedited or decided by the classifier.
+    reviewedPositiveSliceCount: int | None = None
+    reviewedCasePositive: bool | None = None
 
 
 @dataclass
@@ -177,7 +187,8 @@ def buildReport(
     datasets: list[pydicom.Dataset], segmentation: hd.seg.Segmentation, values: ReportValues, engine: dict
 ) -> hd.sr.Comprehensive3DSR:
     """TID 1500 measurement report referencing the SEG segment: lesion volume, % of lung, counts, the
-    positive-slice threshold and the engine's case reading (a qualitative evaluation)."""
+    positive-slice threshold and the engine's case reading (a qualitative evaluation); for an edited
+    segmentation decided by the segmenter rule, also that rule's count and reading of the edit."""
     spec = lesionSpec()
     algorithm = hd.sr.AlgorithmIdentification(
         name="JCS Diagnosis", version=str(engine.get("engine_version") or "unknown")
@@ -191,6 +202,7 @@ def buildReport(
         (SLICE_COUNT, None if values.positiveSliceCount is None else int(values.positiveSliceCount),
          "{slices}", "slices"),
         (SLICE_THRESHOLD, None if values.threshold is None else int(values.threshold), "{slices}", "slices"),
+        (REVIEWED_SLICE_COUNT, values.reviewedPositiveSliceCount, "{slices}", "slices"),
     ]
     measurements = [
         hd.sr.Measurement(
@@ -198,6 +210,14 @@ def buildReport(
         )
         for name, value, unit, meaning in quantities
         if value is not None
+    ]
+    readings = [
+        hd.sr.QualitativeEvaluation(name, POSITIVE if positive else NEGATIVE)
+        for name, positive in (
+            (CASE_READING, values.casePositive),
+            (REVIEWED_CASE_READING, values.reviewedCasePositive),
+        )
+        if positive is not None
     ]
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=spec.name),
@@ -210,11 +230,7 @@ def buildReport(
         finding_type=_concept(spec.type),
         finding_sites=[hd.sr.FindingSite(_concept(spec.region))] if spec.region else None,
         measurements=measurements,
-        qualitative_evaluations=(
-            None
-            if values.casePositive is None
-            else [hd.sr.QualitativeEvaluation(CASE_READING, POSITIVE if values.casePositive else NEGATIVE)]
-        ),
+        qualitative_evaluations=readings or None,
     )
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,

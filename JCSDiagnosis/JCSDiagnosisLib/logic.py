@@ -567,14 +567,15 @@ class JCSDiagnosisSceneLogic:
             self.updateResults(segmentationNode)  # the report must describe the exported mask
         nodes = self.resultNodes(segmentationNode)
         summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+        edited = self.isEdited(segmentationNode)
         return exportSegAndReport(
             mask=mask,
             volumeIjkToRas=volumes.ijkToRasMatrix(volumeNode),
             sourceFiles=sourceFiles,
             outputDir=Path(outputDir),
             engine=self.engineInfo(segmentationNode),
-            edited=self.isEdited(segmentationNode),
-            values=reportValues(summary, nodes.lesionTableNode.GetNumberOfRows()),
+            edited=edited,
+            values=reportValues(summary, nodes.lesionTableNode.GetNumberOfRows(), edited),
         )
 
     def sourceDicomFiles(self, volumeNode, sourceDicomDir: str | Path | None = None) -> list[Path]:
@@ -743,8 +744,9 @@ def _isDicom(path: Path) -> bool:
         return False
 
 
-def reportValues(summary: dict, lesionCount: int):
-    """SR measurements from the summary table (jcs.quantify field names) and the AI's case reading."""
+def reportValues(summary: dict, lesionCount: int, edited: bool = False):
+    """SR measurements from the summary table (jcs.quantify field names), the AI's case reading and,
+    for an `edited` segmentation, the segmenter rule's reading of the edit (when the summary has one)."""
     from .dicomseg import ReportValues
 
     def number(key: str) -> float | None:
@@ -759,12 +761,18 @@ def reportValues(summary: dict, lesionCount: int):
         raise ValueError(f"the summary table has no '{SUMMARY_LESION_VOLUME}'; run 'Update results' first")
     positiveSlices = number(SUMMARY_POSITIVE_SLICES)
     threshold = number(SUMMARY_THRESHOLD)
-    reading = {True: True, "yes": True, False: False, "no": False}.get(summary.get(SUMMARY_POSITIVE))
+
+    def flag(key: str) -> bool | None:
+        return {True: True, "yes": True, False: False, "no": False}.get(summary.get(key))
+
+    reviewedSlices = number(SUMMARY_CURRENT_POSITIVE_SLICES) if edited else None
     return ReportValues(
         lesionVolumeMl=volume,
         percentOfLung=number(SUMMARY_PERCENT_OF_LUNG),
         lesionCount=int(lesionCount),
         positiveSliceCount=int(positiveSlices) if positiveSlices is not None else None,
         threshold=int(threshold) if threshold is not None else None,
-        casePositive=reading,
+        casePositive=flag(SUMMARY_POSITIVE),
+        reviewedPositiveSliceCount=int(reviewedSlices) if reviewedSlices is not None else None,
+        reviewedCasePositive=flag(SUMMARY_CURRENT_POSITIVE) if edited else None,
     )

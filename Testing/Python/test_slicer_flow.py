@@ -376,7 +376,9 @@ def test_cancel_stops_the_engine_and_adds_nothing(app, logic, weights, dicom_cas
     shutil.rmtree(run.workDir, ignore_errors=True)
 
 
-def test_segmenter_rule_is_read_again_on_the_edited_segmentation(app, logic, weights, dicom_files, phantom):
+def test_segmenter_rule_is_read_again_on_the_edited_segmentation(
+    app, logic, weights, dicom_files, phantom, tmp_path
+):
     """Under the segmenter rule an edit changes the evidence: Update results re-applies the rule to the
     edited segmentation (summary and scene), and the AI's reading is kept beside it."""
     from jcs.decision import slice_lung_fraction
@@ -417,6 +419,17 @@ def test_segmenter_rule_is_read_again_on_the_edited_segmentation(app, logic, wei
         reading, updated.results["edited"]
     )
     assert engineNotes(updated.results) == nodes.results["notes"]
+
+    # the SR of the edited segmentation carries both readings, the AI's and the rule's on the edit
+    exported = logic.exportDicomSeg(segmentation, tmp_path / "edited")
+    if shutil.which("dciodvfy"):
+        assert _dciodvfy_errors(exported.srPath) == []
+    (group,) = hd.sr.srread(exported.srPath).content.get_volumetric_roi_measurement_groups()
+    readings = {e.name.value: e.value.meaning for e in group.get_qualitative_evaluations()}
+    assert readings == {"CASEREAD": "Positive" if ai_positive else "Negative", "CASEREADREV": "Positive"}
+    counts = {m.name.value: m.value for m in group.get_measurements()}
+    assert counts["NPOSSLICEREV"] == reading.positive_slice_count
+    assert counts["NPOSSLICE"] == engine["positive_slice_count"]
 
     # everything erased: no slice counts, negative by the rule; the AI's reading still stands
     _paint(logic, segmentation, np.zeros_like(logic.lesionMask(segmentation)))
