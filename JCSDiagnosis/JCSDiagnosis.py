@@ -65,7 +65,7 @@ class JCSDiagnosis(ScriptedLoadableModule):
 
 def registerTerminology():
     """Make the lesion/lung codes selectable in the Segment Editor's terminology dialog."""
-    from JCSDiagnosisLib.terminology import TERMINOLOGY_FILE
+    from jcs.terminology import TERMINOLOGY_FILE
 
     terminologies = slicer.util.getModuleLogic("Terminologies")
     if terminologies is not None:
@@ -304,7 +304,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 files = self.logic.sceneLogic.exportDicomSeg(
                     self._parameterNode.resultSegmentation, outputDir, sourceDicomDir=sourceDir
                 )
-            slicer.util.infoDisplay(_("Written:\n{seg}\n{sr}").format(seg=files.segPath, sr=files.srPath))
+            slicer.util.infoDisplay(_("Written:\n{seg}\n{sr}").format(seg=files.seg_path, sr=files.sr_path))
 
     def onOpacityChanged(self, value: float) -> None:
         if self.logic is not None:
@@ -529,9 +529,9 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
         exported = logic.sceneLogic.exportDicomSeg(
             nodes.segmentationNode, outputDir, sourceDicomDir=sampleDir
         )
-        segmentation = hd.seg.segread(exported.segPath)
+        segmentation = hd.seg.segread(exported.seg_path)
         self.assertEqual(segmentation.SegmentSequence[0].SegmentAlgorithmType, "AUTOMATIC")
-        self.assertTrue(exported.srPath.is_file())
+        self.assertTrue(exported.sr_path.is_file())
         self.delayDisplay(_("Test passed"))
 
 

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 import slicer
+from jcs.terminology import SegmentSpec, lesion_spec, lung_specs
 
 from . import display, tables, volumes
 from .process import EngineError, EngineProcess
-from .terminology import SegmentSpec, lesionSpec, lungSpecs
 
 if TYPE_CHECKING:
     from jcs.decision import SegmenterReading
@@ -358,10 +358,10 @@ class JCSDiagnosisSceneLogic:
         segmentation.SetSourceRepresentationName(
             slicer.vtkSegmentationConverter.GetBinaryLabelmapRepresentationName()
         )
-        self._addSegment(node, lesionSpec(), lesions, volumeNode)
-        for spec in lungSpecs():
+        self._addSegment(node, lesion_spec(), lesions, volumeNode)
+        for spec in lung_specs():
             self._addSegment(node, spec, lungs == spec.label, volumeNode)
-            node.GetDisplayNode().SetSegmentVisibility(spec.segmentId, False)
+            node.GetDisplayNode().SetSegmentVisibility(spec.segment_id, False)
         return node
 
     @staticmethod
@@ -369,9 +369,9 @@ class JCSDiagnosisSceneLogic:
         segment = slicer.vtkSegment()
         segment.SetName(spec.name)
         segment.SetColor(*spec.color)
-        segment.SetTerminology(spec.terminologyEntry())
-        node.GetSegmentation().AddSegment(segment, spec.segmentId)
-        volumes.setSegmentArray(node, spec.segmentId, mask, volumeNode)
+        segment.SetTerminology(spec.terminology_entry())
+        node.GetSegmentation().AddSegment(segment, spec.segment_id)
+        volumes.setSegmentArray(node, spec.segment_id, mask, volumeNode)
 
     def _placeInStudy(self, volumeNode, nodes: list) -> None:
         """Put result nodes beside the CT in the subject hierarchy (its study), as DICOM export needs."""
@@ -427,10 +427,10 @@ class JCSDiagnosisSceneLogic:
 
     def lesionMask(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> np.ndarray:
         """The current (possibly edited) lesion segment on the CT grid, (K, J, I) uint8."""
-        spec = lesionSpec()
-        if segmentationNode.GetSegmentation().GetSegment(spec.segmentId) is None:
+        spec = lesion_spec()
+        if segmentationNode.GetSegmentation().GetSegment(spec.segment_id) is None:
             raise ValueError(f"'{segmentationNode.GetName()}' has no '{spec.name}' segment (was it deleted?)")
-        return volumes.segmentArray(segmentationNode, spec.segmentId, self.sourceVolume(segmentationNode))
+        return volumes.segmentArray(segmentationNode, spec.segment_id, self.sourceVolume(segmentationNode))
 
     def isEdited(self, segmentationNode: slicer.vtkMRMLSegmentationNode) -> bool:
         """Whether the lesion segment differs from what the engine produced."""
@@ -441,11 +441,11 @@ class JCSDiagnosisSceneLogic:
         """Lung labels (0, 1 right, 2 left) on the CT grid: the lung segments, else jcs.lung."""
         volumeNode = self.sourceVolume(segmentationNode)
         segmentation = segmentationNode.GetSegmentation()
-        specs = lungSpecs()
-        if all(segmentation.GetSegment(spec.segmentId) is not None for spec in specs):
+        specs = lung_specs()
+        if all(segmentation.GetSegment(spec.segment_id) is not None for spec in specs):
             labels = np.zeros(tuple(reversed(volumeNode.GetImageData().GetDimensions())), np.uint8)
             for spec in specs:
-                labels[volumes.segmentArray(segmentationNode, spec.segmentId, volumeNode) > 0] = spec.label
+                labels[volumes.segmentArray(segmentationNode, spec.segment_id, volumeNode) > 0] = spec.label
             if labels.any():
                 return labels
         return _segmentLungs(volumeNode)
@@ -558,7 +558,7 @@ class JCSDiagnosisSceneLogic:
         Source CT files: `sourceDicomDir` if given, else the instances the volume was loaded from
         (Slicer's DICOM database, or the DICOM files of its storage node). Returns the written paths.
         """
-        from .dicomseg import exportSegAndReport
+        from jcs.dicomseg import export_seg_and_report
 
         volumeNode = self.sourceVolume(segmentationNode)
         sourceFiles = self.sourceDicomFiles(volumeNode, sourceDicomDir)
@@ -568,11 +568,10 @@ class JCSDiagnosisSceneLogic:
         nodes = self.resultNodes(segmentationNode)
         summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
         edited = self.isEdited(segmentationNode)
-        return exportSegAndReport(
-            mask=mask,
-            volumeIjkToRas=volumes.ijkToRasMatrix(volumeNode),
-            sourceFiles=sourceFiles,
-            outputDir=Path(outputDir),
+        return export_seg_and_report(
+            mask=volumes.imageFromVolume(volumeNode, mask),
+            source_files=sourceFiles,
+            output_dir=Path(outputDir),
             engine=self.engineInfo(segmentationNode),
             edited=edited,
             values=reportValues(summary, nodes.lesionTableNode.GetNumberOfRows(), edited),
@@ -747,7 +746,7 @@ def _isDicom(path: Path) -> bool:
 def reportValues(summary: dict, lesionCount: int, edited: bool = False):
     """SR measurements from the summary table (jcs.quantify field names), the AI's case reading and,
     for an `edited` segmentation, the segmenter rule's reading of the edit (when the summary has one)."""
-    from .dicomseg import ReportValues
+    from jcs.dicomseg import ReportValues
 
     def number(key: str) -> float | None:
         value = summary.get(key)
@@ -767,12 +766,12 @@ def reportValues(summary: dict, lesionCount: int, edited: bool = False):
 
     reviewedSlices = number(SUMMARY_CURRENT_POSITIVE_SLICES) if edited else None
     return ReportValues(
-        lesionVolumeMl=volume,
-        percentOfLung=number(SUMMARY_PERCENT_OF_LUNG),
-        lesionCount=int(lesionCount),
-        positiveSliceCount=int(positiveSlices) if positiveSlices is not None else None,
+        lesion_volume_in_lungs_ml=volume,
+        percent_of_lung=number(SUMMARY_PERCENT_OF_LUNG),
+        lesion_count=int(lesionCount),
+        positive_slice_count=int(positiveSlices) if positiveSlices is not None else None,
         threshold=int(threshold) if threshold is not None else None,
-        casePositive=flag(SUMMARY_POSITIVE),
-        reviewedPositiveSliceCount=int(reviewedSlices) if reviewedSlices is not None else None,
-        reviewedCasePositive=flag(SUMMARY_CURRENT_POSITIVE) if edited else None,
+        case_positive=flag(SUMMARY_POSITIVE),
+        reviewed_positive_slice_count=int(reviewedSlices) if reviewedSlices is not None else None,
+        reviewed_case_positive=flag(SUMMARY_CURRENT_POSITIVE) if edited else None,
     )

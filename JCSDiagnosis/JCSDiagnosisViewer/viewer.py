@@ -22,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 from jcs.inference import NO_WEIGHTS_MESSAGE
 from jcs.io import CTVolume
+from jcs.terminology import lesion_spec
 from jcs.weights import default_weights
 from JCSDiagnosisLib.logic import (
     DiagnosisNodes,
@@ -33,7 +34,6 @@ from JCSDiagnosisLib.logic import (
     inputProblem,
 )
 from JCSDiagnosisLib.tables import PROBABILITY_COLUMN, SLICE_COLUMN, columnValues, readTable
-from JCSDiagnosisLib.terminology import lesionSpec
 from JCSDiagnosisLib.volumes import imageFromVolume
 from trame.app import TrameApp
 from trame_server import Server
@@ -270,7 +270,7 @@ class JCSViewer(TrameApp):
         editor = self.slicer_app.segmentation_editor
         editor.deactivate_effect()
         editor.set_active_segmentation(result.segmentationNode, self.volume_node)
-        editor.set_active_segment_id(lesionSpec().segmentId)
+        editor.set_active_segment_id(lesion_spec().segment_id)
         # Lesions lie inside the lungs: painting a lesion must not carve it out of the hidden lung segments.
         editor.set_overwrite_mode(SegmentationOverwriteMode.OVERWRITE_ALL_VISIBLE_SEGMENTS)
         self.probabilities = columnValues(result.sliceTableNode, PROBABILITY_COLUMN)
@@ -424,7 +424,7 @@ class JCSViewer(TrameApp):
         written = self.scene_logic.exportDicomSeg(
             self.result.segmentationNode, folder / "dicom", sourceDicomDir=self.input.dicom_dir
         )
-        return (written.segPath if key == "seg" else written.srPath).read_bytes()
+        return (written.seg_path if key == "seg" else written.sr_path).read_bytes()
 
     def _labelmap_bytes(self, path: Path) -> bytes:
         mask = self.scene_logic.lesionMask(self.result.segmentationNode)

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -33,6 +33,9 @@ from jcs.inference import (
 )
 from jcs.io import CTVolume, read_ct
 from jcs.weights import WeightsCard
+
+if TYPE_CHECKING:
+    from jcs.dicomseg import ExportedFiles
 
 EXIT_USER_ERROR = 2
 LESION_MARGIN_MM = 10.0  # predicted opacities farther than this from the lungs are dropped (HU volumes)
@@ -88,7 +91,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "diagnose",
         help="classify every axial slice, explain with Grad-CAM, segment lesions, quantify",
         description="Writes heatmap.nrrd, lesions.nrrd, lungs.nrrd (input geometry), results.json, "
-        "results.csv, summary.csv, lesions.csv and slices.csv into --out. With several inputs (a "
+        "results.csv, summary.csv, lesions.csv and slices.csv into --out (with --dicom-seg also "
+        "lesions.seg.dcm and lesions.sr.dcm). With several inputs (a "
         "cohort) each case gets its own folder in --out and cases.csv lists one row per case; a case "
         "that fails is recorded there and the others go on.",
     )
@@ -130,6 +134,12 @@ def _build_parser() -> argparse.ArgumentParser:
         help="cohorts: CSV with columns case (the case's folder name or its input path) and label "
         "(1/positive or 0/negative); cases.csv then gives each case's label and sensitivity and "
         "specificity are printed",
+    )
+    diagnose.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="DICOM series inputs: also write the lesions as DICOM-SEG (lesions.seg.dcm) and a TID 1500 "
+        "measurement report referencing it (lesions.sr.dcm), ready to send to PACS",
     )
     diagnose.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -259,6 +269,7 @@ def _write_outputs(
     timings: dict[str, float],
     progress: _Progress,
     lesion_margin_mm: float = LESION_MARGIN_MM,
+    dicom_seg: bool = False,
 ) -> dict[str, Any]:
     from jcs.quantify import write_tables
 
@@ -326,9 +337,52 @@ def _write_outputs(
         },
         "intended_use": "Research use only. Not a medical device; not for clinical diagnosis.",
     }
+    if dicom_seg:
+        t0 = time.perf_counter()
+        exported = _export_dicom_seg(ct, result.lesion_mask, payload, out)
+        payload["outputs"]["dicom_seg"] = exported.seg_path.name
+        payload["outputs"]["dicom_sr"] = exported.sr_path.name
+        payload["timings_s"]["dicom_seg"] = time.perf_counter() - t0
     with open(out / "results.json", "w", encoding="utf-8") as handle:
         json.dump(payload, handle, indent=2, allow_nan=False)
     return payload
+
+
+def _check_dicom_seg_input(ct: CTVolume) -> None:
+    """DICOM-SEG references the source instances: the input must be a single-frame DICOM series."""
+    if ct.dicom_files is None:
+        raise InputError(f"--dicom-seg needs a DICOM series as input; {ct.path} is not DICOM")
+    slices = ct.image.GetSize()[2] if ct.image.GetDimension() == 3 else 1
+    if slices < 2 or len(ct.dicom_files) != slices:
+        raise InputError(
+            f"--dicom-seg needs a series of several single-frame CT slices; {ct.path} has "
+            f"{len(ct.dicom_files)} file(s) for {slices} slice(s)"
+        )
+
+
+def _export_dicom_seg(
+    ct: CTVolume, lesion_mask: np.ndarray, payload: dict[str, Any], out: Path
+) -> ExportedFiles:
+    """lesions.seg.dcm and lesions.sr.dcm (jcs.dicomseg) of an unedited diagnosis."""
+    from jcs.dicomseg import ReportValues, export_seg_and_report
+
+    case, summary = payload["case"], payload["summary"]
+    values = ReportValues(
+        lesion_volume_in_lungs_ml=summary.get("opacification_volume_ml"),
+        percent_of_lung=summary.get("opacification_percent"),
+        lesion_count=int(summary.get("lesion_count") or 0),
+        positive_slice_count=case["positive_slice_count"],
+        threshold=case["threshold"],
+        case_positive=case["positive"],
+    )
+    return export_seg_and_report(
+        mask=ct.from_axial(lesion_mask.astype(np.uint8)),
+        source_files=list(ct.dicom_files or []),
+        output_dir=out,
+        engine=payload,
+        edited=False,
+        values=values,
+    )
 
 
 def _diagnose(args: argparse.Namespace) -> int:
@@ -398,11 +452,15 @@ def _diagnose_case(
     prints its reading; returns what results.json holds."""
     t_start = time.perf_counter() - read_s
     timings: dict[str, float] = {"read": read_s}
+    if args.dicom_seg:
+        _check_dicom_seg_input(ct)
     out.mkdir(parents=True, exist_ok=True)
     progress = _Progress(enabled=not args.quiet)
     try:
         result = engine.diagnose(ct, progress=progress)
-        payload = _write_outputs(ct, result, out, engine, timings, progress, args.lesion_margin_mm)
+        payload = _write_outputs(
+            ct, result, out, engine, timings, progress, args.lesion_margin_mm, args.dicom_seg
+        )
     finally:
         progress.close()
     timings["total"] = time.perf_counter() - t_start

@@ -14,6 +14,8 @@ along its column direction (direction column 1) and slice k lies at origin + k *
 from __future__ import annotations
 
 import math
+import shutil
+import subprocess
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -195,3 +197,11 @@ def _ds(value: float) -> str:
     """A Decimal String value of at most 16 characters."""
     text = f"{float(value):.10g}"
     return text if len(text) <= 16 else f"{float(value):.6g}"
+
+
+def dciodvfy_errors(path: str | Path) -> list[str] | None:
+    """The "Error" lines of dicom3tools' `dciodvfy` for one DICOM file; None when it is not installed."""
+    if shutil.which("dciodvfy") is None:
+        return None
+    result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=60)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]

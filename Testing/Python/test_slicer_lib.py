@@ -19,7 +19,8 @@ pytest.importorskip("slicer", reason="slicer-core is not installed (pip install 
 SlicerApp = pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed").SlicerApp
 
 import slicer  # noqa: E402
-from JCSDiagnosisLib import display, tables, terminology, volumes  # noqa: E402
+from jcs import terminology  # noqa: E402
+from JCSDiagnosisLib import display, tables, volumes  # noqa: E402
 from JCSDiagnosisLib.logic import (  # noqa: E402
     BackgroundQuantification,
     DiagnosisRun,
@@ -112,19 +113,19 @@ def test_input_validation_reasons(scene_logic):
 def test_terminology_file_loads_and_matches_reference_codes(app):
     loaded = app.terminologies_logic.LoadTerminologyFromFile(str(terminology.TERMINOLOGY_FILE))
     assert loaded == "Segmentation category and type - JCS Diagnosis"
-    lesion = terminology.lesionSpec()
+    lesion = terminology.lesion_spec()
     assert (lesion.category.scheme, lesion.category.value) == ("SCT", "49755003")
     assert (lesion.type.scheme, lesion.type.value) == ("DCM", "112033")
     assert lesion.type.meaning == "Abnormal opacity"
     assert lesion.region.value == "39607008"
-    right, left = terminology.lungSpecs()
-    assert (right.label, right.typeModifier.value) == (1, "24028007")
-    assert (left.label, left.typeModifier.value) == (2, "7771000")
+    right, left = terminology.lung_specs()
+    assert (right.label, right.type_modifier.value) == (1, "24028007")
+    assert (left.label, left.type_modifier.value) == (2, "7771000")
     if REFERENCE_TERMINOLOGY.is_file():
         text = REFERENCE_TERMINOLOGY.read_text()
         assert "| Abnormal opacity | DCM | 112033 |" in text and "| Lung | SCT | 39607008 |" in text
     entry = slicer.vtkSlicerTerminologyEntry()
-    assert app.terminologies_logic.DeserializeTerminologyEntry(lesion.terminologyEntry(), entry)
+    assert app.terminologies_logic.DeserializeTerminologyEntry(lesion.terminology_entry(), entry)
     assert entry.GetTypeObject().GetCodeValue() == "112033"
     assert entry.GetCategoryObject().GetCodeValue() == "49755003"
     assert entry.GetRegionObject().GetCodeValue() == "39607008"
@@ -221,7 +222,7 @@ def test_load_results_builds_linked_nodes(scene_logic, tmp_path):
     segment = segmentation.GetSegmentation().GetSegment("lesion")
     assert segment.GetName() == "COVID-19 lesions"
     assert "DCM^112033^Abnormal opacity" in segment.GetTerminology()
-    assert np.allclose(segment.GetColor(), terminology.lesionSpec().color)
+    assert np.allclose(segment.GetColor(), terminology.lesion_spec().color)
     assert np.array_equal(scene_logic.lesionMask(segmentation), lesion)
     assert not segmentation.GetDisplayNode().GetSegmentVisibility("right_lung")
     assert segmentation.GetDisplayNode().GetSegmentVisibility("lesion")
@@ -310,35 +311,6 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, StopIteration):
         return False
     return "Z" not in state.split()[1]
-
-
-def test_seg_frames_follow_source_instances_whatever_the_volume_orientation(tmp_path):
-    from dicom_writer import write_image_series
-    from JCSDiagnosisLib.dicomseg import frameMasks, readSourceSeries
-
-    hu = np.full((6, 20, 24), -800, np.int16)
-    image = sitk.GetImageFromArray(hu)
-    image.SetSpacing((0.9, 0.8, 3.0))
-    image.SetOrigin((5.0, -7.0, 12.0))
-    files = write_image_series(image, tmp_path / "ct")
-    sources = readSourceSeries(list(reversed(files)), 6)
-    assert [float(ds.ImagePositionPatient[2]) for ds in sources] == pytest.approx(
-        [12.0 + 3 * k for k in range(6)]
-    )
-    mask = np.zeros((6, 20, 24), np.uint8)
-    mask[1, 2:5, 3:9] = 1
-    mask[4, 15, 20] = 1
-    # the same voxels on a volume grid stored flipped in all three axes (as another reader might)
-    flipped = sitk.Flip(sitk.GetImageFromArray(mask), [True, True, True])
-    flipped.SetSpacing(image.GetSpacing())
-    reference = sitk.GetImageFromArray(mask)
-    reference.CopyInformation(image)
-    flipped.SetOrigin(reference.TransformIndexToPhysicalPoint((23, 19, 5)))
-    flipped.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, -1))
-    frames = frameMasks(sitk.GetArrayFromImage(flipped), volumes.ijkToRasFromImage(flipped), sources)
-    assert np.array_equal(frames, mask)
-    with pytest.raises(ValueError, match="slices like the volume"):
-        readSourceSeries(files, 7)
 
 
 def test_decision_basis_names_the_segmenter_rule() -> None:

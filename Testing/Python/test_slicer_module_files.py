@@ -121,7 +121,8 @@ def test_icon_is_a_128_pixel_png():
 
 
 def test_terminology_file_is_valid_context():
-    path = MODULE_DIR / "JCSDiagnosisLib" / "SegmentationCategoryTypeModifier-JCSDiagnosis.term.json"
+    path = MODULE_DIR / "jcs" / "SegmentationCategoryTypeModifier-JCSDiagnosis.term.json"
+    assert "${CMAKE_CURRENT_SOURCE_DIR}/jcs/*.term.json" in (MODULE_DIR / "CMakeLists.txt").read_text()
     context = json.loads(path.read_text(encoding="utf-8"))
     categories = context["SegmentationCodes"]["Category"]
     types = {(t["CodingSchemeDesignator"], t["CodeValue"]) for c in categories for t in c["Type"]}

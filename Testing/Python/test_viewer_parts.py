@@ -159,10 +159,10 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
     """The page stays served while the edited segmentation is quantified: the event loop keeps
     running during the quantification, which runs in another thread, and the tables follow."""
     from jcs.io import CTVolume
+    from jcs.terminology import lesion_spec
     from JCSDiagnosisLib import logic as logic_module
     from JCSDiagnosisLib import volumes
     from JCSDiagnosisLib.tables import readTable
-    from JCSDiagnosisLib.terminology import lesionSpec
     from JCSDiagnosisViewer import viewer as viewer_module
     from trame.app import get_server
 
@@ -190,7 +190,9 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
         edit = np.zeros_like(logic.lesionMask(segmentation))
         edit[5:7] = logic.lungLabels(segmentation)[5:7] > 0  # the "edit": two slices of lung
         painted.append(int(edit.sum()))
-        volumes.setSegmentArray(segmentation, lesionSpec().segmentId, edit, logic.sourceVolume(segmentation))
+        volumes.setSegmentArray(
+            segmentation, lesion_spec().segment_id, edit, logic.sourceVolume(segmentation)
+        )
         ticks = 0
         app.update_results()
         first = app._task

@@ -2,7 +2,8 @@
 
 Built from typed highdicom parts, validated by their constructors, then written. The mask is
 sampled for every source CT instance at that instance's own pixel positions, so the SEG frames are
-aligned with the referenced images whatever the volume's IJK orientation.
+aligned with the referenced images whatever the orientation of the mask's grid. Used by the Slicer
+module (after the radiologist's edits) and by ``jcs diagnose --dicom-seg``.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from pathlib import Path
 import highdicom as hd
 import numpy as np
 import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from .terminology import Code, lesionSpec
+from jcs.errors import CorruptFileError, InputError
+from jcs.terminology import Code, lesion_spec
 
 MANUFACTURER = "JCS Diagnosis"
 MODEL_NAME = "JCS Diagnosis (Wu et al., IEEE TIP 2021)"
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 #: Quantities without a standard code carry local codes of this private scheme.
 LOCAL_SCHEME = "99JCS"
 PERCENT_OF_LUNG = hd.sr.CodedConcept("LUNGPCT", LOCAL_SCHEME, "Lesion volume as percentage of lung volume")
 LESION_COUNT = hd.sr.CodedConcept("NLESION", LOCAL_SCHEME, "Number of lesions")
+LESION_VOLUME_IN_LUNGS = hd.sr.CodedConcept("LUNGLESVOL", LOCAL_SCHEME, "Lesion volume within the lungs")
 SLICE_COUNT = hd.sr.CodedConcept("NPOSSLICE", LOCAL_SCHEME, "Number of COVID-19 positive slices")
 SLICE_THRESHOLD = hd.sr.CodedConcept(
     "POSSLICETHR", LOCAL_SCHEME, "COVID-19 positive slice threshold (positive case above it)"
@@ -38,6 +42,19 @@ REVIEWED_SLICE_COUNT = hd.sr.CodedConcept(
 REVIEWED_CASE_READING = hd.sr.CodedConcept(
     "CASEREADREV", LOCAL_SCHEME, "COVID-19 case reading of the reviewed segmentation"
 )
+#: Type 2 Patient/General Study attributes the SEG and SR copy from their source; anonymised series
+#: often omit them (COVID-CT-MD has no PatientName or PatientBirthDate), which DICOM reads as empty.
+SOURCE_TYPE2_ATTRIBUTES = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "AccessionNumber",
+)
 #: SNOMED CT values of the case reading.
 POSITIVE = hd.sr.CodedConcept("10828004", "SCT", "Positive")
 NEGATIVE = hd.sr.CodedConcept("260385009", "SCT", "Negative")
@@ -45,50 +62,54 @@ NEGATIVE = hd.sr.CodedConcept("260385009", "SCT", "Negative")
 
 @dataclass
 class ReportValues:
-    """Measurements of the SR, each from jcs.quantify / the engine (None when unknown)."""
+    """Measurements of the SR from jcs.quantify and the engine (None when unknown). The segment's own
+    volume is not among them: the export measures it on the mask it writes."""
 
-    lesionVolumeMl: float
-    percentOfLung: float | None
-    lesionCount: int
-    positiveSliceCount: int | None
+    lesion_volume_in_lungs_ml: float | None
+    percent_of_lung: float | None
+    lesion_count: int
+    positive_slice_count: int | None
     threshold: int | None = None
     #: The engine's case decision (positive when more than `threshold` slices are); None when unknown.
-    casePositive: bool | None = None
+    case_positive: bool | None = None
     #: The same segmenter rule on the edited segmentation; None when unedited or decided by the classifier.
-    reviewedPositiveSliceCount: int | None = None
-    reviewedCasePositive: bool | None = None
+    reviewed_positive_slice_count: int | None = None
+    reviewed_case_positive: bool | None = None
 
 
 @dataclass
 class ExportedFiles:
-    """Paths written by :func:`exportSegAndReport`."""
+    """What :func:`export_seg_and_report` wrote, and the SEG frames as written."""
 
-    segPath: Path
-    srPath: Path
-    frameMasks: np.ndarray
-    sourceSopInstanceUids: list[str]
-
-    def __getitem__(self, key: str):
-        return getattr(self, key)
+    seg_path: Path
+    sr_path: Path
+    frame_masks: np.ndarray
+    source_sop_instance_uids: list[str]
 
 
 def _concept(code: Code) -> hd.sr.CodedConcept:
     return hd.sr.CodedConcept(code.value, code.scheme, code.meaning)
 
 
-def readSourceSeries(files: list[Path], sliceCount: int) -> list[pydicom.Dataset]:
-    """The CT series among `files` with `sliceCount` instances, sorted along the slice normal."""
+def read_source_series(files: list[Path], slice_count: int) -> list[pydicom.Dataset]:
+    """The CT series among `files` with `slice_count` instances, sorted along the slice normal."""
     series: dict[str, list[pydicom.Dataset]] = defaultdict(list)
     for path in files:
-        dataset = pydicom.dcmread(path)
+        try:
+            dataset = pydicom.dcmread(path)
+        except (InvalidDicomError, OSError, EOFError) as exc:
+            raise CorruptFileError(f"cannot read the source DICOM file {path}: {exc}") from exc
         if "ImagePositionPatient" in dataset and "PixelData" in dataset:
+            for keyword in SOURCE_TYPE2_ATTRIBUTES:
+                if keyword not in dataset:
+                    setattr(dataset, keyword, "")  # in memory only; the source files are not touched
             series[str(dataset.SeriesInstanceUID)].append(dataset)
-    matching = [group for group in series.values() if len(group) == sliceCount]
+    matching = [group for group in series.values() if len(group) == slice_count]
     if not matching:
         counts = {uid: len(group) for uid, group in series.items()}
-        raise ValueError(f"no source series has {sliceCount} slices like the volume (found {counts})")
+        raise InputError(f"no source series has {slice_count} slices like the volume (found {counts})")
     if len(matching) > 1:
-        raise ValueError("several source series match the volume; give the folder of one CT series")
+        raise InputError("several source series match the volume; give the folder of one CT series")
     datasets = matching[0]
     orientation = np.array(datasets[0].ImageOrientationPatient, dtype=float)
     normal = np.cross(orientation[:3], orientation[3:])
@@ -97,47 +118,47 @@ def readSourceSeries(files: list[Path], sliceCount: int) -> list[pydicom.Dataset
     )
 
 
-def frameMasks(mask: np.ndarray, volumeIjkToRas: np.ndarray, datasets: list[pydicom.Dataset]) -> np.ndarray:
-    """(frames, rows, cols) masks: `mask` (K, J, I on the volume grid) sampled at each instance's pixels."""
-    rasToIjk = np.linalg.inv(volumeIjkToRas)
+def frame_masks(mask: sitk.Image, datasets: list[pydicom.Dataset]) -> np.ndarray:
+    """(frames, rows, cols) masks: the 3-D `mask` sampled at each instance's pixel positions (LPS)."""
+    array = sitk.GetArrayViewFromImage(mask)  # (K, J, I)
+    index_to_lps = np.array(mask.GetDirection()).reshape(3, 3) @ np.diag(mask.GetSpacing())
+    lps_to_index = np.linalg.inv(index_to_lps)
+    mask_origin = np.array(mask.GetOrigin())
     frames = []
     for dataset in datasets:
         rows, cols = int(dataset.Rows), int(dataset.Columns)
         orientation = np.array(dataset.ImageOrientationPatient, dtype=float)
-        rowSpacing, colSpacing = (float(v) for v in dataset.PixelSpacing)
+        row_spacing, col_spacing = (float(v) for v in dataset.PixelSpacing)
         origin = np.array(dataset.ImagePositionPatient, dtype=float)
         r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         lps = (
             origin[:, None]
-            + np.outer(orientation[:3], c.ravel() * colSpacing)
-            + np.outer(orientation[3:], r.ravel() * rowSpacing)
+            + np.outer(orientation[:3], c.ravel() * col_spacing)
+            + np.outer(orientation[3:], r.ravel() * row_spacing)
         )
-        ras = np.vstack([_RAS_TO_LPS @ lps, np.ones(lps.shape[1])])
-        ijk = (rasToIjk @ ras)[:3]
+        ijk = lps_to_index @ (lps - mask_origin[:, None])
         index = np.rint(ijk)
         if np.abs(ijk - index).max() > 0.05:
-            raise ValueError(
+            raise InputError(
                 f"source image {dataset.SOPInstanceUID} is not on the grid of the segmented volume"
             )
         i, j, k = index.astype(int)
         if (
-            i.min() < 0
-            or j.min() < 0
-            or k.min() < 0
-            or i.max() >= mask.shape[2]
-            or j.max() >= mask.shape[1]
-            or k.max() >= mask.shape[0]
+            min(i.min(), j.min(), k.min()) < 0
+            or i.max() >= array.shape[2]
+            or j.max() >= array.shape[1]
+            or k.max() >= array.shape[0]
         ):
-            raise ValueError(f"source image {dataset.SOPInstanceUID} lies outside the segmented volume")
-        frames.append(mask[k, j, i].reshape(rows, cols))
-    return np.stack(frames).astype(np.uint8)
+            raise InputError(f"source image {dataset.SOPInstanceUID} lies outside the segmented volume")
+        frames.append(array[k, j, i].reshape(rows, cols))
+    return (np.stack(frames) > 0).astype(np.uint8)
 
 
-def buildSegmentation(
+def build_segmentation(
     datasets: list[pydicom.Dataset], masks: np.ndarray, engine: dict, edited: bool
 ) -> hd.seg.Segmentation:
     """The DICOM-SEG object (one binary segment, algorithm identification of the engine)."""
-    spec = lesionSpec()
+    spec = lesion_spec()
     weights = engine.get("weights", {})
     parameters = {
         f"{kind} weights": f"{info.get('name', '')} sha256 {info.get('sha256', '')[:16]}"
@@ -183,26 +204,32 @@ def buildSegmentation(
     )
 
 
-def buildReport(
-    datasets: list[pydicom.Dataset], segmentation: hd.seg.Segmentation, values: ReportValues, engine: dict
+def build_report(
+    datasets: list[pydicom.Dataset],
+    segmentation: hd.seg.Segmentation,
+    segment_volume_ml: float,
+    values: ReportValues,
+    engine: dict,
 ) -> hd.sr.Comprehensive3DSR:
-    """TID 1500 measurement report referencing the SEG segment: lesion volume, % of lung, counts, the
-    positive-slice threshold and the engine's case reading (a qualitative evaluation); for an edited
-    segmentation decided by the segmenter rule, also that rule's count and reading of the edit."""
-    spec = lesionSpec()
+    """TID 1500 measurement report referencing the SEG segment: the segment's volume, its part within
+    the lungs and their % of the lung volume, counts, the positive-slice threshold and the engine's
+    case reading (a qualitative evaluation); for an edited segmentation decided by the segmenter rule,
+    also that rule's count and reading of the edit."""
+    spec = lesion_spec()
     algorithm = hd.sr.AlgorithmIdentification(
         name="JCS Diagnosis", version=str(engine.get("engine_version") or "unknown")
     )
     # (concept, value, UCUM unit code, unit meaning); values that are unknown are left out
     quantities = [
-        (codes.SCT.Volume, float(values.lesionVolumeMl), "ml", "milliliter"),
-        (PERCENT_OF_LUNG, None if values.percentOfLung is None else float(values.percentOfLung),
+        (codes.SCT.Volume, float(segment_volume_ml), "ml", "milliliter"),
+        (LESION_VOLUME_IN_LUNGS, values.lesion_volume_in_lungs_ml, "ml", "milliliter"),
+        (PERCENT_OF_LUNG, None if values.percent_of_lung is None else float(values.percent_of_lung),
          "%", "percent"),
-        (LESION_COUNT, int(values.lesionCount), "{lesions}", "lesions"),
-        (SLICE_COUNT, None if values.positiveSliceCount is None else int(values.positiveSliceCount),
+        (LESION_COUNT, int(values.lesion_count), "{lesions}", "lesions"),
+        (SLICE_COUNT, None if values.positive_slice_count is None else int(values.positive_slice_count),
          "{slices}", "slices"),
         (SLICE_THRESHOLD, None if values.threshold is None else int(values.threshold), "{slices}", "slices"),
-        (REVIEWED_SLICE_COUNT, values.reviewedPositiveSliceCount, "{slices}", "slices"),
+        (REVIEWED_SLICE_COUNT, values.reviewed_positive_slice_count, "{slices}", "slices"),
     ]
     measurements = [
         hd.sr.Measurement(
@@ -214,8 +241,8 @@ def buildReport(
     readings = [
         hd.sr.QualitativeEvaluation(name, POSITIVE if positive else NEGATIVE)
         for name, positive in (
-            (CASE_READING, values.casePositive),
-            (REVIEWED_CASE_READING, values.reviewedCasePositive),
+            (CASE_READING, values.case_positive),
+            (REVIEWED_CASE_READING, values.reviewed_case_positive),
         )
         if positive is not None
     ]
@@ -263,24 +290,36 @@ def buildReport(
     return document
 
 
-def exportSegAndReport(
+def export_seg_and_report(
     *,
-    mask: np.ndarray,
-    volumeIjkToRas: np.ndarray,
-    sourceFiles: list[Path],
-    outputDir: Path,
+    mask: sitk.Image,
+    source_files: list[Path],
+    output_dir: Path,
     engine: dict,
     edited: bool,
     values: ReportValues,
 ) -> ExportedFiles:
-    """Write `lesions.seg.dcm` and `lesions.sr.dcm` into `outputDir` and return their paths."""
-    datasets = readSourceSeries(sourceFiles, mask.shape[0])
-    masks = frameMasks(mask, volumeIjkToRas, datasets)
-    segmentation = buildSegmentation(datasets, masks, engine, edited)
-    report = buildReport(datasets, segmentation, values, engine)
-    outputDir.mkdir(parents=True, exist_ok=True)
-    segPath = outputDir / "lesions.seg.dcm"
-    srPath = outputDir / "lesions.sr.dcm"
-    segmentation.save_as(segPath)
-    report.save_as(srPath)
-    return ExportedFiles(segPath, srPath, masks, [str(ds.SOPInstanceUID) for ds in datasets])
+    """Write `lesions.seg.dcm` and `lesions.sr.dcm` into `output_dir`.
+
+    ``mask``: the 3-D lesion mask (non-zero = lesion) with the geometry of the CT it was drawn on;
+    ``source_files``: that CT's DICOM files (other files among them are ignored); ``engine``: the
+    engine version and weights (``results.json`` layout) for the algorithm identification.
+    """
+    if mask.GetDimension() != 3:
+        raise InputError("DICOM-SEG export needs a 3-D lesion mask")
+    datasets = read_source_series(source_files, mask.GetSize()[2])
+    masks = frame_masks(mask, datasets)
+    voxel_ml = float(np.prod(mask.GetSpacing())) / 1000.0
+    segment_volume_ml = np.count_nonzero(sitk.GetArrayViewFromImage(mask)) * voxel_ml
+    try:
+        segmentation = build_segmentation(datasets, masks, engine, edited)
+        report = build_report(datasets, segmentation, segment_volume_ml, values, engine)
+    except (AttributeError, TypeError, ValueError) as exc:  # highdicom's checks of the source instances
+        series = datasets[0].SeriesInstanceUID
+        raise InputError(f"no DICOM-SEG/SR can reference the source series {series}: {exc}") from exc
+    output_dir.mkdir(parents=True, exist_ok=True)
+    seg_path = output_dir / "lesions.seg.dcm"
+    sr_path = output_dir / "lesions.sr.dcm"
+    segmentation.save_as(seg_path)
+    report.save_as(sr_path)
+    return ExportedFiles(seg_path, sr_path, masks, [str(ds.SOPInstanceUID) for ds in datasets])

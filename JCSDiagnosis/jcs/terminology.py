@@ -35,19 +35,19 @@ class Code:
 class SegmentSpec:
     """Everything that identifies one result segment."""
 
-    segmentId: str
+    segment_id: str
     name: str
     label: int
     color: tuple[float, float, float]
     context: str
     category: Code
     type: Code
-    typeModifier: Code | None
+    type_modifier: Code | None
     region: Code | None
 
-    def terminologyEntry(self) -> str:
+    def terminology_entry(self) -> str:
         """Slicer's serialized terminology entry (`vtkSegment.SetTerminology`)."""
-        modifier = self.typeModifier.serialized() if self.typeModifier else "^^"
+        modifier = self.type_modifier.serialized() if self.type_modifier else "^^"
         region = self.region.serialized() if self.region else "^^"
         return "~".join(
             [
@@ -73,51 +73,51 @@ def _context() -> dict:
 
 
 def _find(
-    typeValue: str, modifierValue: str | None = None
+    type_value: str, modifier_value: str | None = None
 ) -> tuple[Code, Code, Code | None, tuple[int, ...]]:
     for category in _context()["SegmentationCodes"]["Category"]:
-        for segmentType in category["Type"]:
-            if segmentType["CodeValue"] != typeValue:
+        for segment_type in category["Type"]:
+            if segment_type["CodeValue"] != type_value:
                 continue
-            if modifierValue is None:
+            if modifier_value is None:
                 return (
                     _code(category),
-                    _code(segmentType),
+                    _code(segment_type),
                     None,
-                    tuple(segmentType["recommendedDisplayRGBValue"]),
+                    tuple(segment_type["recommendedDisplayRGBValue"]),
                 )
-            for modifier in segmentType.get("Modifier", []):
-                if modifier["CodeValue"] == modifierValue:
+            for modifier in segment_type.get("Modifier", []):
+                if modifier["CodeValue"] == modifier_value:
                     rgb = tuple(modifier["recommendedDisplayRGBValue"])
-                    return _code(category), _code(segmentType), _code(modifier), rgb
-    raise KeyError(f"code {typeValue}/{modifierValue} is not in {TERMINOLOGY_FILE}")
+                    return _code(category), _code(segment_type), _code(modifier), rgb
+    raise KeyError(f"code {type_value}/{modifier_value} is not in {TERMINOLOGY_FILE}")
 
 
 def _spec(
-    segmentId: str, name: str, label: int, typeValue: str, modifier: str | None, region: bool
+    segment_id: str, name: str, label: int, type_value: str, modifier: str | None, region: bool
 ) -> SegmentSpec:
-    category, segmentType, typeModifier, rgb = _find(typeValue, modifier)
+    category, segment_type, type_modifier, rgb = _find(type_value, modifier)
     return SegmentSpec(
-        segmentId=segmentId,
+        segment_id=segment_id,
         name=name,
         label=label,
         color=tuple(c / 255.0 for c in rgb),
         context=_context()["SegmentationCategoryTypeContextName"],
         category=category,
-        type=segmentType,
-        typeModifier=typeModifier,
+        type=segment_type,
+        type_modifier=type_modifier,
         region=Code(*LUNG) if region else None,
     )
 
 
 @cache
-def lesionSpec() -> SegmentSpec:
+def lesion_spec() -> SegmentSpec:
     """The lesion segment (ground glass and consolidation together, as in the training masks)."""
     return _spec("lesion", "COVID-19 lesions", 1, "112033", None, region=True)
 
 
 @cache
-def lungSpecs() -> tuple[SegmentSpec, SegmentSpec]:
+def lung_specs() -> tuple[SegmentSpec, SegmentSpec]:
     """Right and left lung segments; labels follow jcs.lung (1 right, 2 left)."""
     return (
         _spec("right_lung", "Right lung", 1, "39607008", "24028007", region=False),
