@@ -349,7 +349,10 @@ def _write_outputs(
 
 
 def _check_dicom_seg_input(ct: CTVolume) -> None:
-    """DICOM-SEG references the source instances: the input must be a single-frame DICOM series."""
+    """DICOM-SEG references the source instances: the input must be a series of single-frame DICOM
+    files with valid identifiers (checked on their headers before any work)."""
+    from jcs.dicomseg import read_source_series
+
     if ct.dicom_files is None:
         raise InputError(f"--dicom-seg needs a DICOM series as input; {ct.path} is not DICOM")
     slices = ct.image.GetSize()[2] if ct.image.GetDimension() == 3 else 1
@@ -358,6 +361,7 @@ def _check_dicom_seg_input(ct: CTVolume) -> None:
             f"--dicom-seg needs a series of several single-frame CT slices; {ct.path} has "
             f"{len(ct.dicom_files)} file(s) for {slices} slice(s)"
         )
+    read_source_series(ct.dicom_files, slices)
 
 
 def _export_dicom_seg(
@@ -401,6 +405,8 @@ def _diagnose(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     # One input is read before the models load, so a bad file fails at once.
     first = read_ct(inputs[0]) if len(inputs) == 1 else None
+    if first is not None and args.dicom_seg:
+        _check_dicom_seg_input(first)
     read_s = time.perf_counter() - t0
     engine = DiagnosisEngine.from_registry(
         args.classifier,
@@ -452,8 +458,6 @@ def _diagnose_case(
     prints its reading; returns what results.json holds."""
     t_start = time.perf_counter() - read_s
     timings: dict[str, float] = {"read": read_s}
-    if args.dicom_seg:
-        _check_dicom_seg_input(ct)
     out.mkdir(parents=True, exist_ok=True)
     progress = _Progress(enabled=not args.quiet)
     try:
@@ -526,6 +530,8 @@ def _diagnose_cohort(
         t0 = time.perf_counter()
         try:
             ct = read_ct(path)
+            if args.dicom_seg:
+                _check_dicom_seg_input(ct)
             payload = _diagnose_case(engine, ct, args.out / name, args, time.perf_counter() - t0)
         except (JCSError, OSError) as exc:  # bad input, corrupt or unreadable file: this case only
             print(f"case: error: {exc}", file=sys.stderr)

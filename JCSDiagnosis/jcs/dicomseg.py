@@ -18,7 +18,7 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
+from pydicom.uid import UID, generate_uid
 
 from jcs.errors import CorruptFileError, InputError
 from jcs.terminology import Code, lesion_spec
@@ -92,18 +92,19 @@ def _concept(code: Code) -> hd.sr.CodedConcept:
 
 
 def read_source_series(files: list[Path], slice_count: int) -> list[pydicom.Dataset]:
-    """The CT series among `files` with `slice_count` instances, sorted along the slice normal."""
+    """Headers of the CT series among `files` with `slice_count` instances, sorted along the slice
+    normal, checked to be referenceable (:func:`check_referenceable`)."""
     series: dict[str, list[pydicom.Dataset]] = defaultdict(list)
     for path in files:
         try:
-            dataset = pydicom.dcmread(path)
+            dataset = pydicom.dcmread(path, stop_before_pixels=True)
         except (InvalidDicomError, OSError, EOFError) as exc:
             raise CorruptFileError(f"cannot read the source DICOM file {path}: {exc}") from exc
-        if "ImagePositionPatient" in dataset and "PixelData" in dataset:
+        if "ImagePositionPatient" in dataset and "Rows" in dataset:
             for keyword in SOURCE_TYPE2_ATTRIBUTES:
                 if keyword not in dataset:
                     setattr(dataset, keyword, "")  # in memory only; the source files are not touched
-            series[str(dataset.SeriesInstanceUID)].append(dataset)
+            series[str(dataset.get("SeriesInstanceUID", ""))].append(dataset)
     matching = [group for group in series.values() if len(group) == slice_count]
     if not matching:
         counts = {uid: len(group) for uid, group in series.items()}
@@ -111,6 +112,7 @@ def read_source_series(files: list[Path], slice_count: int) -> list[pydicom.Data
     if len(matching) > 1:
         raise InputError("several source series match the volume; give the folder of one CT series")
     datasets = matching[0]
+    check_referenceable(datasets)
     orientation = np.array(datasets[0].ImageOrientationPatient, dtype=float)
     normal = np.cross(orientation[:3], orientation[3:])
     return sorted(
@@ -118,40 +120,70 @@ def read_source_series(files: list[Path], slice_count: int) -> list[pydicom.Data
     )
 
 
+def check_referenceable(datasets: list[pydicom.Dataset]) -> None:
+    """Refuse a series whose identifiers a SEG/SR cannot reference (over-anonymised or non-conformant
+    files: empty or malformed UIDs, instances sharing one SOP Instance UID)."""
+    first = datasets[0]
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID"):
+        value = str(first.get(keyword) or "")
+        if not UID(value).is_valid:
+            raise InputError(
+                f"the source series' {keyword} {value!r} is not a valid DICOM UID, so no DICOM-SEG can "
+                "reference the series (was it anonymised by a tool that rewrote its UIDs?)"
+            )
+    instances = [str(ds.get("SOPInstanceUID") or "") for ds in datasets]
+    invalid = [uid for uid in instances if not UID(uid).is_valid]
+    if invalid:
+        raise InputError(
+            f"{len(invalid)} of {len(instances)} source instances have no valid SOP Instance UID "
+            f"(e.g. {invalid[0]!r}), so no DICOM-SEG can reference them"
+        )
+    if len(set(instances)) != len(instances):
+        raise InputError(
+            "several source instances share one SOP Instance UID; a DICOM-SEG cannot reference them"
+        )
+
+
 def frame_masks(mask: sitk.Image, datasets: list[pydicom.Dataset]) -> np.ndarray:
-    """(frames, rows, cols) masks: the 3-D `mask` sampled at each instance's pixel positions (LPS)."""
+    """(frames, rows, cols) masks: the 3-D `mask` sampled at each instance's pixel positions (LPS).
+
+    A pixel (r, c) of an instance lies at mask index base + r * row_step + c * column_step; the
+    three vectors must be whole voxels (to 0.05 voxel at the farthest pixel), so each frame is an
+    exact copy of mask voxels, never interpolated.
+    """
     array = sitk.GetArrayViewFromImage(mask)  # (K, J, I)
     index_to_lps = np.array(mask.GetDirection()).reshape(3, 3) @ np.diag(mask.GetSpacing())
     lps_to_index = np.linalg.inv(index_to_lps)
     mask_origin = np.array(mask.GetOrigin())
-    frames = []
-    for dataset in datasets:
+    frames = np.zeros((len(datasets), int(datasets[0].Rows), int(datasets[0].Columns)), np.uint8)
+    for n, dataset in enumerate(datasets):
         rows, cols = int(dataset.Rows), int(dataset.Columns)
         orientation = np.array(dataset.ImageOrientationPatient, dtype=float)
         row_spacing, col_spacing = (float(v) for v in dataset.PixelSpacing)
-        origin = np.array(dataset.ImagePositionPatient, dtype=float)
-        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
-        lps = (
-            origin[:, None]
-            + np.outer(orientation[:3], c.ravel() * col_spacing)
-            + np.outer(orientation[3:], r.ravel() * row_spacing)
-        )
-        ijk = lps_to_index @ (lps - mask_origin[:, None])
-        index = np.rint(ijk)
-        if np.abs(ijk - index).max() > 0.05:
+        # IJK steps: moving down a row follows the column direction cosines (orientation[3:])
+        base = lps_to_index @ (np.array(dataset.ImagePositionPatient, dtype=float) - mask_origin)
+        row_step = lps_to_index @ (orientation[3:] * row_spacing)
+        column_step = lps_to_index @ (orientation[:3] * col_spacing)
+        vectors = np.stack([base, row_step, column_step])
+        whole = np.rint(vectors)
+        error = np.abs(vectors - whole) * np.array([[1.0], [rows - 1.0], [cols - 1.0]])
+        if (error.sum(axis=0) > 0.05).any():
             raise InputError(
                 f"source image {dataset.SOPInstanceUID} is not on the grid of the segmented volume"
             )
-        i, j, k = index.astype(int)
-        if (
-            min(i.min(), j.min(), k.min()) < 0
-            or i.max() >= array.shape[2]
-            or j.max() >= array.shape[1]
-            or k.max() >= array.shape[0]
-        ):
+        if (rows, cols) != frames.shape[1:]:
+            raise InputError(f"source image {dataset.SOPInstanceUID} differs in size from the series")
+        start, down, across = whole.astype(int)
+        ijk = (
+            start[:, None, None]
+            + down[:, None, None] * np.arange(rows)[None, :, None]
+            + across[:, None, None] * np.arange(cols)[None, None, :]
+        )
+        upper = np.array(array.shape[::-1])[:, None, None]
+        if (ijk < 0).any() or (ijk >= upper).any():
             raise InputError(f"source image {dataset.SOPInstanceUID} lies outside the segmented volume")
-        frames.append(array[k, j, i].reshape(rows, cols))
-    return (np.stack(frames) > 0).astype(np.uint8)
+        frames[n] = array[ijk[2], ijk[1], ijk[0]] > 0
+    return frames
 
 
 def build_segmentation(

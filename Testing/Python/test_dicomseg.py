@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 from dicom_writer import dciodvfy_errors, write_image_series
 from jcs.cli import main
-from jcs.dicomseg import frame_masks, read_source_series
+from jcs.dicomseg import check_referenceable, frame_masks, read_source_series
 from jcs.errors import CorruptFileError, InputError
 from phantoms import make_chest_phantom
 from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
@@ -114,18 +114,43 @@ def test_cli_writes_valid_seg_and_sr_of_its_reading(
     )
 
 
-def test_cli_dicom_seg_refuses_non_dicom_input(
+def test_cli_dicom_seg_refuses_inputs_it_cannot_reference(
     tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
 ) -> None:
     phantom = make_chest_phantom(shape=(10, 64, 64), seed=4)
     source = tmp_path / "phantom.nrrd"
     sitk.WriteImage(phantom.image, str(source))
-    code, stderr = _diagnose(
-        [str(source), "--out", str(tmp_path / "o"), "--dicom-seg",
-         "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
-        capsys,
-    )  # fmt: skip
-    assert code == 2
-    assert stderr.count("\n") == 1
-    assert "--dicom-seg needs a DICOM series" in stderr and "phantom.nrrd" in stderr
-    assert not (tmp_path / "o" / "results.json").exists()
+    # a series whose anonymiser blanked the SOP Instance UIDs and wrote a UUID as Study UID (as in
+    # COVID-CT-MD normal002): readable as CT, but nothing a SEG could point at
+    files = write_image_series(phantom.image, tmp_path / "blanked")
+    for path in files:
+        dataset = pydicom.dcmread(path)
+        dataset.SOPInstanceUID = ""
+        dataset.save_as(path)
+    refusals = {
+        source: "--dicom-seg needs a DICOM series as input; " + str(source),
+        tmp_path / "blanked": "10 of 10 source instances have no valid SOP Instance UID",
+    }
+    for path, message in refusals.items():
+        out = tmp_path / f"out-{path.stem}"
+        code, stderr = _diagnose(
+            [str(path), "--out", str(out), "--dicom-seg",
+             "--classifier", tiny_weights["classifier"], "--segmenter", tiny_weights["segmenter"]],
+            capsys,
+        )  # fmt: skip
+        assert code == 2 and stderr.count("\n") == 1 and message in stderr
+        assert not out.exists()  # refused before any work
+
+
+def test_series_with_malformed_uids_are_refused(tmp_path: Path) -> None:
+    image = sitk.GetImageFromArray(np.full((3, 8, 8), -800, np.int16))
+    files = write_image_series(image, tmp_path)
+    datasets = read_source_series(files, 3)
+    with pytest.warns(UserWarning, match="Invalid value for VR UI"):  # pydicom's own check
+        datasets[0].StudyInstanceUID = "1355759b-7653-424e-b0b5-1d131628d0e4"
+        with pytest.raises(InputError, match="StudyInstanceUID '1355759b-.*' is not a valid DICOM UID"):
+            check_referenceable(datasets)
+    datasets = read_source_series(files, 3)
+    datasets[2].SOPInstanceUID = datasets[1].SOPInstanceUID
+    with pytest.raises(InputError, match="share one SOP Instance UID"):
+        check_referenceable(datasets)
