@@ -371,7 +371,8 @@ def _results_panel(server: Server, chart_click: Callable, row_click: Callable, d
                     ),
                 )
         html.Div(
-            "DICOM-SEG and SR need a DICOM input series.",
+            "{{ jcs_dicom_note }}",
+            id="jcs-dicom-note",
             v_if=("!jcs_is_dicom",),
             classes="text-caption",
             style="opacity: 0.6;",

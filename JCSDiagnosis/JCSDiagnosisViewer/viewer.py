@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
+from jcs.errors import InputError
 from jcs.inference import NO_WEIGHTS_MESSAGE
 from jcs.io import CTVolume
 from jcs.terminology import lesion_spec
@@ -60,6 +61,7 @@ logger = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.25
 DEFAULT_HEATMAP_OPACITY = 0.4
 TABLES = ("summary", "lesions", "slices")
+NO_DICOM_NOTE = "DICOM-SEG and SR need a DICOM input series."
 
 
 @dataclass
@@ -70,6 +72,19 @@ class ViewerInput:
     name: str
     dicom_dir: Path | None = None
     details: str = ""
+
+
+def _dicom_export_note(viewer_input: ViewerInput) -> str:
+    """Why DICOM-SEG and SR cannot be downloaded for this input; "" when they can."""
+    from jcs.dicomseg import check_source_series
+
+    if viewer_input.dicom_dir is None:
+        return NO_DICOM_NOTE
+    try:
+        check_source_series(viewer_input.ct)
+    except InputError as exc:
+        return f"No DICOM-SEG or SR for this series: {exc}"
+    return ""
 
 
 class JCSViewer(TrameApp):
@@ -128,6 +143,7 @@ class JCSViewer(TrameApp):
                 "jcs_volume_loaded": False,
                 "jcs_blocker": "",
                 "jcs_is_dicom": False,
+                "jcs_dicom_note": NO_DICOM_NOTE,
                 "jcs_window": "Lung",
                 "jcs_busy": False,
                 "jcs_running": False,
@@ -179,13 +195,15 @@ class JCSViewer(TrameApp):
             [self.scene_logic.axialSliceCenter(self.volume_node, k)[2] for k in range(axial_count)]
         )
         spacing = self.volume_node.GetSpacing()
+        dicom_note = _dicom_export_note(viewer_input)
         self.state.update(
             {
                 "jcs_case_name": viewer_input.name,
                 "jcs_case_details": viewer_input.details,
                 "jcs_volume_loaded": True,
                 "jcs_blocker": self._diagnosis_blocker(),
-                "jcs_is_dicom": viewer_input.dicom_dir is not None,
+                "jcs_is_dicom": dicom_note == "",
+                "jcs_dicom_note": dicom_note,
                 "jcs_footer": (
                     f"{viewer_input.name}: {size[0]} x {size[1]} x {size[2]} voxels, "
                     f"{spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm"

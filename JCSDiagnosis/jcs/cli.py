@@ -348,22 +348,6 @@ def _write_outputs(
     return payload
 
 
-def _check_dicom_seg_input(ct: CTVolume) -> None:
-    """DICOM-SEG references the source instances: the input must be a series of single-frame DICOM
-    files with valid identifiers (checked on their headers before any work)."""
-    from jcs.dicomseg import read_source_series
-
-    if ct.dicom_files is None:
-        raise InputError(f"--dicom-seg needs a DICOM series as input; {ct.path} is not DICOM")
-    slices = ct.image.GetSize()[2] if ct.image.GetDimension() == 3 else 1
-    if slices < 2 or len(ct.dicom_files) != slices:
-        raise InputError(
-            f"--dicom-seg needs a series of several single-frame CT slices; {ct.path} has "
-            f"{len(ct.dicom_files)} file(s) for {slices} slice(s)"
-        )
-    read_source_series(ct.dicom_files, slices)
-
-
 def _export_dicom_seg(
     ct: CTVolume, lesion_mask: np.ndarray, payload: dict[str, Any], out: Path
 ) -> ExportedFiles:
@@ -406,7 +390,9 @@ def _diagnose(args: argparse.Namespace) -> int:
     # One input is read before the models load, so a bad file fails at once.
     first = read_ct(inputs[0]) if len(inputs) == 1 else None
     if first is not None and args.dicom_seg:
-        _check_dicom_seg_input(first)
+        from jcs.dicomseg import check_source_series
+
+        check_source_series(first)  # before the models load: a refused input costs nothing
     read_s = time.perf_counter() - t0
     engine = DiagnosisEngine.from_registry(
         args.classifier,
@@ -531,7 +517,9 @@ def _diagnose_cohort(
         try:
             ct = read_ct(path)
             if args.dicom_seg:
-                _check_dicom_seg_input(ct)
+                from jcs.dicomseg import check_source_series
+
+                check_source_series(ct)
             payload = _diagnose_case(engine, ct, args.out / name, args, time.perf_counter() - t0)
         except (JCSError, OSError) as exc:  # bad input, corrupt or unreadable file: this case only
             print(f"case: error: {exc}", file=sys.stderr)

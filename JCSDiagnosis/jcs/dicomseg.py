@@ -21,6 +21,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import UID, generate_uid
 
 from jcs.errors import CorruptFileError, InputError
+from jcs.io import CTVolume
 from jcs.terminology import Code, lesion_spec
 
 MANUFACTURER = "JCS Diagnosis"
@@ -118,6 +119,20 @@ def read_source_series(files: list[Path], slice_count: int) -> list[pydicom.Data
     return sorted(
         datasets, key=lambda ds: float(np.dot(normal, np.array(ds.ImagePositionPatient, dtype=float)))
     )
+
+
+def check_source_series(ct: CTVolume) -> None:
+    """Raise InputError unless a DICOM-SEG of `ct` can reference its source: a series of several
+    single-frame DICOM files with valid identifiers (reads their headers only)."""
+    if ct.dicom_files is None:
+        raise InputError(f"DICOM-SEG export needs a DICOM series as input; {ct.path} is not DICOM")
+    slices = ct.image.GetSize()[2] if ct.image.GetDimension() == 3 else 1
+    if slices < 2 or len(ct.dicom_files) != slices:
+        raise InputError(
+            f"DICOM-SEG export needs a series of several single-frame CT slices; {ct.path} has "
+            f"{len(ct.dicom_files)} file(s) for {slices} slice(s)"
+        )
+    read_source_series(ct.dicom_files, slices)
 
 
 def check_referenceable(datasets: list[pydicom.Dataset]) -> None:

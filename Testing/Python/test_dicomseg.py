@@ -128,7 +128,7 @@ def test_cli_dicom_seg_refuses_inputs_it_cannot_reference(
         dataset.SOPInstanceUID = ""
         dataset.save_as(path)
     refusals = {
-        source: "--dicom-seg needs a DICOM series as input; " + str(source),
+        source: "DICOM-SEG export needs a DICOM series as input; " + str(source),
         tmp_path / "blanked": "10 of 10 source instances have no valid SOP Instance UID",
     }
     for path, message in refusals.items():

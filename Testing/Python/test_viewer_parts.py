@@ -155,6 +155,33 @@ def test_viewer_loads_a_case_and_says_why_diagnose_is_blocked(monkeypatch):
     assert "constant" in named.state.jcs_blocker
 
 
+def test_viewer_offers_dicom_seg_only_for_a_series_it_can_reference(monkeypatch, tmp_path):
+    import pydicom
+    from dicom_writer import write_image_series
+    from JCSDiagnosisViewer import viewer as viewer_module
+    from JCSDiagnosisViewer.app import parse_args, resolve_input
+    from trame.app import get_server
+
+    monkeypatch.setattr(viewer_module, "default_weights", lambda kind: None)
+    phantom = make_chest_phantom(shape=(6, 48, 48))
+    write_image_series(phantom.image, tmp_path / "series")
+    blanked = write_image_series(phantom.image, tmp_path / "blanked")
+    for path in blanked:  # an anonymiser that emptied the SOP Instance UIDs (COVID-CT-MD normal002)
+        dataset = pydicom.dcmread(path)
+        dataset.SOPInstanceUID = ""
+        dataset.save_as(path)
+    sitk.WriteImage(phantom.image, str(tmp_path / "chest.nrrd"))
+    app = viewer_module.JCSViewer(get_server("viewer-parts-dicom-note"))
+    notes = {}
+    for name in ("series", "blanked", "chest.nrrd"):
+        app.load(resolve_input(parse_args([str(tmp_path / name)])))
+        notes[name] = (app.state.jcs_is_dicom, app.state.jcs_dicom_note)
+    assert notes["series"] == (True, "")
+    assert notes["blanked"][0] is False
+    assert notes["blanked"][1].startswith("No DICOM-SEG or SR for this series: 6 of 6 source instances")
+    assert notes["chest.nrrd"] == (False, viewer_module.NO_DICOM_NOTE)
+
+
 def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_dir):  # noqa: F811
     """The page stays served while the edited segmentation is quantified: the event loop keeps
     running during the quantification, which runs in another thread, and the tables follow."""
