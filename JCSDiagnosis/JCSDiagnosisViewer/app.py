@@ -109,13 +109,19 @@ def describe(ct: CTVolume) -> str:
     import pydicom
 
     header = pydicom.dcmread(ct.dicom_files[0], stop_before_pixels=True)
+
+    def text(keyword: str) -> str:  # anonymised series often carry empty elements
+        value = header.get(keyword)
+        return "" if value is None else str(value).strip()
+
+    series = " ".join(part for part in (text("SeriesNumber"), text("SeriesDescription")) if part)
     parts = [
-        f"Patient {header.get('PatientID', '?')}",
-        f"study {header.get('StudyDate', '?')}",
-        f"series {header.get('SeriesNumber', '?')} {header.get('SeriesDescription', '')}".strip(),
+        f"Patient {text('PatientID') or '?'}",
+        f"study {text('StudyDate')}" if text("StudyDate") else "",
+        f"series {series}" if series else "",
         f"{len(ct.dicom_files)} DICOM images",
     ]
-    return ", ".join(parts)
+    return ", ".join(part for part in parts if part)
 
 
 def engine_options(args: argparse.Namespace) -> dict:

@@ -166,9 +166,10 @@ def test_viewer_offers_dicom_seg_only_for_a_series_it_can_reference(monkeypatch,
     phantom = make_chest_phantom(shape=(6, 48, 48))
     write_image_series(phantom.image, tmp_path / "series")
     blanked = write_image_series(phantom.image, tmp_path / "blanked")
-    for path in blanked:  # an anonymiser that emptied the SOP Instance UIDs (COVID-CT-MD normal002)
+    for path in blanked:  # an anonymiser that emptied UIDs, date and series number (COVID-CT-MD normal002)
         dataset = pydicom.dcmread(path)
-        dataset.SOPInstanceUID = ""
+        dataset.SOPInstanceUID = dataset.StudyDate = ""
+        dataset.SeriesNumber = None
         dataset.save_as(path)
     sitk.WriteImage(phantom.image, str(tmp_path / "chest.nrrd"))
     app = viewer_module.JCSViewer(get_server("viewer-parts-dicom-note"))
@@ -177,6 +178,8 @@ def test_viewer_offers_dicom_seg_only_for_a_series_it_can_reference(monkeypatch,
         app.load(resolve_input(parse_args([str(tmp_path / name)])))
         notes[name] = (app.state.jcs_is_dicom, app.state.jcs_dicom_note)
     assert notes["series"] == (True, "")
+    details = resolve_input(parse_args([str(tmp_path / "blanked")])).details
+    assert details == "Patient JCS-PHANTOM, series Synthetic chest CT, 6 DICOM images"  # no empty fields
     assert notes["blanked"][0] is False
     assert notes["blanked"][1].startswith("No DICOM-SEG or SR for this series: 6 of 6 source instances")
     assert notes["chest.nrrd"] == (False, viewer_module.NO_DICOM_NOTE)
