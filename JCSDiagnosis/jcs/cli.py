@@ -146,12 +146,19 @@ def _build_parser() -> argparse.ArgumentParser:
     quantify = commands.add_parser(
         "quantify",
         help="quantify a (possibly edited) lesion mask",
-        description="Writes summary.csv, lesions.csv, slices.csv and results.json into --out.",
+        description="Writes summary.csv, lesions.csv, slices.csv and results.json into --out (with "
+        "--dicom-seg also lesions.seg.dcm and lesions.sr.dcm).",
     )
     quantify.add_argument("ct", type=Path, help="CT file or DICOM folder")
     quantify.add_argument("lesion_mask", type=Path, help="lesion mask (any format SimpleITK reads)")
     quantify.add_argument("--lungs", type=Path, help="lung or lobe labelmap (default: segmented)")
     quantify.add_argument("--out", type=Path, required=True, help="output folder")
+    quantify.add_argument(
+        "--dicom-seg",
+        action="store_true",
+        help="CT given as a DICOM series: also write the mask as DICOM-SEG (lesions.seg.dcm, semi-automatic) "
+        "and a TID 1500 report of its measurements (lesions.sr.dcm)",
+    )
 
     weights = commands.add_parser("weights", help="list or import model weights")
     weight_commands = weights.add_subparsers(dest="weights_command", required=True)
@@ -354,11 +361,9 @@ def _export_dicom_seg(
     """lesions.seg.dcm and lesions.sr.dcm (jcs.dicomseg) of an unedited diagnosis."""
     from jcs.dicomseg import ReportValues, export_seg_and_report
 
-    case, summary = payload["case"], payload["summary"]
-    values = ReportValues(
-        lesion_volume_in_lungs_ml=summary.get("opacification_volume_ml"),
-        percent_of_lung=summary.get("opacification_percent"),
-        lesion_count=int(summary.get("lesion_count") or 0),
+    case = payload["case"]
+    values = ReportValues.from_summary(
+        payload["summary"],
         positive_slice_count=case["positive_slice_count"],
         threshold=case["threshold"],
         case_positive=case["positive"],
@@ -570,7 +575,9 @@ def _score_against_labels(rows: Sequence[dict[str, Any]]) -> str:
 def _quantify_command(args: argparse.Namespace) -> int:
     from jcs.quantify import run_quantify
 
-    payload = run_quantify(args.ct, args.lesion_mask, args.out, lungs_path=args.lungs)
+    payload = run_quantify(
+        args.ct, args.lesion_mask, args.out, lungs_path=args.lungs, dicom_seg=args.dicom_seg
+    )
     summary = payload.get("summary", {})
     print(f"lesions: {summary.get('lesion_count', len(payload.get('lesions', [])))}; outputs: {args.out}")
     return 0

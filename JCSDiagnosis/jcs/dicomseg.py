@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import highdicom as hd
 import numpy as np
@@ -69,13 +70,23 @@ class ReportValues:
     lesion_volume_in_lungs_ml: float | None
     percent_of_lung: float | None
     lesion_count: int
-    positive_slice_count: int | None
+    positive_slice_count: int | None = None
     threshold: int | None = None
     #: The engine's case decision (positive when more than `threshold` slices are); None when unknown.
     case_positive: bool | None = None
     #: The same segmenter rule on the edited segmentation; None when unedited or decided by the classifier.
     reviewed_positive_slice_count: int | None = None
     reviewed_case_positive: bool | None = None
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any], **reading: Any) -> ReportValues:
+        """From a jcs.quantify summary (the fields of summary.csv) and the case reading's fields."""
+        return cls(
+            lesion_volume_in_lungs_ml=summary.get("opacification_volume_ml"),
+            percent_of_lung=summary.get("opacification_percent"),
+            lesion_count=int(summary.get("lesion_count") or 0),
+            **reading,
+        )
 
 
 @dataclass

@@ -443,15 +443,23 @@ def write_tables(quantification: Quantification, out_dir: str | Path) -> dict[st
 
 
 def run_quantify(ct_path: str | Path, mask_path: str | Path, out_dir: str | Path,
-                 lungs_path: str | Path | None = None, *, lung_convention: str = "auto") -> dict[str, Any]:
-    """`jcs quantify CT LESION_MASK [--lungs LABELMAP] --out DIR`: quantify a (user-edited) lesion mask.
+                 lungs_path: str | Path | None = None, *, lung_convention: str = "auto",
+                 dicom_seg: bool = False) -> dict[str, Any]:
+    """`jcs quantify CT LESION_MASK [--lungs LABELMAP] --out DIR [--dicom-seg]`: quantify a (user-edited)
+    lesion mask.
 
     The mask may be stored in any orientation; it is resampled (nearest neighbour) onto the CT's axial
     grid, so it must overlap the CT physically. Lungs come from `lungs_path` (see
     `jcs.lung.read_lung_labelmap`) or `jcs.lung.segment_lungs`. Writes summary.csv, lesions.csv,
-    slices.csv and results.json ({"case", "summary", "lesions", "slices"}); returns that dict.
+    slices.csv and results.json ({"case", "summary", "lesions", "slices"}); returns that dict. With
+    `dicom_seg` (the CT a DICOM series, checked first) also the mask as a semi-automatic DICOM-SEG and
+    an SR of its measurements (`jcs.dicomseg`).
     """
     ct = read_ct(ct_path)
+    if dicom_seg:
+        from jcs.dicomseg import check_source_series
+
+        check_source_series(ct)
     axial = ct.axial_image()
     array = ct.axial_array()
     try:
@@ -472,6 +480,16 @@ def run_quantify(ct_path: str | Path, mask_path: str | Path, out_dir: str | Path
                         "lungs": None if lungs_path is None else str(lungs_path),
                         "lung_source": "labelmap" if lungs_path is not None else "jcs.lung.segment_lungs"},
                **data}
+    if dicom_seg:
+        from jcs import __version__
+        from jcs.dicomseg import ReportValues, export_seg_and_report
+
+        exported = export_seg_and_report(
+            mask=ct.from_axial(lesion), source_files=list(ct.dicom_files or []), output_dir=Path(out_dir),
+            engine={"engine_version": __version__}, edited=True,
+            values=ReportValues.from_summary(data.get("summary", {})),
+        )
+        payload["outputs"] = {"dicom_seg": exported.seg_path.name, "dicom_sr": exported.sr_path.name}
     with open(Path(out_dir) / "results.json", "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2)
     return payload

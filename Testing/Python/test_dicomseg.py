@@ -114,6 +114,44 @@ def test_cli_writes_valid_seg_and_sr_of_its_reading(
     )
 
 
+def test_quantify_writes_seg_and_sr_of_a_mask_the_user_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`jcs quantify CT MASK --dicom-seg`: a mask edited in another tool, as SEG + SR for PACS."""
+    phantom = make_chest_phantom(shape=(12, 96, 96), seed=3)
+    files = write_image_series(phantom.image, tmp_path / "ct")
+    truth = sitk.GetImageFromArray(phantom.lesion_mask.astype(np.uint8))
+    truth.CopyInformation(phantom.image)
+    sitk.WriteImage(sitk.DICOMOrient(truth, "RAS"), str(tmp_path / "edited.nrrd"))  # stored flipped
+    out = tmp_path / "out"
+    assert main(["quantify", str(tmp_path / "ct"), str(tmp_path / "edited.nrrd"), "--out", str(out),
+                 "--dicom-seg"]) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["outputs"] == {"dicom_seg": "lesions.seg.dcm", "dicom_sr": "lesions.sr.dcm"}
+    assert dciodvfy_errors(out / "lesions.seg.dcm") in ([], None)
+    assert dciodvfy_errors(out / "lesions.sr.dcm") in ([], None)
+    seg = hd.seg.segread(out / "lesions.seg.dcm")
+    assert seg.SegmentSequence[0].SegmentAlgorithmType == "SEMIAUTOMATIC"
+    uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
+    pixels = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, segment_numbers=[1])[..., 0]
+    assert np.array_equal(pixels.astype(bool), phantom.lesion_mask.astype(bool))
+    (group,) = hd.sr.srread(out / "lesions.sr.dcm").content.get_volumetric_roi_measurement_groups()
+    measured = {m.name.value: m.value for m in group.get_measurements()}
+    voxel_ml = float(np.prod(phantom.image.GetSpacing())) / 1000
+    assert measured["118565006"] == pytest.approx(phantom.lesion_mask.sum() * voxel_ml)
+    assert measured["LUNGLESVOL"] == pytest.approx(results["summary"]["opacification_volume_ml"], rel=1e-5)
+    assert measured["NLESION"] == results["summary"]["lesion_count"] == len(phantom.lesions)
+    assert not {"NPOSSLICE", "POSSLICETHR"} & set(measured)  # no engine reading: a mask alone
+    assert group.get_qualitative_evaluations() == []
+
+    sitk.WriteImage(phantom.image, str(tmp_path / "ct.nrrd"))
+    refused = tmp_path / "refused"
+    capsys.readouterr()
+    assert main(["quantify", str(tmp_path / "ct.nrrd"), str(tmp_path / "edited.nrrd"), "--out", str(refused),
+                 "--dicom-seg"]) == 2  # fmt: skip
+    assert "needs a DICOM series as input" in capsys.readouterr().err and not refused.exists()
+
+
 def test_cli_dicom_seg_refuses_inputs_it_cannot_reference(
     tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
 ) -> None:
