@@ -3,7 +3,7 @@
 Built from typed highdicom parts, validated by their constructors, then written. The mask is
 sampled for every source CT instance at that instance's own pixel positions, so the SEG frames are
 aligned with the referenced images whatever the orientation of the mask's grid. Used by the Slicer
-module (after the radiologist's edits) and by ``jcs diagnose --dicom-seg``.
+module and the viewer (after the radiologist's edits) and by ``jcs diagnose|quantify --dicom-seg``.
 """
 
 from __future__ import annotations
