@@ -22,6 +22,20 @@ CLS_MEAN = (0.485, 0.456, 0.406)  # ImageNet, R,G,B
 CLS_STD = (0.229, 0.224, 0.225)
 
 
+AUGMENT_MODES = ("paper", "strong", "robust")
+INTENSITY_MODES = ("strong", "robust")  # modes that also change the look (random_intensity)
+# Classifier CLAHE share per mode: "robust" gives half of all slices the CLAHE look, so that look (all
+# of COVID-19-CT-Seg is CLAHE-enhanced, and all positive) cannot predict the class.
+CLASSIFIER_CLAHE_P = {"strong": 0.2, "robust": 0.5}
+
+
+def _dihedral(k: int) -> torch.Tensor:
+    """The k-th (0…7) right-angle orientation of the square: k % 4 quarter turns, flipped when k ≥ 4."""
+    quarter = torch.tensor([[0.0, -1.0], [1.0, 0.0]])
+    turn = torch.linalg.matrix_power(quarter, k % 4)
+    return turn @ torch.diag(torch.tensor([-1.0, 1.0])) if k >= 4 else turn
+
+
 def identity() -> torch.Tensor:
     return torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 
@@ -43,11 +57,13 @@ def random_affine(
     """Random output→input affine theta composed after ``base``.
 
     ``paper``: horizontal flip and a random crop (zoom 1–1.15, paper §V-B "random flip + crop");
-    ``strong``: also zoom 0.8–1.3, rotation ±12°, anisotropy ±6 %, shifts ±8 %, vertical flip 10 %.
+    ``strong``: also zoom 0.8–1.3, rotation ±12°, anisotropy ±6 %, shifts ±8 %, vertical flip 10 %;
+    ``robust``: ``strong`` and, for half of the samples, one of the eight right-angle orientations
+    (90° rotations with or without a flip: slices that arrive upside down or transposed).
     ``view`` < 1 samples a window of that fraction of the image (patch training at full resolution).
     """
-    if mode not in ("paper", "strong"):
-        raise ValueError(f"augmentation mode must be 'paper' or 'strong', not {mode!r}")
+    if mode not in AUGMENT_MODES:
+        raise ValueError(f"augmentation mode must be one of {AUGMENT_MODES}, not {mode!r}")
     flip_x = -1.0 if rng.random() < 0.5 else 1.0
     if mode == "paper":
         zoom, angle, aniso, flip_y, shift = rng.uniform(1.0, 1.15), 0.0, 1.0, 1.0, 0.0
@@ -62,6 +78,8 @@ def random_affine(
     linear = torch.tensor([[cos * sx, -sin * sy], [sin * sx, cos * sy]])
     slack = max(0.0, 1.0 - view / zoom) if crop or mode == "paper" or view < 1.0 else 0.0
     tx, ty = (rng.uniform(-slack - shift, slack + shift) for _ in range(2))
+    if mode == "robust" and rng.random() < 0.5:
+        linear = linear @ _dihedral(int(rng.integers(8)))
     theta = torch.cat([linear, torch.tensor([[tx], [ty]])], dim=1)
     if base is None:
         return theta
@@ -95,8 +113,8 @@ def shorter_side_size(height: int, width: int, shorter: int) -> tuple[int, int]:
     return round(height * shorter / short), round(width * shorter / short)
 
 
-def random_intensity(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
-    """Other hospitals' looks: window/contrast change, brightness, gamma, CLAHE, blur, noise."""
+def random_intensity(image: torch.Tensor, rng: np.random.Generator, clahe_p: float = 0.2) -> torch.Tensor:
+    """Other hospitals' looks: window/contrast change, brightness, gamma, CLAHE (``clahe_p``), blur, noise."""
     x = image
     if rng.random() < 0.8:  # another display window: affine map with clipping
         low, high = rng.uniform(-60.0, 60.0), rng.uniform(170.0, 330.0)
@@ -106,7 +124,7 @@ def random_intensity(image: torch.Tensor, rng: np.random.Generator) -> torch.Ten
     x = x.clamp(0.0, 255.0)
     if rng.random() < 0.5:
         x = 255.0 * (x / 255.0) ** math.exp(rng.uniform(-0.5, 0.5))
-    if rng.random() < 0.2:
+    if rng.random() < clahe_p:
         x = clahe(x, clip_limit=rng.uniform(0.005, 0.03))
     if rng.random() < 0.2:
         sigma = rng.uniform(0.4, 1.2)

@@ -33,6 +33,7 @@ class DataConfig:
     slice_labels: list[str] = field(default_factory=list)
     feature_lists: list[str] = field(default_factory=list)
     feature_key: str = "vgg_feats"
+    repeats: dict[str, int] = field(default_factory=dict)  # source → times each training slice is drawn
     val_patients: list[str] = field(default_factory=list)
     val_count: int = 0
     split_seed: int = 0
@@ -61,7 +62,8 @@ class SegmenterConfig:
     weight_decay: float = 0.0
     poly_power: float = 0.9
     warmup_iterations: int = 0
-    augment: str = "paper"  # "paper": flip + crop; "strong": + scale/rotation, windows, gamma, CLAHE, noise
+    augment: str = "paper"  # "paper": flip + crop; "strong": + scale/rotation, windows, gamma, CLAHE, noise;
+    # "robust": strong + right-angle rotations and flips
     per_image_norm: bool = False
     test_time_flip: bool = False  # inference: average with the mirrored slice's prediction
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -103,6 +105,8 @@ class ClassifierConfig:
     attention_weight: float = 1.0  # weight of the activation-map loss, eq. (4)
     augment: str = "paper"  # "paper": flip + crop; "strong": + intensity/geometry augmentation
     per_image_norm: bool = False  # input standardised per image (jcs.preprocess.standardize_per_image)
+    whole_slice: bool = False  # the whole slice resized to size² (no centre crop): Grad-CAM covers it all
+    output_stride: int = 32  # 16: dilated last stage, a Grad-CAM grid twice as fine
     precision: str = "auto"
     seed: int = 0
     device: str = "auto"

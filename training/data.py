@@ -39,6 +39,7 @@ class SliceRecord:
     patient: str
     source: str  # file (and slice index) for messages and reports
     features: Path | None = None  # COVID-CS .mat holding uint8 feature×20
+    repeats: int = 1  # times the slice is drawn per training epoch (oversampling a small source)
 
     @property
     def has_mask(self) -> bool:
@@ -256,19 +257,31 @@ def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
 def load_records(config: DataConfig) -> list[SliceRecord]:
     """All records of every source named in ``config``."""
     records: list[SliceRecord] = []
-    for item in config.lists:
-        records += load_list_file(item)
-    for item in config.volumes:
-        records += load_volume_csv(item, config)
-    for item in config.slice_labels:
-        records += load_slice_labels(item, config)
-    for item in config.feature_lists:
-        records += load_feature_list(item)
+    sources = [*config.lists, *config.volumes, *config.slice_labels, *config.feature_lists]
+    unknown = set(config.repeats) - set(sources)
+    if unknown:
+        raise DataError(f"data.repeats names sources that are not in the data: {', '.join(sorted(unknown))}")
+    loaders = (
+        [(item, load_list_file) for item in config.lists]
+        + [(item, lambda path: load_volume_csv(path, config)) for item in config.volumes]
+        + [(item, lambda path: load_slice_labels(path, config)) for item in config.slice_labels]
+        + [(item, load_feature_list) for item in config.feature_lists]
+    )
+    for item, load in loaders:
+        loaded = load(item)
+        for record in loaded:
+            record.repeats = int(config.repeats.get(item, 1))
+        records += loaded
     if not records:
         raise DataError(
             "no training data: set data.lists, data.volumes, data.slice_labels or data.feature_lists"
         )
     return records
+
+
+def expand_repeats(records: Sequence[SliceRecord]) -> list[SliceRecord]:
+    """Training records with each slice listed ``record.repeats`` times (evaluation uses each once)."""
+    return [record for record in records for _ in range(max(record.repeats, 1))]
 
 
 def split_by_patient(
@@ -320,7 +333,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             )
         if not records:
             raise DataError("segmentation dataset is empty")
-        self.records = list(records)
+        self.records = expand_repeats(records)
         self.size = size
         self.crop = crop if crop and crop < size else size
         self.augment_mode = augment_mode
@@ -354,7 +367,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
             theta = augment.identity()
             theta[:, :2] *= view
         image, mask = augment.warp(image, mask, theta, (self.crop, self.crop))
-        if self.augment_mode == "strong":
+        if self.augment_mode in augment.INTENSITY_MODES:
             image = augment.random_intensity(image, rng)
         x = augment.segmenter_normalize(augment.quantize(image))
         if self.per_image_norm:
@@ -374,10 +387,11 @@ class ClassificationDataset(torch.utils.data.Dataset):
         seed: int = 0,
         feature_key: str = "res2net_feats",
         per_image_norm: bool = False,
+        whole_slice: bool = False,
     ) -> None:
         if not records:
             raise DataError("classification dataset is empty")
-        self.records = list(records)
+        self.records = expand_repeats(records)
         self.size = size
         self.resize = resize
         self.crop_fraction = size / resize
@@ -386,6 +400,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.feature_key = feature_key
         self.per_image_norm = per_image_norm
+        self.whole_slice = whole_slice
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -412,16 +427,21 @@ class ClassificationDataset(torch.utils.data.Dataset):
             return feats, label, mask, has_mask
         image = torch.from_numpy(record.image).float()[None]
         mask = torch.zeros_like(image) if record.mask is None else torch.from_numpy(record.mask).float()[None]
-        resized = augment.shorter_side_size(*image.shape[-2:], self.resize)
+        if self.whole_slice:  # as jcs.preprocess.classifier_input(whole_slice=size)
+            resized = (self.size, self.size)
+            base = augment.identity()
+        else:
+            resized = augment.shorter_side_size(*image.shape[-2:], self.resize)
+            base = augment.centre_crop_theta(*resized, self.crop_fraction)
         image, mask = augment.resize(image, resized), augment.resize(mask, resized)
-        base = augment.centre_crop_theta(*resized, self.crop_fraction)
         if self.augment_mode:
-            theta = augment.random_affine(rng, self.augment_mode, base=base, crop=True)
+            theta = augment.random_affine(rng, self.augment_mode, base=base, crop=not self.whole_slice)
         else:
             theta = base
         image, mask = augment.warp(image, mask, theta, (self.size, self.size))
-        if self.augment_mode == "strong":
-            image = augment.random_intensity(image, rng)
+        if self.augment_mode in augment.INTENSITY_MODES:
+            clahe_p = augment.CLASSIFIER_CLAHE_P[self.augment_mode]
+            image = augment.random_intensity(image, rng, clahe_p=clahe_p)
         x = augment.classifier_normalize(augment.quantize(image))
         if self.per_image_norm:
             x = standardize_per_image(x)

@@ -25,14 +25,17 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from jcs.decision import OPACIFIED_LUNG_FRACTION, SegmenterReading, scaled_threshold, slice_lung_fraction
+from jcs.gradcam import GRADCAM_SCORES
+from jcs.inference import ClassifierSpec
 from jcs.io import CTVolume
 from jcs.lung import segment_lungs
 from jcs.preprocess import axial_slices_uint8, classifier_input, segmenter_input
 from scipy import ndimage
 
-from training import augment, common, metrics, plots
-from training.config import ClassifierConfig, SegmenterConfig
+from training import augment, common, explanations, metrics, plots
+from training.config import ClassifierConfig, SegmenterConfig, load_config
 from training.data import SliceRecord, load_records, slice_label_series, split_by_patient
+from training.export import input_spec
 from training.models import config_from_dict, model_from_checkpoint
 
 MIN_VOLUME_SLICES = 10  # patients with fewer slices (single PNGs) get slice-level but no patient decisions
@@ -79,12 +82,14 @@ def predict_covid(
     precision: str,
     batch_size: int = 32,
     standardize: bool = False,
+    whole_slice: int = 0,
 ) -> np.ndarray:
     """COVID-19 probability per slice (softmax class 1) with the engine's classifier input."""
     net.eval()
     probs = []
     for chunk in _batched(list(images), batch_size):
-        x = classifier_input(np.stack(chunk), standardize=standardize)
+        # Every slice is preprocessed on its own (sizes differ between sources), then batched.
+        x = torch.cat([classifier_input(im[None], standardize, whole_slice) for im in chunk])
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         with common.autocast(precision, device):
             logits = net(x).float()
@@ -348,7 +353,14 @@ def classifier_predictions(
     net = net.to(device).to(memory_format=torch.channels_last)
     precision = common.inference_precision(config.precision, device)
     val = _validation_records(config)
-    probs = predict_covid(net, [r.image for r in val], device, precision, standardize=config.per_image_norm)
+    probs = predict_covid(
+        net,
+        [r.image for r in val],
+        device,
+        precision,
+        standardize=config.per_image_norm,
+        whole_slice=config.size if config.whole_slice else 0,
+    )
     return [
         {"patient": r.patient, "source": r.source, "label": r.label, "probability": float(p)}
         for r, p in zip(val, probs, strict=True)
@@ -406,6 +418,32 @@ def classifier_report(predictions: Sequence[dict[str, Any]], out_dir: Path, name
     return report
 
 
+def explain_classifier(
+    net: torch.nn.Module,
+    spec: ClassifierSpec,
+    config: ClassifierConfig,
+    slice_labels: str | None,
+    out_dir: Path,
+    name: str,
+) -> dict[str, Any]:
+    """Explanation quality (``training.explanations``) on the held-out masked slices and, given a
+    slice-label CSV, on its scans; prints the tables and writes ``NAME_explanations.json``."""
+    net = net.to("cpu").eval()
+    val = _validation_records(config)
+    report: dict[str, Any] = {
+        "name": name,
+        "pointing_tolerance": explanations.POINTING_TOLERANCE,
+        "per_source": explanations.explanation_report(net, spec, val, explanations.source_name),
+        "held_out_patients": sorted({r.patient for r in val}),
+    }
+    report["scans"] = explanations.scan_report(net, spec, slice_labels) if slice_labels else {}
+    print(f"\n{name}: Grad-CAM against the lesions (held-out slices) and on whole scans")
+    print(explanations.format_report(report["per_source"], report["scans"]))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}_explanations.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report
+
+
 def _slab_name(name: str, slab: int) -> str:
     return name if slab == 1 else f"{name}_slab{slab}"
 
@@ -429,6 +467,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--test-time-flip", action="store_true", help="segmenters: average with the mirrored slice"
     )
+    parser.add_argument(
+        "--split-from",
+        metavar="CONFIG_YAML",
+        help="--weights: evaluate on this training config's data and held-out patients, not the card's",
+    )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="classifiers: score Grad-CAM against the held-out lesion masks (pointing game, heat share) "
+        "and, with --cross-source, where the heat lies on each scan",
+    )
+    parser.add_argument(
+        "--gradcam-score",
+        choices=GRADCAM_SCORES,
+        help="classifier checkpoints: Grad-CAM score (default logit)",
+    )
     args = parser.parse_args(argv)
     out_dir = Path(args.out)
     if not args.checkpoint and not args.weights:
@@ -451,11 +505,20 @@ def main(argv: list[str] | None = None) -> int:
                 ))
         else:
             pooled += classifier_predictions(net, config)
+            if args.explain:
+                card_data = {
+                    "input": input_spec("classifier", config),
+                    "gradcam": {"score": args.gradcam_score or "logit"},
+                }
+                spec = ClassifierSpec.from_card_data(card_data)
+                explain_classifier(net, spec, config, args.cross_source, out_dir, name)
     if args.weights:
         from jcs.weights import load_model
 
         net, card = load_model(args.weights)
         config = config_from_dict(card.kind, card.data["training"]["config"])
+        if args.split_from:  # another run's data and held-out patients (e.g. to compare weights on it)
+            config.data = load_config(type(config), args.split_from).data
         if card.kind == "segmenter":
             config.test_time_flip = bool(card.data["input"].get("test_time_flip")) or args.test_time_flip
             report = segmenter_report(net, config, out_dir, card.name)
@@ -467,6 +530,9 @@ def main(argv: list[str] | None = None) -> int:
                 ))
         else:
             pooled += classifier_predictions(net, config)
+            if args.explain:
+                spec = ClassifierSpec.from_card(card)
+                explain_classifier(net, spec, config, args.cross_source, out_dir, card.name)
     if seg_rows:
         print(format_segmentation_table(seg_rows))
         print(

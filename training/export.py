@@ -42,10 +42,14 @@ def input_spec(kind: str, config: Any) -> dict[str, Any]:
             "test_time_flip": bool(config.test_time_flip),
             "output": "5 sigmoid side outputs, channel 0 = prediction, threshold 0.5",
         }
+    if getattr(config, "whole_slice", False):
+        geometry = "8-bit lung-window slice, the whole slice resized to size×size (no crop)"
+    else:
+        geometry = "8-bit lung-window slice, shorter side to 256, centre crop 224"
     return {
         "size": config.size,
-        "preprocessing": "8-bit lung-window slice, shorter side to 256, centre crop 224, ImageNet mean/std "
-        "(jcs.preprocess.classifier_input)",
+        "whole_slice": bool(getattr(config, "whole_slice", False)),
+        "preprocessing": f"{geometry}, ImageNet mean/std (jcs.preprocess.classifier_input)",
         "per_image_standardize": bool(config.per_image_norm),
         "output": "logits (non-COVID, COVID-19); class 1 = COVID-19",
     }

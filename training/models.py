@@ -26,13 +26,16 @@ def segmenter_architecture(config: SegmenterConfig) -> dict[str, Any]:
 
 def classifier_architecture(config: ClassifierConfig) -> dict[str, Any]:
     """jcs.models.build_classifier keyword arguments."""
-    return {
+    architecture: dict[str, Any] = {
         "depth": config.depth,
         "num_classes": 2,
         "width_mult": config.width_mult,
         "feature_input": config.feature_input,
         "batchnorm": "batch",
     }
+    if config.output_stride != 32:
+        architecture["output_stride"] = config.output_stride
+    return architecture
 
 
 def build_segmentation_model(config: SegmenterConfig) -> nn.Module:

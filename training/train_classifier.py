@@ -89,6 +89,7 @@ def train(config: ClassifierConfig, resume: str | None = None) -> Path:
         config.seed,
         config.data.feature_key,
         config.per_image_norm,
+        config.whole_slice,
     )
     net = build_classification_model(config)
     if config.init_from and not resume:

@@ -7,8 +7,10 @@ the last stage (``layer4``), eq. (1) weighs each map by its spatially averaged g
 
 and eq. (2) keeps the positive part of the weighted sum, L^c = ReLU(sum_k alpha_k^c A^k). The map is
 computed for a whole batch at once (samples are independent in eval mode), upsampled from the
-224x224 classifier crop back onto the slice pixels that crop covers, and normalised to [0, 1] per
-slice (divided by its maximum; slices without positive evidence stay 0).
+classifier's input (the official 224x224 centre crop, or the whole slice for weights whose card asks
+for ``input.whole_slice``) back onto the slice pixels it covers, and normalised to [0, 1] per slice
+(divided by its maximum; slices without positive evidence stay 0). Weights built with
+``output_stride=16`` give a 16x16 map for a 256 input instead of 8x8.
 
 ``score="log-odds"`` uses the class's log-odds y^c - log sum_{j != c} exp(y^j) (for two classes
 y^1 - y^0) as the score instead of the bare logit. The decision p(c) > 0.5 depends only on this
@@ -94,13 +96,14 @@ def grad_cam(
     return logits.detach(), cam
 
 
-def cam_to_slices(cam: torch.Tensor, height: int, width: int) -> np.ndarray:
+def cam_to_slices(cam: torch.Tensor, height: int, width: int, whole_slice: bool = False) -> np.ndarray:
     """Map (N, h, w) Grad-CAM maps onto (N, height, width) slices, normalised to [0, 1] per slice.
 
-    Each map is bilinearly upsampled to the slice rectangle covered by the classifier's centre crop
-    (``jcs.preprocess.classifier_crop_box``); pixels outside the crop get 0.
+    Each map is bilinearly upsampled to the slice rectangle the classifier saw
+    (``jcs.preprocess.classifier_crop_box``: the official centre crop, or the whole slice for
+    whole-slice weights); pixels outside it get 0.
     """
-    y0, x0, y1, x1 = (int(round(v)) for v in classifier_crop_box(height, width))
+    y0, x0, y1, x1 = (int(round(v)) for v in classifier_crop_box(height, width, whole_slice))
     y0, x0 = max(y0, 0), max(x0, 0)
     y1, x1 = min(y1, height), min(x1, width)
     out = np.zeros((cam.shape[0], height, width), dtype=np.float32)

@@ -25,7 +25,7 @@ import contextlib
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,40 @@ def _prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model
 
 
+@dataclass(frozen=True)
+class ClassifierSpec:
+    """How slices are fed to a classifier and how its Grad-CAM is scored: what its model card says.
+
+    ``whole_slice`` 0 is the official 256/224 centre crop; S resizes the whole slice to S×S
+    (card ``input.whole_slice``), so the heatmap covers every pixel. ``gradcam_score`` is the score
+    of eq. (1)-(2) (``jcs.gradcam``; card ``gradcam.score``, default the paper's logit).
+    """
+
+    standardize: bool = False
+    whole_slice: int = 0
+    gradcam_score: str = "logit"
+
+    @classmethod
+    def from_card_data(cls, data: Mapping[str, Any], name: str = "classifier") -> ClassifierSpec:
+        """The spec of a card's JSON data (``input`` and ``gradcam`` blocks; both optional)."""
+        spec = data.get("input", {})
+        score = data.get("gradcam", {}).get("score", "logit")
+        if score not in GRADCAM_SCORES:
+            raise WeightsError(
+                f"model card {name!r} names an unknown Grad-CAM score {score!r} "
+                f"(known: {', '.join(GRADCAM_SCORES)})"
+            )
+        return cls(
+            standardize=bool(spec.get("per_image_standardize", False)),
+            whole_slice=int(spec.get("size", 256)) if spec.get("whole_slice") else 0,
+            gradcam_score=score,
+        )
+
+    @classmethod
+    def from_card(cls, card: WeightsCard | None) -> ClassifierSpec:
+        return cls() if card is None else cls.from_card_data(card.data, card.name)
+
+
 class DiagnosisEngine:
     """Runs the JCS models over a CT volume; see the module docstring for the pipeline.
 
@@ -208,6 +242,7 @@ class DiagnosisEngine:
         classifier_card: WeightsCard | None = None,
         segmenter_card: WeightsCard | None = None,
         segmenter_size: int | None = None,
+        classifier_spec: ClassifierSpec | None = None,
     ) -> None:
         if segment_policy not in SEGMENT_POLICIES:
             raise JCSError(f"segment policy must be one of {SEGMENT_POLICIES}, not {segment_policy!r}")
@@ -236,11 +271,10 @@ class DiagnosisEngine:
         #: T of the paper's rule for this classifier (also the segmenter rule's fallback when no lungs
         #: are found and no threshold was given).
         self.classifier_threshold = classifier_threshold(classifier_card)
-        self.gradcam_score = classifier_card.data.get("gradcam", {}).get("score", "logit") if (
-            classifier_card is not None) else "logit"
-        if self.gradcam_score not in GRADCAM_SCORES:
-            raise WeightsError(f"model card {classifier_card.name!r} names an unknown Grad-CAM score "
-                               f"{self.gradcam_score!r} (known: {', '.join(GRADCAM_SCORES)})")
+        if classifier_spec is None:
+            classifier_spec = ClassifierSpec.from_card(classifier_card)
+        #: how slices are fed to the classifier and its Grad-CAM scored (from its card)
+        self.classifier_spec = classifier_spec
         card_input = segmenter_card.data.get("input", {}) if segmenter_card is not None else {}
         if segmenter_size is None:
             segmenter_size = int(card_input.get("size", SEGMENTER_SIZE))
@@ -249,8 +283,6 @@ class DiagnosisEngine:
         self.segmenter_size = segmenter_size
         self.segmenter_standardize = bool(card_input.get("per_image_standardize", False))
         self.segmenter_flip = bool(card_input.get("test_time_flip", False))
-        classifier_input_spec = classifier_card.data.get("input", {}) if classifier_card is not None else {}
-        self.classifier_standardize = bool(classifier_input_spec.get("per_image_standardize", False))
 
     @classmethod
     def from_registry(
@@ -397,15 +429,16 @@ class DiagnosisEngine:
         n, height, width = slices.shape
         probabilities = np.zeros(n, dtype=np.float32)
         heatmap = np.zeros((n, height, width), dtype=np.float32)
+        spec = self.classifier_spec
 
         def run(start: int, stop: int) -> None:
             with torch.no_grad():
-                x = classifier_input(slices[start:stop], standardize=self.classifier_standardize)
+                x = classifier_input(slices[start:stop], spec.standardize, spec.whole_slice)
                 x = self._to_device(x)
             with self.autocast():
-                logits, cam = grad_cam(self.classifier, x, target_class=COVID_CLASS, score=self.gradcam_score)
+                logits, cam = grad_cam(self.classifier, x, target_class=COVID_CLASS, score=spec.gradcam_score)
             probabilities[start:stop] = torch.softmax(logits.float(), dim=1)[:, COVID_CLASS].cpu().numpy()
-            heatmap[start:stop] = cam_to_slices(cam.cpu(), height, width)
+            heatmap[start:stop] = cam_to_slices(cam.cpu(), height, width, bool(spec.whole_slice))
 
         self._batches("classify", n, run, progress, should_cancel, [] if notes is None else notes)
         return probabilities, heatmap

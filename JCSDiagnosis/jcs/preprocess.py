@@ -109,29 +109,42 @@ def _classifier_geometry(height: int, width: int) -> tuple[int, int, int, int]:
     return rh, rw, top, left
 
 
-def classifier_input(slices_uint8: np.ndarray | torch.Tensor, standardize: bool = False) -> torch.Tensor:
-    """(N, 3, 224, 224) float32 classifier input from (N, H, W) uint8 slices (official preprocessing).
+def classifier_input(
+    slices_uint8: np.ndarray | torch.Tensor, standardize: bool = False, whole_slice: int = 0
+) -> torch.Tensor:
+    """(N, 3, S, S) float32 classifier input from (N, H, W) uint8 slices, ImageNet-normalised.
 
-    ``standardize`` then applies :func:`standardize_per_image` (for weights trained with it).
+    Official preprocessing (``whole_slice=0``): shorter side resized to 256, centre crop S = 224.
+    ``whole_slice=S`` resizes the whole slice to S×S instead, so nothing is cut off and Grad-CAM covers
+    every pixel (for weights whose card asks for it). ``standardize`` then applies
+    :func:`standardize_per_image` (for weights trained with it).
     """
     batch = _as_uint8_batch(slices_uint8)
-    rh, rw, top, left = _classifier_geometry(batch.shape[1], batch.shape[2])
-    resized = _resize_uint8(batch, rh, rw)
-    crop = resized[:, :, top : top + CLASSIFIER_CROP, left : left + CLASSIFIER_CROP] / 255.0
+    if whole_slice:
+        crop = _resize_uint8(batch, whole_slice, whole_slice) / 255.0
+    else:
+        rh, rw, top, left = _classifier_geometry(batch.shape[1], batch.shape[2])
+        resized = _resize_uint8(batch, rh, rw)
+        crop = resized[:, :, top : top + CLASSIFIER_CROP, left : left + CLASSIFIER_CROP] / 255.0
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     x = (crop - mean) / std
     return (standardize_per_image(x) if standardize else x).contiguous()
 
 
-def classifier_crop_box(height: int, width: int) -> tuple[float, float, float, float]:
-    """(y0, x0, y1, x1) of the slice region seen by the 224 crop, in slice pixel edges.
+def classifier_crop_box(
+    height: int, width: int, whole_slice: bool = False
+) -> tuple[float, float, float, float]:
+    """(y0, x0, y1, x1) of the slice region the classifier sees, in slice pixel edges.
 
-    Pixel ``i`` spans ``[i, i + 1)``, so a 512×512 slice gives (32, 32, 480, 480); a Grad-CAM map of the
-    crop is placed back by resizing it to ``(y1 - y0, x1 - x0)`` and pasting it at ``(y0, x0)``.
+    Pixel ``i`` spans ``[i, i + 1)``, so a 512×512 slice gives (32, 32, 480, 480) for the official 224
+    crop and (0, 0, 512, 512) for whole-slice input; a Grad-CAM map is placed back by resizing it to
+    ``(y1 - y0, x1 - x0)`` and pasting it at ``(y0, x0)``.
     """
     if height < 1 or width < 1:
         raise InputError(f"slice size must be positive, got {height}x{width}")
+    if whole_slice:
+        return (0.0, 0.0, float(height), float(width))
     rh, rw, top, left = _classifier_geometry(height, width)
     sy, sx = height / rh, width / rw
     return (top * sy, left * sx, (top + CLASSIFIER_CROP) * sy, (left + CLASSIFIER_CROP) * sx)

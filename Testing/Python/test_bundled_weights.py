@@ -29,7 +29,7 @@ def test_bundled_weights_explain_the_real_sample() -> None:
     Grad-CAM heatmap on the slices called positive."""
     ct = read_ct(sample_path())
     engine = DiagnosisEngine.from_registry(device="cpu", segment_policy="always")
-    assert engine.gradcam_score == "log-odds"  # named by the classifier's model card
+    assert engine.classifier_spec.gradcam_score == "log-odds"  # named by the classifier's model card
     slices = ct.axial_array()[16:24]
     probabilities, heatmap = engine.classify_slices(window_to_uint8(slices))
     assert probabilities.shape == (8,) and ((probabilities >= 0) & (probabilities <= 1)).all()

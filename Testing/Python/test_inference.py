@@ -280,7 +280,7 @@ def test_classifier_input_follows_its_card(models: dict[str, object]) -> None:
     card = dataclasses.replace(card, data={**card.data, "input": spec})
     engine = DiagnosisEngine(models["classifier"], device="cpu", precision="fp32", classifier_card=card)
     plain = DiagnosisEngine(models["classifier"], device="cpu", precision="fp32")
-    assert engine.classifier_standardize and not plain.classifier_standardize
+    assert engine.classifier_spec.standardize and not plain.classifier_spec.standardize
     slices = np.random.default_rng(1).integers(0, 256, size=(3, 96, 96), dtype=np.uint8)
     x = classifier_input(slices)
     standardized = (x - x.mean(dim=(2, 3), keepdim=True)) / (x.std(dim=(2, 3), keepdim=True) + 1e-5)

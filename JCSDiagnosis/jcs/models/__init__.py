@@ -54,14 +54,21 @@ def build_classifier(
     width_mult: float = 1.0,
     feature_input: bool = False,
     batchnorm: BatchNormMode = "frozen",
+    output_stride: int = 32,
 ) -> Res2NetV1b:
     """JCS classifier: Res2Net-v1b 26w×4s (depth 50 or 101), avg-pool, ``fc`` without bias (paper §III-A).
 
     ``forward(x)`` gives logits ``(N, num_classes)``; class 1 = COVID-19. ``batchnorm="frozen"`` reproduces
     the official frozen batch norm; ``"batch"`` makes it trainable (for training from scratch).
+    ``output_stride=16`` dilates the last stage (same weights, a finer Grad-CAM grid); 32 is the paper's.
     """
     return Res2NetV1b(
-        depth, num_classes, width_mult=width_mult, feature_input=feature_input, batchnorm=batchnorm
+        depth,
+        num_classes,
+        width_mult=width_mult,
+        feature_input=feature_input,
+        output_stride=output_stride,
+        batchnorm=batchnorm,
     )
 
 

@@ -35,6 +35,7 @@ class Bottle2neck(nn.Module):
         stage: bool = False,
         base_width: int = 26,
         scale: int = 4,
+        dilation: int = 1,
         batchnorm: BatchNormMode = "frozen",
     ) -> None:
         super().__init__()
@@ -45,7 +46,8 @@ class Bottle2neck(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, width * scale, 1, bias=False)
         self.bn1 = batch_norm(width * scale, batchnorm)
         self.convs = nn.ModuleList(
-            nn.Conv2d(width, width, 3, stride=stride, padding=1, bias=False) for _ in range(scale - 1)
+            nn.Conv2d(width, width, 3, stride=stride, padding=dilation, dilation=dilation, bias=False)
+            for _ in range(scale - 1)
         )
         self.bns = nn.ModuleList(batch_norm(width, batchnorm) for _ in range(scale - 1))
         self.pool = nn.AvgPool2d(3, stride=stride, padding=1) if stage else None
@@ -93,6 +95,7 @@ class Res2NetV1b(nn.Module):
         *,
         width_mult: float = 1.0,
         feature_input: bool = False,
+        output_stride: int = 32,
         batchnorm: BatchNormMode = "frozen",
     ) -> None:
         super().__init__()
@@ -102,6 +105,8 @@ class Res2NetV1b(nn.Module):
             raise ValueError(f"num_classes must be at least 1, got {num_classes}")
         check_width_mult(width_mult)
         check_batchnorm(batchnorm)
+        if output_stride not in (16, 32):
+            raise ValueError(f"Res2Net-v1b output_stride must be 16 or 32, got {output_stride!r}")
         self.architecture = {
             "depth": depth,
             "num_classes": num_classes,
@@ -109,6 +114,8 @@ class Res2NetV1b(nn.Module):
             "feature_input": feature_input,
             "batchnorm": batchnorm,
         }
+        if output_stride != 32:
+            self.architecture["output_stride"] = output_stride
         self.feature_input = feature_input
         stem_mid, stem_out = scaled(32, width_mult), scaled(64, width_mult)
         self.conv1 = nn.Sequential(
@@ -126,8 +133,11 @@ class Res2NetV1b(nn.Module):
         self.stem_channels = stem_out
         in_channels = stem_out
         self.stage_channels: list[int] = [stem_out]
+        # output_stride 16 keeps layer4 at layer3's resolution with dilated 3x3 convs (as DeepLab does):
+        # the same parameters and key names, a Grad-CAM grid twice as fine (16x16 for a 256 input).
+        last_stride, last_dilation = (2, 1) if output_stride == 32 else (1, 2)
         for index, (blocks, planes, stride) in enumerate(
-            zip(DEPTHS[depth], (64, 128, 256, 512), (1, 2, 2, 2), strict=True), start=1
+            zip(DEPTHS[depth], (64, 128, 256, 512), (1, 2, 2, last_stride), strict=True), start=1
         ):
             planes = scaled(planes, width_mult)
             layer = nn.Sequential(
@@ -137,6 +147,7 @@ class Res2NetV1b(nn.Module):
                         planes,
                         stride=stride if b == 0 else 1,
                         stage=b == 0,
+                        dilation=last_dilation if index == 4 else 1,
                         batchnorm=batchnorm,
                     )
                     for b in range(blocks)
