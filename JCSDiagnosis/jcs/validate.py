@@ -184,7 +184,9 @@ def _mm(values: object) -> str:
     return " x ".join(f"{float(v):g}" for v in values)  # type: ignore[attr-defined]
 
 
-def apply_nifti_spacing(image: sitk.Image, info: dict[str, object], path: Path) -> tuple[sitk.Image, str | None]:
+def apply_nifti_spacing(
+    image: sitk.Image, info: dict[str, object], path: Path
+) -> tuple[sitk.Image, str | None]:
     """The image with the sform's voxel size where ITK took an invalid pixdim (it reads 0 as 1 mm),
     checked against the sform's mapping; returns (image, caution or None)."""
     sform = info.get("sform_spacing")
@@ -248,8 +250,8 @@ def check_geometry(image: sitk.Image, path: Path, *, is_hu: bool) -> list[str]:
         raise InputError(f"{path}: invalid voxel size {_mm(spacing)} mm")
     if min(nx, ny) < MIN_MATRIX_PX:
         raise NotCTError(
-            f"{path}: slices of {nx} x {ny} pixels are too small to be CT (at least {MIN_MATRIX_PX} per side; "
-            "chest CT has 512 x 512)"
+            f"{path}: slices of {nx} x {ny} pixels are too small to be CT (at least {MIN_MATRIX_PX} per "
+            "side; chest CT has 512 x 512)"
         )
     if max(nx, ny) > MAX_MATRIX_PX or nz > MAX_SLICES:
         raise NotCTError(f"{path}: implausible size for one CT ({' x '.join(map(str, size))} voxels)")
@@ -276,8 +278,8 @@ def check_geometry(image: sitk.Image, path: Path, *, is_hu: bool) -> list[str]:
         coverage = nz * sz
         if coverage < MIN_COVERAGE_MM:
             notes.append(
-                f"the volume covers {coverage:.0f} mm cranio-caudally ({nz} slices; lungs span about 250 mm): "
-                "the positive-slice count and its threshold assume the whole chest"
+                f"the volume covers {coverage:.0f} mm cranio-caudally ({nz} slices; lungs span about "
+                "250 mm): the positive-slice count and its threshold assume the whole chest"
             )
         if sz > THICK_SLICE_MM:
             notes.append(f"slice spacing {sz:g} mm (thick slices): small lesions may be missed")
