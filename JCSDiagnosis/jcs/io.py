@@ -144,6 +144,8 @@ def read_ct(path: str | os.PathLike[str], *, allow_2d: bool = True) -> CTVolume:
     path = Path(path)
     if not path.exists():
         raise CorruptFileError(f"{path}: no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise CorruptFileError(f"{path}: the file is empty (0 bytes)")
     if path.is_dir():
         ct = _read_dicom_dir(path)
     else:

@@ -33,10 +33,22 @@ INCOMPLETE_MARKER = "INCOMPLETE.txt"
 STAGING_INFIX = ".incomplete-"
 LOCK_SUFFIX = ".jcs-lock"
 #: Every file name jcs writes into an output folder (replaced or removed under ``overwrite``).
-JCS_OUTPUT_NAMES = frozenset({
-    "results.json", "results.csv", "summary.csv", "lesions.csv", "slices.csv", "heatmap.nrrd",
-    "lesions.nrrd", "lungs.nrrd", "lesions.seg.dcm", "lesions.sr.dcm", "cases.csv", INCOMPLETE_MARKER,
-})
+JCS_OUTPUT_NAMES = frozenset(
+    {
+        "results.json",
+        "results.csv",
+        "summary.csv",
+        "lesions.csv",
+        "slices.csv",
+        "heatmap.nrrd",
+        "lesions.nrrd",
+        "lungs.nrrd",
+        "lesions.seg.dcm",
+        "lesions.sr.dcm",
+        "cases.csv",
+        INCOMPLETE_MARKER,
+    }
+)
 _INCOMPLETE_TEXT = (
     "This folder is incomplete: a jcs run writing it was interrupted or is still running.\n"
     "Its files are not a reading; run jcs again into a new folder (or with --overwrite).\n"

@@ -56,7 +56,16 @@ SPACING_REL_TOL = 0.01
 """Relative difference between NIfTI pixdim and the sform's voxel size still taken as equal."""
 
 _NIFTI_DTYPES = {
-    2: "u1", 4: "i2", 8: "i4", 16: "f4", 64: "f8", 256: "i1", 512: "u2", 768: "u4", 1024: "i8", 1280: "u8",
+    2: "u1",
+    4: "i2",
+    8: "i4",
+    16: "f4",
+    64: "f8",
+    256: "i1",
+    512: "u2",
+    768: "u4",
+    1024: "i8",
+    1280: "u8",
 }
 _CHUNK = 1 << 24
 
@@ -143,8 +152,10 @@ def _check_nifti(path: Path) -> dict[str, object]:
     for chunk in _nifti_chunks(path, offset):  # whole chunks (a multiple of 8 bytes) until the end
         if is_float and found < expected:
             data = chunk[: expected - found]
-            values = np.frombuffer(data[: len(data) - len(data) % item], dtype=np.dtype(dtype).newbyteorder(
-                str(header["endian"])))
+            values = np.frombuffer(
+                data[: len(data) - len(data) % item],
+                dtype=np.dtype(dtype).newbyteorder(str(header["endian"])),
+            )
             bad += int(values.size - np.count_nonzero(np.isfinite(values)))
         found += len(chunk)
     if found < expected:
@@ -202,8 +213,18 @@ def apply_nifti_spacing(
 
 def _check_metaimage(path: Path) -> None:
     """Refuse a MetaImage (.mha) whose uncompressed local voxel data are shorter than its header says."""
-    types = {"MET_UCHAR": 1, "MET_CHAR": 1, "MET_USHORT": 2, "MET_SHORT": 2, "MET_UINT": 4, "MET_INT": 4,
-             "MET_FLOAT": 4, "MET_DOUBLE": 8, "MET_LONG": 8, "MET_ULONG": 8}
+    types = {
+        "MET_UCHAR": 1,
+        "MET_CHAR": 1,
+        "MET_USHORT": 2,
+        "MET_SHORT": 2,
+        "MET_UINT": 4,
+        "MET_INT": 4,
+        "MET_FLOAT": 4,
+        "MET_DOUBLE": 8,
+        "MET_LONG": 8,
+        "MET_ULONG": 8,
+    }
     fields: dict[str, str] = {}
     size = path.stat().st_size
     with open(path, "rb") as handle:
