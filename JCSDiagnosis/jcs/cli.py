@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from jcs.dicomseg import ExportedFiles
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
 LESION_MARGIN_MM = 10.0  # predicted opacities farther than this from the lungs are dropped (HU volumes)
 # Share of the progress bar given to each stage of `jcs diagnose`.
 _STAGE_SPAN = {
@@ -748,6 +750,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jcs {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not the user's input: one line, details with JCS_DEBUG=1
+        if os.environ.get("JCS_DEBUG"):
+            raise
+        print(
+            f"jcs {args.command}: internal error ({type(exc).__name__}: {exc}); please report it, with the "
+            "details JCS_DEBUG=1 prints",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

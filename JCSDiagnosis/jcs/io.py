@@ -54,7 +54,7 @@ from jcs.errors import (
     ObliqueSeriesError,
     SliceSpacingError,
 )
-from jcs.validate import apply_nifti_spacing, check_2d_colour, check_geometry, check_raw_file
+from jcs.validate import apply_nifti_spacing, check_2d_colour, check_geometry, check_raw_file, spacing_caution
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -250,6 +250,7 @@ def _read_volume_file(path: Path) -> CTVolume:
     raw = check_raw_file(path)  # before the reader, which zero-fills truncated NIfTI and zeroes NaN
     image = _sitk_read(path)
     image, caution = apply_nifti_spacing(image, raw, path)
+    caution = caution or spacing_caution(raw)
     dim = image.GetDimension()
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise NotCTError(
@@ -548,6 +549,8 @@ def _check_pixel_spacing(folder: Path, slices: list[_Slice]) -> None:
         value = s.header.get("PixelSpacing")
         key = None if value is None else tuple(round(float(v), 4) for v in value)
         spacings[key].append(s.path.name)
+    if set(spacings) == {None}:
+        raise CorruptFileError(f"{folder}: PixelSpacing missing in every slice; the pixel size is unknown")
     if len(spacings) > 1:
         usual = max(spacings, key=lambda key: len(spacings[key]))
         odd = next(key for key in spacings if key != usual)

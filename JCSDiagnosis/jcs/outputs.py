@@ -175,12 +175,12 @@ def staged_folder(out: Path, *, overwrite: bool) -> Iterator[Path]:
 
 def _commit(staging: Path, out: Path, *, overwrite: bool) -> None:
     (staging / INCOMPLETE_MARKER).unlink()
-    if out.is_dir() and not any(out.iterdir()):
+    if out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
         out.rmdir()
-    if not out.exists():
+    if not out.exists() and not out.is_symlink():
         os.rename(staging, out)  # atomic: the folder appears complete or not at all
         return
-    if not overwrite:  # filled by someone else since check_out_dir
+    if not overwrite and any(out.iterdir()):  # filled by someone else since check_out_dir
         raise OutputError(f"{out} was filled by another program during the run; its files were kept")
     marker = out / INCOMPLETE_MARKER
     marker.write_text(_INCOMPLETE_TEXT, encoding="utf-8")

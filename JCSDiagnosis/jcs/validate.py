@@ -44,6 +44,8 @@ SMALL_FOV_MM = 200.0
 """In-plane field of view (mm) below which the reading carries a caution (not the whole chest)."""
 LARGE_FOV_MM = 700.0
 """In-plane field of view (mm) above which the reading carries a caution (spacing in the header wrong?)."""
+MAX_FOV_MM = 1500.0
+"""In-plane field of view (mm) above which the image is refused: no body is that wide."""
 MIN_COVERAGE_MM = 100.0
 """Cranio-caudal coverage (mm) below which a volume's reading carries a caution (lungs are ~250 mm)."""
 THICK_SLICE_MM = 10.0
@@ -78,15 +80,46 @@ def check_raw_file(path: Path) -> dict[str, object]:
     """Integrity of a NIfTI-1 or MetaImage file as stored; refuses truncation and stored NaN/inf.
 
     Returns what later checks need (for NIfTI: ``{"sform_spacing": (x, y, z) or None, "pixdim_ok":
-    bool}``); other formats return ``{}`` (ITK's NRRD reader refuses truncation itself and NaN in
-    NRRD/MHA survives reading, where :func:`jcs.io.read_ct` refuses it).
+    bool}``; for NRRD and MetaImage ``{"spacing_stated": bool}``: ITK reads a header without voxel size
+    as 1 mm). ITK's NRRD reader refuses truncation itself and NaN in NRRD/MHA survives reading, where
+    :func:`jcs.io.read_ct` refuses it.
     """
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
         return _check_nifti(path)
     if name.endswith(".mha"):
         _check_metaimage(path)
+    if name.endswith((".nrrd", ".nhdr")):
+        fields = _text_header(path, separator=":", stop=b"")
+        stated = any(key in fields for key in ("space directions", "spacings"))
+        return {"spacing_stated": stated}
+    if name.endswith((".mha", ".mhd")):
+        fields = _text_header(path, separator="=", stop=b"ElementDataFile")
+        return {"spacing_stated": "ElementSpacing" in fields or "ElementSize" in fields}
     return {}
+
+
+def _text_header(path: Path, *, separator: str, stop: bytes) -> dict[str, str]:
+    """``key -> value`` of a text header (NRRD up to its blank line, MetaImage up to ElementDataFile)."""
+    fields: dict[str, str] = {}
+    with open(path, "rb") as handle:
+        for _ in range(256):
+            line = handle.readline(8192)
+            if not line or (stop == b"" and not line.strip()):
+                break
+            key, sep, value = line.decode("latin-1").partition(separator)
+            if sep:
+                fields[key.strip()] = value.strip()
+            if stop and line.startswith(stop):
+                break
+    return fields
+
+
+def spacing_caution(info: dict[str, object]) -> str | None:
+    """The caution for a NRRD/MetaImage header that states no voxel size (read as 1 mm), else None."""
+    if info.get("spacing_stated", True):
+        return None
+    return "the file states no voxel size, so 1 mm was assumed: volumes, areas and distances may be wrong"
 
 
 def _nifti_header(raw: bytes, path: Path) -> dict[str, object] | None:
@@ -289,6 +322,11 @@ def check_geometry(image: sitk.Image, path: Path, *, is_hu: bool) -> list[str]:
         raise NotCTError(
             f"{path}: a field of view of {fov[0]:.0f} x {fov[1]:.0f} mm cannot hold a chest (at least "
             f"{MIN_FOV_MM:g} mm; chest CT is 300-500 mm); is the pixel spacing ({sx:g} x {sy:g} mm) right?"
+        )
+    if max(fov) > MAX_FOV_MM:
+        raise NotCTError(
+            f"{path}: a field of view of {fov[0]:.0f} x {fov[1]:.0f} mm is wider than any body (at most "
+            f"{MAX_FOV_MM:g} mm); is the pixel spacing ({sx:g} x {sy:g} mm) right?"
         )
     if min(fov) < SMALL_FOV_MM or max(fov) > LARGE_FOV_MM:
         notes.append(

@@ -159,6 +159,23 @@ def _dicom_pixel_spacing(tmp: Path, chest: np.ndarray) -> list[str]:
     return _diagnose(tmp / "series", tmp)
 
 
+def _dicom_without_pixel_spacing(tmp: Path, chest: np.ndarray) -> list[str]:
+    files = write_ct_series(chest, (1.5, 1.5, 2.5), (0.0, 0.0, 0.0), IDENTITY, tmp / "series")
+    for file in files:
+        ds = pydicom.dcmread(file)
+        del ds.PixelSpacing
+        ds.save_as(file)
+    return _diagnose(tmp / "series", tmp)
+
+
+def _nrrd_without_spacing(path: Path, array: np.ndarray) -> Path:
+    """A NRRD whose header states no voxel size (no 'space directions', no 'spacings')."""
+    z, y, x = array.shape
+    header = f"NRRD0004\ntype: short\ndimension: 3\nsizes: {x} {y} {z}\nencoding: raw\nendian: little\n\n"
+    path.write_bytes(header.encode() + array.astype("<i2").tobytes())
+    return path
+
+
 def _dicom_truncated(tmp: Path, chest: np.ndarray) -> list[str]:
     files = write_ct_series(chest, (1.5, 1.5, 2.5), (0.0, 0.0, 0.0), IDENTITY, tmp / "series")
     _truncate(files[3], 0.5)
@@ -343,6 +360,11 @@ REFUSALS: dict[str, Refusal] = {
     ),
     "mha-truncated": Refusal(_truncated(".mha", 0.7), r"ct.mha: truncated MetaImage file"),
     "nrrd-truncated": Refusal(_truncated(".nrrd", 0.7), r"ct.nrrd: cannot read the file"),
+    "dicom-no-pixel-spacing": Refusal(_dicom_without_pixel_spacing, r"PixelSpacing missing in every slice"),
+    "fov-4800mm-50mm-pixels": Refusal(
+        _volume(lambda c: c, spacing_zyx=(2.5, 50.0, 50.0)),
+        r"a field of view of 4800 x 4800 mm is wider than any",
+    ),
     "dicom-slice-truncated": Refusal(_dicom_truncated, r"truncated DICOM file"),
     "dicom-slice-other-pixel-spacing": Refusal(
         _dicom_pixel_spacing,
@@ -698,3 +720,27 @@ def test_weights_registry_copy_and_long_names(
     assert {
         row.index(" classifier ") if " classifier " in row else row.index(" segmenter ") for row in rows
     } == {header.index(" kind ")}
+
+
+def test_unwritable_out_is_found_before_any_work(
+    chest: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A folder the user may not write into (simulated: tests may run as root, who may write anywhere)."""
+    locked = tmp_path / "readonly"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    source = _write(tmp_path / "ct.nrrd", chest)
+    code, _, stderr = _run(["diagnose", str(source), "--out", str(locked / "out")], capsys)
+    assert code == 2 and f"--out {locked / 'out'}: cannot write into {locked} (permission denied)" in stderr
+    code, _, stderr = _run(["quantify", str(source), str(source), "--out", str(locked / "q")], capsys)
+    assert code == 2 and "cannot write into" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd", "readonly"] and not any(locked.iterdir())
+
+
+def test_nrrd_without_voxel_size_is_read_with_a_caution(chest: np.ndarray, tmp_path: Path) -> None:
+    from jcs.io import read_ct
+
+    ct = read_ct(_nrrd_without_spacing(tmp_path / "ct.nrrd", chest))
+    assert ct.image.GetSpacing() == (1.0, 1.0, 1.0)
+    assert ct.notes[0].startswith("the file states no voxel size, so 1 mm was assumed")
