@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,7 +99,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _int_at_least(minimum: int) -> Any:
+def _int_at_least(minimum: int) -> Callable[[str], int]:
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -139,8 +139,8 @@ def _build_parser() -> argparse.ArgumentParser:
         type=Path,
         required=True,
         help="output folder, created if needed; it must be new or empty unless --overwrite is given. The "
-        "outputs appear all at once when the run ends (an interrupted run leaves a folder named "
-        "OUT.incomplete-* instead), and a folder in use by another run is refused",
+        "outputs appear all at once when the run ends (Ctrl-C leaves no OUT; a killed run leaves a folder "
+        "named OUT.incomplete-*), and a folder in use by another run is refused",
     )
     diagnose.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     diagnose.add_argument("--classifier", help="classifier weights name (default: the bundled one)")
