@@ -190,8 +190,8 @@ def default_weights(kind: str) -> str | None:
     """Name of the default weights of ``kind``, or None when there is none.
 
     The default is the bundled card marked ``"default": true``, else the only bundled entry of that
-    kind; without bundled weights, the same rule over the user registry (a copy of the bundled
-    registry in ``$JCS_WEIGHTS_DIR`` keeps its default). The name is then looked up as any other, so a
+    kind; without bundled weights, a user-registry card marked default (a copy of the bundled
+    registry in ``$JCS_WEIGHTS_DIR`` keeps its marks). The name is then looked up as any other, so a
     user entry of the same name is the one loaded (its own hash is verified).
     """
     if kind not in KINDS:
@@ -201,7 +201,7 @@ def default_weights(kind: str) -> str | None:
         marked = [c for c in cards if c.data.get("default") is True]
         if marked:
             return marked[0].name
-        if len(cards) == 1:
+        if bundled and len(cards) == 1:
             return cards[0].name
     return None
 
