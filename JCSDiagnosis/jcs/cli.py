@@ -1,18 +1,23 @@
 """``jcs`` command line: ``diagnose``, ``quantify`` and ``weights list|import-official``.
 
 User errors (bad input, missing weights, cancelled) end with one line on stderr and exit code 2;
-no traceback. Everything runs offline.
+no traceback. Arguments and the output folder are checked before any work; inputs pass
+:mod:`jcs.validate` before the models load; outputs are written through :mod:`jcs.outputs` (never over
+a user's files without ``--overwrite``, atomically, under a lock). Everything runs offline.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import math
+import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,12 +37,14 @@ from jcs.inference import (
     scaled_threshold,
 )
 from jcs.io import CTVolume, read_ct
+from jcs.outputs import FolderLock, check_out_dir, staged_folder, write_text_atomic
 from jcs.weights import WeightsCard
 
 if TYPE_CHECKING:
     from jcs.dicomseg import ExportedFiles
 
 EXIT_USER_ERROR = 2
+EXIT_INTERNAL_ERROR = 1
 LESION_MARGIN_MM = 10.0  # predicted opacities farther than this from the lungs are dropped (HU volumes)
 # Share of the progress bar given to each stage of `jcs diagnose`.
 _STAGE_SPAN = {
@@ -76,6 +83,33 @@ CASES_CSV_FIELDS = (
     "label",
 )
 LABEL_VALUES = {"1": True, "positive": True, "0": False, "negative": False}
+OVERWRITE_HELP = (
+    "replace the jcs outputs of an earlier run in a non-empty --out (default: a non-empty --out is "
+    "refused, so nothing you have is overwritten); other files there are left alone"
+)
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text!r}")
+    return value
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    return parse
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -100,14 +134,33 @@ def _build_parser() -> argparse.ArgumentParser:
         "input", nargs="*", type=Path, help="CT file, DICOM folder or 2-D PNG/JPG slice (several: a cohort)"
     )
     diagnose.add_argument("--sample", action="store_true", help="run on the sample scan shipped with jcs")
-    diagnose.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
+    diagnose.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder, created if needed; it must be new or empty unless --overwrite is given. The "
+        "outputs appear all at once when the run ends (Ctrl-C leaves no OUT; a killed run leaves a folder "
+        "named OUT.incomplete-*), and a folder in use by another run is refused",
+    )
+    diagnose.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     diagnose.add_argument("--classifier", help="classifier weights name (default: the bundled one)")
     diagnose.add_argument("--segmenter", help="segmenter weights name (default: the bundled one)")
-    diagnose.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda", "mps"))
-    diagnose.add_argument("--precision", default="auto", choices=PRECISIONS)
+    diagnose.add_argument(
+        "--device",
+        default="auto",
+        choices=("auto", "cpu", "cuda", "mps"),
+        help="where the models run: 'auto' takes a CUDA or Apple GPU when present, else the CPU (default)",
+    )
+    diagnose.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="number format of the models: 'auto' is fp16 on CUDA, bf16 on CPUs with native bf16, else "
+        "fp32 (default); fp16 needs CUDA",
+    )
     diagnose.add_argument(
         "--threshold",
-        type=int,
+        type=_int_at_least(0),
         help="case is positive when more than T slices are (default: the weights' card, else 25; under "
         "the segmenter rule without a card value, 25 mm of slices)",
     )
@@ -119,11 +172,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "'segmenter' (predicted opacification covers more than a share of the slice's lung); 'auto' "
         "follows the classifier's model card (default)",
     )
-    diagnose.add_argument("--segment", default="positive-only", choices=SEGMENT_POLICIES)
-    diagnose.add_argument("--batch-size", type=int, help="slices per batch (default: chosen per device)")
+    diagnose.add_argument(
+        "--segment",
+        default="positive-only",
+        choices=SEGMENT_POLICIES,
+        help="when lesions are segmented: 'positive-only' for cases read positive (default), 'always' for "
+        "every case (slower)",
+    )
+    diagnose.add_argument(
+        "--batch-size", type=_int_at_least(1), help="slices per batch (default: chosen per device)"
+    )
     diagnose.add_argument(
         "--lesion-margin-mm",
-        type=float,
+        type=_finite_float,
         default=LESION_MARGIN_MM,
         help="CT volumes: drop predicted lesion voxels farther than this from the lungs; negative keeps "
         f"all (default {LESION_MARGIN_MM:g})",
@@ -132,8 +193,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--labels",
         type=Path,
         help="cohorts: CSV with columns case (the case's folder name or its input path) and label "
-        "(1/positive or 0/negative); cases.csv then gives each case's label and sensitivity and "
-        "specificity are printed",
+        "(1/positive or 0/negative), UTF-8 (a file that is not is read as Windows-1252, with a note); "
+        "cases.csv then gives each case's label and sensitivity and specificity are printed",
     )
     diagnose.add_argument(
         "--dicom-seg",
@@ -147,12 +208,33 @@ def _build_parser() -> argparse.ArgumentParser:
         "quantify",
         help="quantify a (possibly edited) lesion mask",
         description="Writes summary.csv, lesions.csv, slices.csv and results.json into --out (with "
-        "--dicom-seg also lesions.seg.dcm and lesions.sr.dcm).",
+        "--dicom-seg also lesions.seg.dcm and lesions.sr.dcm). The lesion mask must lie on the CT's "
+        "grid (same size, spacing, origin and axes, in any axis order; a mask on another grid is "
+        "resampled with a note only when all its lesion voxels lie inside the CT, else it is refused "
+        "with their count). Every non-zero voxel is lesion when the mask holds one label value (1, "
+        "255, ...); masks with several labels, negative or fractional values (probability maps) are "
+        "refused: threshold or merge them first.",
     )
     quantify.add_argument("ct", type=Path, help="CT file or DICOM folder")
-    quantify.add_argument("lesion_mask", type=Path, help="lesion mask (any format SimpleITK reads)")
-    quantify.add_argument("--lungs", type=Path, help="lung or lobe labelmap (default: segmented)")
-    quantify.add_argument("--out", type=Path, required=True, help="output folder")
+    quantify.add_argument(
+        "lesion_mask",
+        type=Path,
+        help="lesion mask on the CT's grid (any format SimpleITK reads): 0 background, one non-zero "
+        "label value for lesion",
+    )
+    quantify.add_argument(
+        "--lungs",
+        type=Path,
+        help="lung labelmap (1 right, 2 left) or lobe labelmap (all five lobes 1-5, or TotalSegmentator "
+        "10-14); other labels are refused, naming them (default: the lungs are segmented)",
+    )
+    quantify.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output folder; new or empty unless --overwrite (as for diagnose)",
+    )
+    quantify.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     quantify.add_argument(
         "--dicom-seg",
         action="store_true",
@@ -167,8 +249,13 @@ def _build_parser() -> argparse.ArgumentParser:
         "import-official",
         help="convert an official JCS checkpoint (.pth/.safetensors) into the user registry",
     )
-    importer.add_argument("path", type=Path)
+    importer.add_argument("path", type=Path, help="the official checkpoint file")
     importer.add_argument("--name", required=True, help="registry name for the weights")
+    importer.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing user entry NAME, or hide a bundled entry of that name (default: refused)",
+    )
     return parser
 
 
@@ -280,7 +367,7 @@ def _write_outputs(
 ) -> dict[str, Any]:
     from jcs.quantify import write_tables
 
-    notes = list(result.notes)
+    notes = [*ct.notes, *result.notes]
     progress("quantify", 0.0)
     t0 = time.perf_counter()
     lungs, quantification = _quantify(ct, result, notes, lesion_margin_mm)
@@ -350,7 +437,7 @@ def _write_outputs(
         payload["outputs"]["dicom_seg"] = exported.seg_path.name
         payload["outputs"]["dicom_sr"] = exported.sr_path.name
         payload["timings_s"]["dicom_seg"] = time.perf_counter() - t0
-    with open(out / "results.json", "w", encoding="utf-8") as handle:
+    with open(out / "results.json", "w", encoding="utf-8") as handle:  # a staging folder: see jcs.outputs
         json.dump(payload, handle, indent=2, allow_nan=False)
     return payload
 
@@ -391,6 +478,15 @@ def _diagnose(args: argparse.Namespace) -> int:
     if args.labels is not None and len(inputs) < 2:
         raise InputError("--labels is for cohorts: give several INPUT paths")
     labels = _read_labels(args.labels) if args.labels is not None else None
+    if len(inputs) == 1 and not inputs[0].exists():
+        raise InputError(f"{inputs[0]}: no such file or folder")
+    check_out_dir(args.out, overwrite=args.overwrite)
+    with FolderLock(args.out):
+        return _diagnose_locked(args, inputs, labels)
+
+
+def _diagnose_locked(args: argparse.Namespace, inputs: list[Path], labels: dict[str, bool] | None) -> int:
+    """`jcs diagnose` once the arguments are checked and ``--out`` is locked."""
     t0 = time.perf_counter()
     # One input is read before the models load, so a bad file fails at once.
     first = read_ct(inputs[0]) if len(inputs) == 1 else None
@@ -414,7 +510,6 @@ def _diagnose(args: argparse.Namespace) -> int:
         print(_describe_weights("segmenter", engine.segmenter_card))
     else:
         print("segmenter: none installed; lesions will not be segmented")
-    args.out.mkdir(parents=True, exist_ok=True)
     if first is not None:
         _diagnose_case(engine, first, args.out, args, read_s)
         print(f"outputs: {args.out}")
@@ -423,22 +518,39 @@ def _diagnose(args: argparse.Namespace) -> int:
 
 
 def _read_labels(path: Path) -> dict[str, bool]:
-    """``case -> COVID-19 positive`` from a labels CSV (columns case, label)."""
+    """``case -> COVID-19 positive`` from a labels CSV (columns case, label).
+
+    UTF-8 (with or without BOM); a file that is not valid UTF-8 is read as Windows-1252 (what Excel
+    writes on Windows) and a note says so. A case listed twice with different labels is refused.
+    """
     try:
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
+        raw = path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read the labels file {path}: {exc.strerror}") from exc
+    if b"\0" in raw:
+        raise InputError(f"{path}: not a text CSV file (it holds NUL bytes); save the labels as CSV")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = raw.decode("cp1252", errors="replace")
+        print(f"note: {path} is not UTF-8; read as Windows-1252")
+    try:
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise InputError(f"{path}: not a readable CSV file ({exc})") from exc
     if not rows or not {"case", "label"} <= set(rows[0]):
         raise InputError(f"{path}: a labels file needs the columns 'case' and 'label'")
-    labels = {}
+    labels: dict[str, bool] = {}
     for row in rows:
-        value = LABEL_VALUES.get(str(row["label"]).strip().lower())
+        case = str(row["case"] or "").strip()
+        value = LABEL_VALUES.get(str(row["label"] or "").strip().lower())
         if value is None:
             raise InputError(
                 f"{path}: label {row['label']!r} of case {row['case']!r} is not 1/0/positive/negative"
             )
-        labels[row["case"].strip()] = value
+        if labels.get(case, value) != value:
+            raise InputError(f"{path}: case {case!r} is listed with two different labels")
+        labels[case] = value
     return labels
 
 
@@ -449,13 +561,13 @@ def _diagnose_case(
     prints its reading; returns what results.json holds."""
     t_start = time.perf_counter() - read_s
     timings: dict[str, float] = {"read": read_s}
-    out.mkdir(parents=True, exist_ok=True)
     progress = _Progress(enabled=not args.quiet)
     try:
-        result = engine.diagnose(ct, progress=progress)
-        payload = _write_outputs(
-            ct, result, out, engine, timings, progress, args.lesion_margin_mm, args.dicom_seg
-        )
+        with staged_folder(out, overwrite=args.overwrite) as staging:  # `out` appears complete or not at all
+            result = engine.diagnose(ct, progress=progress)
+            payload = _write_outputs(
+                ct, result, staging, engine, timings, progress, args.lesion_margin_mm, args.dicom_seg
+            )
     finally:
         progress.close()
     timings["total"] = time.perf_counter() - t_start
@@ -494,11 +606,12 @@ def _case_names(inputs: Sequence[Path]) -> list[str]:
 
 
 def _write_cases(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CASES_CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in CASES_CSV_FIELDS})
+    handle = io.StringIO(newline="")
+    writer = csv.DictWriter(handle, fieldnames=CASES_CSV_FIELDS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in CASES_CSV_FIELDS})
+    write_text_atomic(path, handle.getvalue())
 
 
 def _diagnose_cohort(
@@ -511,8 +624,14 @@ def _diagnose_cohort(
     (status ``error``) and the cohort goes on; the exit code is 2 when any case failed. With
     ``labels`` (case name or input path -> positive), each row gets its label and the decisions are
     scored against them."""
+    from jcs.outputs import INCOMPLETE_MARKER
+
     rows = []
     names = _case_names(inputs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    marker = args.out / INCOMPLETE_MARKER  # until the last case: cases.csv lists the finished ones
+    marker.write_text("This cohort is incomplete: jcs is running or was interrupted; cases.csv lists the "
+                      "cases that finished.\n", encoding="utf-8")
     for position, (path, name) in enumerate(zip(inputs, names, strict=True), start=1):
         print(f"[{position}/{len(inputs)}] {name}: {path}")
         row: dict[str, Any] = {"case": name, "input": str(path)}
@@ -542,6 +661,7 @@ def _diagnose_cohort(
         row["seconds"] = round(time.perf_counter() - t0, 2)
         rows.append(row)
         _write_cases(rows, args.out / "cases.csv")  # after every case: an interrupted cohort keeps its table
+    marker.unlink()
     failed = sum(row["status"] != "ok" for row in rows)
     positive = sum(bool(row.get("positive")) for row in rows)
     print(
@@ -576,10 +696,17 @@ def _quantify_command(args: argparse.Namespace) -> int:
     from jcs.quantify import run_quantify
 
     payload = run_quantify(
-        args.ct, args.lesion_mask, args.out, lungs_path=args.lungs, dicom_seg=args.dicom_seg
+        args.ct,
+        args.lesion_mask,
+        args.out,
+        lungs_path=args.lungs,
+        dicom_seg=args.dicom_seg,
+        overwrite=args.overwrite,
     )
     summary = payload.get("summary", {})
     print(f"lesions: {summary.get('lesion_count', len(payload.get('lesions', [])))}; outputs: {args.out}")
+    for note in payload.get("notes", []):
+        print(f"note: {note}")
     return 0
 
 
@@ -587,7 +714,7 @@ def _weights_command(args: argparse.Namespace) -> int:
     from jcs.weights import import_official, scan_registry, user_dir
 
     if args.weights_command == "import-official":
-        card = import_official(args.path, args.name)
+        card = import_official(args.path, args.name, overwrite=args.overwrite)
         print(f"imported {card.data.get('official_format')} as {card.name!r} ({card.kind}) into {card.path}")
         print(f"sha256 {card.sha256}")
         return 0
@@ -600,10 +727,11 @@ def _weights_command(args: argparse.Namespace) -> int:
             "`jcs weights import-official CHECKPOINT --name NAME`"
         )
         return 0
-    print(f"{'name':<28} {'kind':<10} {'source':<8} {'threshold':>9}  sha256")
+    width = max(28, *(len(card.name) for card in cards))  # long names keep the columns aligned
+    print(f"{'name':<{width}} {'kind':<10} {'source':<8} {'threshold':>9}  sha256")
     for card in cards:
         threshold = "" if card.threshold is None else str(card.threshold)
-        print(f"{card.name:<28} {card.kind:<10} {card.source:<8} {threshold:>9}  {card.sha256[:16]}")
+        print(f"{card.name:<{width}} {card.kind:<10} {card.source:<8} {threshold:>9}  {card.sha256[:16]}")
     return 0
 
 
@@ -622,6 +750,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jcs {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not the user's input: one line, details with JCS_DEBUG=1
+        if os.environ.get("JCS_DEBUG"):
+            raise
+        print(
+            f"jcs {args.command}: internal error ({type(exc).__name__}: {exc}); please report it, with the "
+            "details JCS_DEBUG=1 prints",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

@@ -43,3 +43,7 @@ class WeightsError(JCSError):
 
 class CancelledError(JCSError):
     """The user cancelled a long-running operation."""
+
+
+class OutputError(JCSError):
+    """An output folder or file cannot be written, or must not be without being asked (--overwrite)."""

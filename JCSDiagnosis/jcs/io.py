@@ -19,8 +19,11 @@ message names the file and the problem):
 - A single DICOM file: one CT slice, or a multi-frame (enhanced) CT whose frames are checked as a
   series is (``dicom_files`` is then that one file).
 - 2-D images (PNG/JPEG, 8-bit grey, already windowed; RGB/RGBA is converted to grey with ITU-R 601
-  luma weights, as PIL's ``convert("L")``). 2-D images and single slices are accepted only with
-  ``allow_2d=True``.
+  luma weights, as PIL's ``convert("L")``, and refused when it is a colour picture). 2-D images and
+  single slices are accepted only with ``allow_2d=True``.
+
+Every input then passes :mod:`jcs.validate` (raw-file integrity, geometry and "is this a CT"): it is
+refused, or read with cautions listed in :attr:`CTVolume.notes` that travel into the results.
 
 The axial grid is the image reoriented with ``SimpleITK.DICOMOrient(image, "LPS")``: array axis 0 runs
 inferior to superior, axis 1 anterior to posterior and axis 2 from patient right to left (the usual
@@ -51,6 +54,7 @@ from jcs.errors import (
     ObliqueSeriesError,
     SliceSpacingError,
 )
+from jcs.validate import apply_nifti_spacing, check_2d_colour, check_geometry, check_raw_file, spacing_caution
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -73,6 +77,7 @@ class CTVolume:
     ``image`` keeps the original geometry (HU as float32/int16, or uint8 for 8-bit 2-D images).
     ``dicom_files`` lists the source files in axial-grid slice order (index 0 = axial slice 0); a
     multi-frame CT gives the one file. ``skipped_series`` describes the other series of a folder.
+    ``notes`` are cautions found while reading (:mod:`jcs.validate`), copied into every result.
     """
 
     image: sitk.Image
@@ -81,6 +86,7 @@ class CTVolume:
     dicom_files: list[Path] | None = None
     series_instance_uid: str | None = None
     skipped_series: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     _axial: sitk.Image | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
@@ -138,6 +144,8 @@ def read_ct(path: str | os.PathLike[str], *, allow_2d: bool = True) -> CTVolume:
     path = Path(path)
     if not path.exists():
         raise CorruptFileError(f"{path}: no such file or folder")
+    if path.is_file() and path.stat().st_size == 0:
+        raise CorruptFileError(f"{path}: the file is empty (0 bytes)")
     if path.is_dir():
         ct = _read_dicom_dir(path)
     else:
@@ -156,6 +164,7 @@ def read_ct(path: str | os.PathLike[str], *, allow_2d: bool = True) -> CTVolume:
     if ct.is_2d and not allow_2d:
         what = "a 2-D image" if ct.image.GetDimension() == 2 else "a single slice"
         raise NotVolumeError(f"{path}: {what} where a 3-D volume with several slices is needed")
+    ct.notes.extend(check_geometry(ct.image, path, is_hu=ct.is_hu))
     return ct
 
 
@@ -211,10 +220,14 @@ def _check_axis_aligned(direction: tuple[float, ...], dim: int, source: Path) ->
 
 
 def _sitk_read(path: Path) -> sitk.Image:
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # header remarks are checked and worded here
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise CorruptFileError(f"{path}: cannot read the file ({_first_line(exc)})") from exc
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
 
 
 def _hu_pixel_type(image: sitk.Image) -> sitk.Image:
@@ -234,7 +247,10 @@ def _first_line(exc: Exception) -> str:
 
 
 def _read_volume_file(path: Path) -> CTVolume:
+    raw = check_raw_file(path)  # before the reader, which zero-fills truncated NIfTI and zeroes NaN
     image = _sitk_read(path)
+    image, caution = apply_nifti_spacing(image, raw, path)
+    caution = caution or spacing_caution(raw)
     dim = image.GetDimension()
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise NotCTError(
@@ -247,7 +263,7 @@ def _read_volume_file(path: Path) -> CTVolume:
         raise NotVolumeError(f"{path}: a {dim}-D image; a 3-D CT volume is needed")
     _check_axis_aligned(image.GetDirection(), dim, path)
     image = _hu_pixel_type(image)
-    ct = CTVolume(image=image, is_hu=True, path=path)
+    ct = CTVolume(image=image, is_hu=True, path=path, notes=[caution] if caution else [])
     array = sitk.GetArrayViewFromImage(image)
     if array.size and (array.dtype.kind != "f" or np.isfinite(array).all()):
         check_hu_range(array, path)
@@ -266,6 +282,7 @@ def _read_2d_image(path: Path) -> CTVolume:
             "windowed are accepted (give HU volumes as DICOM, NIfTI, NRRD or MHA)"
         )
     if components in (3, 4):
+        check_2d_colour(sitk.GetArrayViewFromImage(image), path)
         rgb = sitk.GetArrayViewFromImage(image)[..., :3].astype(np.float32)
         grey = np.rint(rgb @ np.asarray(_LUMA_601, dtype=np.float32)).clip(0, 255).astype(np.uint8)
         converted = sitk.GetImageFromArray(grey)
@@ -514,6 +531,7 @@ def _sort_and_check_series(folder: Path, slices: list[_Slice]) -> list[Path]:
     sizes = {(int(h.Rows), int(h.Columns)) for h in headers}
     if len(sizes) > 1:
         raise MixedSeriesError(f"{folder}: slices of different sizes in one series: {sorted(sizes)}")
+    _check_pixel_spacing(folder, slices)
     orientations = np.array([[float(v) for v in h.ImageOrientationPatient] for h in headers])
     normal = _axial_normal(orientations, folder)
     positions = np.array([[float(v) for v in h.ImagePositionPatient] for h in headers])
@@ -522,3 +540,26 @@ def _sort_and_check_series(folder: Path, slices: list[_Slice]) -> list[Path]:
     names = [slices[i].path.name for i in order]
     _check_stack(folder, positions[order], normal, pixel, lambda k: f"{names[k]}, {names[k + 1]}")
     return [slices[i].path for i in order]
+
+
+def _check_pixel_spacing(folder: Path, slices: list[_Slice]) -> None:
+    """Refuse a series whose slices state different PixelSpacing (the reader would resample them)."""
+    spacings: dict[tuple[float, ...] | None, list[str]] = defaultdict(list)
+    for s in slices:
+        value = s.header.get("PixelSpacing")
+        key = None if value is None else tuple(round(float(v), 4) for v in value)
+        spacings[key].append(s.path.name)
+    if set(spacings) == {None}:
+        raise CorruptFileError(f"{folder}: PixelSpacing missing in every slice; the pixel size is unknown")
+    if len(spacings) > 1:
+        usual = max(spacings, key=lambda key: len(spacings[key]))
+        odd = next(key for key in spacings if key != usual)
+        word = "no PixelSpacing" if odd is None else f"PixelSpacing {_mm_pair(odd)} mm"
+        raise MixedSeriesError(
+            f"{folder}: slices with different pixel spacing in one series: {spacings[odd][0]} has {word}, "
+            f"{len(spacings[usual])} other slices {'none' if usual is None else _mm_pair(usual) + ' mm'}"
+        )
+
+
+def _mm_pair(values: tuple[float, ...]) -> str:
+    return " x ".join(f"{v:g}" for v in values)

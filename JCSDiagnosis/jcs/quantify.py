@@ -47,16 +47,19 @@ from jcs.decision import slice_lung_fraction
 from jcs.errors import CorruptFileError, InputError
 from jcs.io import read_ct
 from jcs.lung import (
+    LABEL_CONVENTIONS,
     LEFT_LUNG,
     LOBE_NAMES,
     LUNG_NAMES,
     RIGHT_LUNG,
     ZONE_NAMES,
+    _convention_from_segment_names,
     lobes_to_lungs,
     lung_zones,
     read_lung_labelmap,
     segment_lungs,
 )
+from jcs.outputs import FolderLock, check_out_dir, staged_folder
 
 GGO_HU = (-750.0, -300.0)            # [low, high)
 CONSOLIDATION_HU = (-300.0, 100.0)   # [low, high]
@@ -444,62 +447,148 @@ def write_tables(quantification: Quantification, out_dir: str | Path) -> dict[st
 
 def run_quantify(ct_path: str | Path, mask_path: str | Path, out_dir: str | Path,
                  lungs_path: str | Path | None = None, *, lung_convention: str = "auto",
-                 dicom_seg: bool = False) -> dict[str, Any]:
+                 dicom_seg: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """`jcs quantify CT LESION_MASK [--lungs LABELMAP] --out DIR [--dicom-seg]`: quantify a (user-edited)
     lesion mask.
 
-    The mask may be stored in any orientation; it is resampled (nearest neighbour) onto the CT's axial
-    grid, so it must overlap the CT physically. Lungs come from `lungs_path` (see
+    The mask must lie on the CT's grid (any axis order); one on another grid is resampled (nearest
+    neighbour, with a note) only when all its lesion voxels lie inside the CT, see `mask_on_grid` for
+    the value rules. Lungs come from `lungs_path` (see `check_lung_labels` and
     `jcs.lung.read_lung_labelmap`) or `jcs.lung.segment_lungs`. Writes summary.csv, lesions.csv,
-    slices.csv and results.json ({"case", "summary", "lesions", "slices"}); returns that dict. With
-    `dicom_seg` (the CT a DICOM series, checked first) also the mask as a semi-automatic DICOM-SEG and
-    an SR of its measurements (`jcs.dicomseg`).
+    slices.csv and results.json ({"case", "summary", "lesions", "slices", "notes"}) into `out_dir`,
+    which must be new or empty unless `overwrite` (`jcs.outputs`: staged, then renamed into place,
+    under a lock); returns that dict. With `dicom_seg` (the CT a DICOM series, checked first) also the
+    mask as a semi-automatic DICOM-SEG and an SR of its measurements (`jcs.dicomseg`).
     """
-    ct = read_ct(ct_path)
-    if dicom_seg:
-        from jcs.dicomseg import check_source_series
+    out = Path(out_dir)
+    named = (("CT", ct_path), ("lesion mask", mask_path), ("lung labelmap", lungs_path))
+    for what, path in named:
+        if path is not None and not Path(path).exists():
+            raise CorruptFileError(f"cannot read {what} {path}: no such file or folder")
+    check_out_dir(out, overwrite=overwrite)
+    with FolderLock(out):
+        ct = read_ct(ct_path)
+        if dicom_seg:
+            from jcs.dicomseg import check_source_series
 
-        check_source_series(ct)
-    axial = ct.axial_image()
-    array = ct.axial_array()
-    try:
-        mask_image = sitk.ReadImage(str(mask_path))
-    except RuntimeError as exc:
-        raise CorruptFileError(f"cannot read lesion mask {mask_path}: {str(exc).splitlines()[-1]}") from exc
-    lesion = _mask_on_grid(mask_image, axial, mask_path)
-    lobes = None
-    if lungs_path is not None:
-        lungs, lobes = read_lung_labelmap(lungs_path, axial, lung_convention)
-    else:
-        sx, sy, sz = axial.GetSpacing()
-        lungs = segment_lungs(array, (sz, sy, sx), is_hu=ct.is_hu)
-    result = quantify(lesion, lungs if lobes is None else lobes_to_lungs(lobes), axial,
-                      hu=array if ct.is_hu else None, lobes=lobes, spacing_known=ct.is_hu)
-    data = write_tables(result, out_dir)
+            check_source_series(ct)
+        axial = ct.axial_image()
+        array = ct.axial_array()
+        notes = list(ct.notes)
+        try:
+            mask_image = sitk.ReadImage(str(mask_path))
+        except RuntimeError as exc:
+            reason = str(exc).splitlines()[-1]
+            raise CorruptFileError(f"cannot read lesion mask {mask_path}: {reason}") from exc
+        lesion = mask_on_grid(mask_image, axial, mask_path, notes)
+        lobes = None
+        if lungs_path is not None:
+            lung_image = _read_lung_image(lungs_path)
+            check_lung_labels(lung_image, lungs_path, lung_convention, notes)
+            lungs, lobes = read_lung_labelmap(lung_image, axial, lung_convention)
+        else:
+            sx, sy, sz = axial.GetSpacing()
+            lungs = segment_lungs(array, (sz, sy, sx), is_hu=ct.is_hu)
+        result = quantify(lesion, lungs if lobes is None else lobes_to_lungs(lobes), axial,
+                          hu=array if ct.is_hu else None, lobes=lobes, spacing_known=ct.is_hu)
+        with staged_folder(out, overwrite=overwrite) as staging:
+            payload = _write_quantify_outputs(ct, lesion, result, staging, notes, dicom_seg,
+                                              mask_path, lungs_path)
+    return payload
+
+
+def _write_quantify_outputs(ct: Any, lesion: np.ndarray, result: Quantification, staging: Path,
+                            notes: list[str], dicom_seg: bool, mask_path: str | Path,
+                            lungs_path: str | Path | None) -> dict[str, Any]:
+    data = write_tables(result, staging)
     payload = {"case": {"ct": str(ct.path), "lesion_mask": str(mask_path),
                         "lungs": None if lungs_path is None else str(lungs_path),
                         "lung_source": "labelmap" if lungs_path is not None else "jcs.lung.segment_lungs"},
-               **data}
+               **data, "notes": notes}
     if dicom_seg:
         from jcs import __version__
         from jcs.dicomseg import ReportValues, export_seg_and_report
 
         exported = export_seg_and_report(
-            mask=ct.from_axial(lesion), source_files=list(ct.dicom_files or []), output_dir=Path(out_dir),
+            mask=ct.from_axial(lesion), source_files=list(ct.dicom_files or []), output_dir=staging,
             engine={"engine_version": __version__}, edited=True,
             values=ReportValues.from_summary(data.get("summary", {})),
         )
         payload["outputs"] = {"dicom_seg": exported.seg_path.name, "dicom_sr": exported.sr_path.name}
-    with open(Path(out_dir) / "results.json", "w", encoding="utf-8") as f:
+    with open(staging / "results.json", "w", encoding="utf-8") as f:
         json.dump(payload, f, indent=2)
     return payload
 
 
-def _mask_on_grid(mask: sitk.Image, axial: sitk.Image, source: str | Path) -> np.ndarray:
-    """Binary lesion mask (uint8) on the axial grid; RGB masks use their first channel. A mask on the
-    CT's own grid (any axis order) is reoriented voxel for voxel, anything else resampled (nearest)."""
-    if mask.GetNumberOfComponentsPerPixel() > 1:
-        mask = sitk.VectorIndexSelectionCast(mask, 0)
+def _read_lung_image(path: str | Path) -> sitk.Image:
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise CorruptFileError(f"cannot read lung labelmap {path}: {str(exc).splitlines()[-1]}") from exc
+
+
+def _labels_present(array: np.ndarray) -> list[int]:
+    values = array[array != 0]
+    return sorted(int(v) for v in np.unique(values)) if values.size else []
+
+
+def check_lung_labels(image: sitk.Image, source: str | Path, convention: str, notes: list[str]) -> None:
+    """Refuse a lung labelmap whose labels are ambiguous, naming the labels.
+
+    Rule (label values only, ``convention="auto"``): {1, 2} or a part of it is a lung labelmap (1 right,
+    2 left); exactly {1, 2, 3, 4, 5} a lobe labelmap; values within 10..14 TotalSegmentator's lobes;
+    anything else (a lung labelmap with an extra label, three of five lobes, ...) is refused. With a
+    named convention every label must belong to it. With Slicer segment names, labels whose names are
+    not lungs or lobes are left out with a note.
+    """
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        return  # read_lung_labelmap words this one
+    array = np.asarray(sitk.GetArrayViewFromImage(image))
+    if array.dtype.kind == "f" and (not np.isfinite(array).all() or (array != np.round(array)).any()):
+        raise InputError(f"lung labelmap {source} holds fractional values; a labelmap holds whole numbers")
+    present = _labels_present(array)
+    if any(v < 0 for v in present):
+        negative = _listed(v for v in present if v < 0)
+        raise InputError(f"lung labelmap {source} holds negative labels ({negative})")
+    named = convention == "auto"
+    known = _convention_from_segment_names(image) if named else LABEL_CONVENTIONS.get(convention)
+    if known:
+        extra = [v for v in present if v not in known]
+        if extra and convention != "auto":
+            raise InputError(f"lung labelmap {source}: labels {_listed(extra)} are not part of the "
+                             f"{convention!r} convention ({_listed(sorted(known))})")
+        if extra:
+            notes.append(f"lung labelmap: labels {_listed(extra)} are not lungs or lobes by their segment "
+                         "names and were left out")
+        return
+    values = set(present)
+    if values <= {1, 2} or values == set(range(1, 6)) or values <= set(range(10, 15)):
+        return
+    lungs = [v for v in present if v in (1, 2)]
+    extra = [v for v in present if v not in (1, 2)]
+    besides = f" besides the lungs' {_listed(lungs)}" if lungs else ""
+    raise InputError(
+        f"lung labelmap {source} holds labels {_listed(extra)}{besides}: a lung labelmap has 1 (right) and "
+        "2 (left) only, a lobe labelmap all five lobes 1-5 (or TotalSegmentator's 10-14); remove the other "
+        "labels or give all five lobes"
+    )
+
+
+def _listed(values: Any) -> str:
+    return ", ".join(str(v) for v in values)
+
+
+def mask_on_grid(mask: sitk.Image, axial: sitk.Image, source: str | Path, notes: list[str]) -> np.ndarray:
+    """Binary lesion mask (uint8) on the axial grid, under the rules stated in `jcs quantify --help`.
+
+    Values: every non-zero voxel is lesion when the mask holds a single non-zero value (1, 255, ...);
+    several labels, negative values, NaN or fractional values (a probability map) are refused. A
+    multi-channel image is accepted only when its channels are equal (a grey mask saved as RGB).
+    Geometry: a mask on the CT's grid (any axis order) is reoriented voxel for voxel; on another grid
+    it is resampled (nearest neighbour) with a note, and refused when any of its lesion voxels lies
+    outside the CT (their count is given).
+    """
+    mask = _binary_mask(mask, source)
     if mask.GetDimension() == 2:
         mask = sitk.JoinSeries(mask)
     if mask.GetDimension() != 3:
@@ -509,9 +598,81 @@ def _mask_on_grid(mask: sitk.Image, axial: sitk.Image, source: str | Path) -> np
             and np.allclose(lps.GetOrigin(), axial.GetOrigin(), atol=1e-3)
             and np.allclose(lps.GetSpacing(), axial.GetSpacing(), atol=1e-4)
             and np.allclose(lps.GetDirection(), axial.GetDirection(), atol=1e-4))
-    if not same:
-        lps = sitk.Resample(mask, axial, sitk.Transform(), sitk.sitkNearestNeighbor, 0, mask.GetPixelID())
-    out = sitk.GetArrayFromImage(lps)
-    if not out.any() and sitk.GetArrayViewFromImage(mask).any():
-        raise InputError(f"lesion mask {source} does not overlap the CT (different geometry?)")
-    return (out > 0).astype(np.uint8)
+    if same:
+        return sitk.GetArrayFromImage(lps)
+    total, outside = _voxels_outside(mask, axial)
+    if total and outside == total:
+        raise InputError(f"lesion mask {source} does not overlap the CT (different geometry?): all {total} "
+                         "lesion voxels lie outside the CT's grid")
+    if outside:
+        raise InputError(
+            f"lesion mask {source}: {outside} of its {total} lesion voxels lie outside the CT's grid (origin "
+            f"{_xyz(mask.GetOrigin())} mm vs the CT's {_xyz(axial.GetOrigin())} mm); the mask must lie on "
+            "the CT's grid"
+        )
+    resampled = sitk.Resample(mask, axial, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    notes.append(
+        f"lesion mask resampled (nearest neighbour) from its grid ({'x'.join(map(str, mask.GetSize()))} "
+        "voxels "
+        f"of {_xyz(mask.GetSpacing())} mm) onto the CT's ({'x'.join(map(str, axial.GetSize()))} of "
+        f"{_xyz(axial.GetSpacing())} mm); {total} lesion voxels became "
+        f"{int(sitk.GetArrayViewFromImage(resampled).sum())}"
+    )
+    return sitk.GetArrayFromImage(resampled)
+
+
+def _xyz(values: Any) -> str:
+    return ", ".join(f"{float(v):g}" for v in values)
+
+
+def _binary_mask(mask: sitk.Image, source: str | Path) -> sitk.Image:
+    """The mask as 0/1 uint8 with its geometry, or InputError naming what is ambiguous in its values."""
+    array = sitk.GetArrayViewFromImage(mask)
+    if mask.GetNumberOfComponentsPerPixel() > 1:
+        first = array[..., 0]
+        if any((array[..., k] != first).any() for k in range(1, array.shape[-1])):
+            raise InputError(
+                f"lesion mask {source} has {mask.GetNumberOfComponentsPerPixel()} different channels "
+                "(layers) "
+                "per voxel; export the lesion segment as one labelmap"
+            )
+        array = first
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise InputError(f"lesion mask {source} holds NaN or infinite values")
+        fractional = array[array != np.round(array)]
+        if fractional.size:
+            raise InputError(
+                f"lesion mask {source} holds fractional values ({fractional.size} voxels, e.g. "
+                f"{float(fractional.flat[0]):.3g}): a probability map? Threshold it first (e.g. > 0.5) and "
+                "save 0 and 1"
+            )
+    labels = _labels_present(np.asarray(array))
+    if any(v < 0 for v in labels):
+        negative = _listed(v for v in labels if v < 0)
+        raise InputError(f"lesion mask {source} holds negative values ({negative})")
+    if len(labels) > 1:
+        raise InputError(
+            f"lesion mask {source} holds several labels ({_listed(labels[:10])}); jcs quantify takes one "
+            "lesion label: merge them (any non-zero voxel a lesion) or give the lesion label alone"
+        )
+    binary = sitk.GetImageFromArray((np.asarray(array) != 0).astype(np.uint8))
+    binary.SetOrigin(mask.GetOrigin())
+    binary.SetSpacing(mask.GetSpacing())
+    binary.SetDirection(mask.GetDirection())
+    return binary
+
+
+def _voxels_outside(mask: sitk.Image, axial: sitk.Image) -> tuple[int, int]:
+    """(lesion voxels of ``mask``, how many of them lie outside the grid of ``axial``)."""
+    zyx = np.argwhere(sitk.GetArrayViewFromImage(mask) > 0)
+    if not len(zyx):
+        return 0, 0
+    index = zyx[:, ::-1].astype(float)  # x, y, z
+    to_world = np.asarray(mask.GetDirection()).reshape(3, 3) * np.asarray(mask.GetSpacing())
+    world = index @ to_world.T + np.asarray(mask.GetOrigin())
+    to_index = np.linalg.inv(np.asarray(axial.GetDirection()).reshape(3, 3) * np.asarray(axial.GetSpacing()))
+    ct_index = (world - np.asarray(axial.GetOrigin())) @ to_index.T
+    size = np.asarray(axial.GetSize())
+    inside = ((ct_index > -0.5) & (ct_index < size - 0.5)).all(axis=1)
+    return len(zyx), int(len(zyx) - inside.sum())

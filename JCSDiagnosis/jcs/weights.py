@@ -89,8 +89,12 @@ def user_dir() -> Path:
 
 
 def registry_dirs() -> list[tuple[Path, bool]]:
-    """Directories searched for weights, in order, with whether each is the bundled one."""
-    return [(user_dir(), False), (BUNDLED_DIR, True)]
+    """Directories searched for weights, in order, with whether each is the bundled one (a user
+    directory that is the bundled directory itself counts once, as bundled)."""
+    user = user_dir()
+    if user.resolve() == BUNDLED_DIR.resolve():
+        return [(BUNDLED_DIR, True)]
+    return [(user, False), (BUNDLED_DIR, True)]
 
 
 def sha256_file(path: Path) -> str:
@@ -172,18 +176,34 @@ def find_weights(name: str) -> WeightsCard:
     )
 
 
-def default_weights(kind: str) -> str | None:
-    """Name of the bundled default weights of ``kind``, or None when none are bundled.
+def _cards_in(directory: Path, bundled: bool) -> list[WeightsCard]:
+    cards = []
+    for card_path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            cards.append(_read_card(card_path, bundled))
+        except WeightsError:
+            continue
+    return cards
 
-    The default is the bundled card marked ``"default": true``, else the only bundled entry of that kind.
+
+def default_weights(kind: str) -> str | None:
+    """Name of the default weights of ``kind``, or None when there is none.
+
+    The default is the bundled card marked ``"default": true``, else the only bundled entry of that
+    kind; without bundled weights, a user-registry card marked default (a copy of the bundled
+    registry in ``$JCS_WEIGHTS_DIR`` keeps its marks). The name is then looked up as any other, so a
+    user entry of the same name is the one loaded (its own hash is verified).
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
-    bundled = [c for c in list_weights() if c.bundled and c.kind == kind]
-    marked = [c for c in bundled if c.data.get("default") is True]
-    if marked:
-        return marked[0].name
-    return bundled[0].name if len(bundled) == 1 else None
+    for directory, bundled in reversed(registry_dirs()):  # bundled first
+        cards = [c for c in _cards_in(directory, bundled) if c.kind == kind]
+        marked = [c for c in cards if c.data.get("default") is True]
+        if marked:
+            return marked[0].name
+        if bundled and len(cards) == 1:
+            return cards[0].name
+    return None
 
 
 def build_model(kind: str, architecture: Mapping[str, Any]) -> nn.Module:
@@ -297,29 +317,85 @@ def save_weights(model: nn.Module, card: Mapping[str, Any], directory: Path | st
     data.setdefault("input", INPUT_SPECS[data["kind"]])
     data.setdefault("intended_use", INTENDED_USE)
     data.setdefault("card_version", CARD_VERSION)
-    card_path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp_card = card_path.with_suffix(".json.tmp")
+    tmp_card.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp_card, card_path)  # the card last: an interrupted save leaves no card for new weights
     return _read_card(card_path, bundled=directory.resolve() == BUNDLED_DIR)
 
 
-def import_official(path: Path | str, name: str, directory: Path | str | None = None) -> WeightsCard:
+def _check_free_name(name: str, directory: Path, overwrite: bool) -> None:
+    """Refuse (unless ``overwrite``) a name already in ``directory`` or hiding a bundled entry."""
+    if overwrite:
+        return
+    taken = [p.name for p in (directory / f"{name}.json", directory / f"{name}.safetensors") if p.exists()]
+    if taken:
+        raise WeightsError(
+            f"weights named {name!r} already exist in {directory} ({', '.join(taken)}); choose another "
+            "--name, or pass --overwrite to replace them"
+        )
+    if directory.resolve() != BUNDLED_DIR.resolve() and (BUNDLED_DIR / f"{name}.json").is_file():
+        raise WeightsError(
+            f"{name!r} is the name of bundled weights; a user entry of that name would hide them. Choose "
+            "another --name, or pass --overwrite to hide the bundled entry"
+        )
+
+
+def _official_mismatch(state: Mapping[str, torch.Tensor]) -> str:
+    """The differences to the closest official format (fewest missing/unexpected/mis-shaped keys)."""
+    from jcs.models.checkpoint import OFFICIAL_FORMATS, expected_shapes, state_dict_mismatch
+
+    best = None
+    for fmt, (kind, arch) in OFFICIAL_FORMATS.items():
+        missing, unexpected, misshaped = state_dict_mismatch(state, expected_shapes(kind, **arch))
+        score = len(missing) + len(unexpected) + len(misshaped)
+        if best is None or score < best[0]:
+            best = (score, fmt, missing, unexpected, misshaped)
+    assert best is not None
+    _, fmt, missing, unexpected, misshaped = best
+    parts = [
+        f"{label} {', '.join(keys[:3])}{f' (+{len(keys) - 3} more)' if len(keys) > 3 else ''}"
+        for label, keys in (("mis-shaped", misshaped), ("missing", missing), ("unexpected", unexpected))
+        if keys
+    ]
+    return f"closest is {fmt!r}: {'; '.join(parts)}"
+
+
+def import_official(
+    path: Path | str, name: str, directory: Path | str | None = None, *, overwrite: bool = False
+) -> WeightsCard:
     """Convert an official JCS checkpoint (any of the four formats, detected) into the registry.
 
     The checkpoint is read with ``jcs.models.load_checkpoint`` (safetensors or
     ``torch.load(weights_only=True)``), matched against the reference manifest, loaded strictly into
-    the model it describes and written to ``directory`` (default: the user registry).
+    the model it describes and written to ``directory`` (default: the user registry). An existing
+    entry NAME, or a bundled one it would hide, is refused unless ``overwrite``; the entry is written
+    under a lock (``jcs.outputs.FolderLock``), weights first and the card last.
     """
-    from jcs import models
+    from jcs.errors import OutputError
+    from jcs.outputs import FolderLock
 
     _check_name(name)
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist")
+    target = user_dir() if directory is None else Path(directory)
+    _check_free_name(name, target, overwrite)
+    try:
+        with FolderLock(target / name):
+            return _import_locked(path, name, target)
+    except OutputError as exc:
+        raise WeightsError(str(exc)) from exc
+
+
+def _import_locked(path: Path, name: str, target: Path) -> WeightsCard:
+    from jcs import models
+
     state = models.load_checkpoint(path)
     fmt = models.detect_official_format(state)
     if fmt is None:
         raise WeightsError(
             f"checkpoint {path} matches none of the official JCS formats "
-            f"({', '.join(models.OFFICIAL_FORMATS)}); its keys or tensor shapes differ"
+            f"({', '.join(models.OFFICIAL_FORMATS)}); {_official_mismatch(state)}"
         )
     kind, architecture = models.OFFICIAL_FORMATS[fmt]
     model = build_loaded_model(kind, architecture, state, f"checkpoint {path}")
@@ -334,4 +410,4 @@ def import_official(path: Path | str, name: str, directory: Path | str | None = 
     }
     if kind == "classifier":
         card["threshold"] = DEFAULT_THRESHOLD
-    return save_weights(model, card, user_dir() if directory is None else directory)
+    return save_weights(model, card, target)

@@ -25,7 +25,8 @@ from jcs.errors import (
 from jcs.io import read_ct
 from phantoms import make_chest_phantom
 
-SHAPE = (10, 24, 32)  # (Z, Y, X): distinct sizes so a swapped axis cannot go unnoticed
+SHAPE = (34, 72, 96)  # (Z, Y, X): distinct sizes so a swapped axis cannot go unnoticed; a field of
+# view (72 x 58 mm, 68 mm along z for sagittal and coronal stacks) above jcs.validate.MIN_FOV_MM
 SPACING_XYZ = (0.75, 0.8, 2.0)
 ORIGIN = (-12.5, -30.0, 40.0)
 # Signed permutations (row-major, as SimpleITK): LPS, RAS (NIfTI-like), a superior-to-inferior stack,
@@ -128,10 +129,16 @@ def test_png_grey_and_rgb(tmp_path: Path) -> None:
     assert back.GetDimension() == 2
     _assert_same_geometry(back, ct.image)
 
-    rgb = np.stack([grey, 255 - grey, np.full_like(grey, 7)], axis=-1)
+    # A grey slice saved as RGB (channels within a few levels): converted with the luma weights.
+    rgb = np.stack([grey, np.clip(grey.astype(int) + 3, 0, 255).astype(np.uint8), grey], axis=-1)
     sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(tmp_path / "rgb.png"))
     expected = np.rint(0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])
     np.testing.assert_array_equal(read_ct(tmp_path / "rgb.png").axial_array()[0], expected)
+    # A colour picture is not a CT slice.
+    colour = np.stack([grey, 255 - grey, np.full_like(grey, 7)], axis=-1)
+    sitk.WriteImage(sitk.GetImageFromArray(colour, isVector=True), str(tmp_path / "colour.png"))
+    with pytest.raises(NotCTError, match=r"colour.png: a colour image \(\d+ % of its pixels"):
+        read_ct(tmp_path / "colour.png")
 
 
 def test_jpeg_reads_as_8bit(tmp_path: Path) -> None:

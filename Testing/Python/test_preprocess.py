@@ -37,16 +37,17 @@ def test_lung_window_values() -> None:
 
 def test_axial_slices_uint8_windows_axial_grid(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    hu = rng.integers(-1200, 300, size=(20, 12, 16)).astype(np.int16)
+    hu = rng.integers(-1200, 300, size=(20, 36, 40)).astype(np.int16)  # jcs.validate: >= 32 px, >= 50 mm
     image = sitk.GetImageFromArray(hu)
+    image.SetSpacing((2.0, 2.0, 1.0))
     image.SetDirection((-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0))  # RAS: flipped in x and y
     sitk.WriteImage(image, str(tmp_path / "ct.nrrd"))
     ct = read_ct(tmp_path / "ct.nrrd")
     slices = axial_slices_uint8(ct, level=-500, width=1000)
-    assert slices.dtype == np.uint8 and slices.shape == (20, 12, 16)
+    assert slices.dtype == np.uint8 and slices.shape == (20, 36, 40)
     np.testing.assert_array_equal(slices, window_to_uint8(hu[:, ::-1, ::-1], level=-500, width=1000))
 
-    grey = rng.integers(0, 256, size=(9, 7)).astype(np.uint8)
+    grey = rng.integers(0, 256, size=(36, 34)).astype(np.uint8)
     sitk.WriteImage(sitk.GetImageFromArray(grey), str(tmp_path / "slice.png"))
     np.testing.assert_array_equal(axial_slices_uint8(read_ct(tmp_path / "slice.png")), grey[None])
 
