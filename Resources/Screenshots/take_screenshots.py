@@ -72,13 +72,19 @@ def main() -> int:
             page.screenshot(path=args.out / "viewer-2-diagnosed-heatmap.png")
             page.click("#jcs-tab-lesions")
             page.wait_for_timeout(1000)
-            page.locator("#jcs-table-lesions").screenshot(path=args.out / "viewer-3-lesions.png")
+            page.locator(".v-navigation-drawer--right").screenshot(path=args.out / "viewer-3-lesions.png")
+            page.click("#jcs-tab-slices")
+            page.wait_for_timeout(1000)
+            page.locator(".v-navigation-drawer--right").screenshot(path=args.out / "viewer-3-slices.png")
             page.click("#jcs-tab-summary")
             page.wait_for_timeout(1000)
             page.locator(".v-navigation-drawer--right").screenshot(path=args.out / "viewer-3-summary.png")
-            three_d = page.locator("div:has(> #jcs-view-threed) img.image-display-area, .rca-view").first
-            page.screenshot(path=args.out / "viewer-4-full.png")
-            del three_d
+            threed = page.locator("div:has(> #jcs-view-threed)").first
+            threed.screenshot(path=args.out / "viewer-4-3d.png")
+            page.click("#jcs-tool-editor")
+            page.locator(".v-navigation-drawer .v-card-item button:has(i.mdi-brush)").click()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=args.out / "viewer-5-editor.png")
             browser.close()
     finally:
         process.terminate()
