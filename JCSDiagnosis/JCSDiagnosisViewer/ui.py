@@ -65,6 +65,7 @@ html { overflow-y: hidden; }
 .jcs-decision { font-size: 1.25rem; font-weight: 600; }
 .jcs-chart { cursor: crosshair; border: 1px solid #333; }
 .jcs-table td, .jcs-table th { font-size: 0.75rem !important; white-space: nowrap; }
+.jcs-table td, .jcs-table th { padding: 0 8px !important; }
 .jcs-table .jcs-summary-row td:first-child { white-space: normal; }
 .jcs-summary-row:nth-child(odd) { background: rgba(255, 255, 255, 0.04); }
 details > summary { cursor: pointer; }
@@ -422,7 +423,7 @@ def _rule_text() -> None:
 def _summary_table() -> None:
     """The summary in sections (reading, lungs, opacification, zones, scores, density); the technical
     section is folded away."""
-    with html.Div(id="jcs-table-summary", style="height: 320px; overflow-y: auto;", classes="jcs-table"):
+    with html.Div(id="jcs-table-summary", style="height: 430px; overflow-y: auto;", classes="jcs-table"):
         with html.Template(v_for="section in jcs_summary_sections", key="section.title"):
             with html.Details(open=("section.title !== 'Technical'",), classes="jcs-summary-section mb-1"):
                 html.Summary("{{ section.title }}", classes="jcs-section mt-2")
@@ -477,7 +478,7 @@ def _results_panel(server: Server, chart_click: Callable, row_click: Callable, d
                         items_per_page=-1,
                         hide_default_footer=True,
                         fixed_header=True,
-                        height=320,
+                        height=400,
                         hover=True,
                         classes="jcs-table",
                         click_row=(

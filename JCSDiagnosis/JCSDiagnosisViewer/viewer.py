@@ -72,6 +72,8 @@ logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.25
 DEFAULT_HEATMAP_OPACITY = 0.4
+#: After framing the 3-D view on the data, come this much closer (trame-slicer's fit leaves wide margins).
+THREED_ZOOM = 0.15
 TABLES = ("lesions", "slices")
 NO_DICOM_NOTE = "DICOM-SEG and SR need a DICOM input series."
 
@@ -225,6 +227,8 @@ class JCSViewer(TrameApp):
         for view in self.slicer_app.view_manager.get_slice_views():
             view.set_visible_in_3d(True)
         manager.reset_views()
+        for view in self.slicer_app.view_manager.get_threed_views():
+            view.zoom(THREED_ZOOM)  # framed on the volume, without the fit's wide margins
         size = self.volume_node.GetImageData().GetDimensions()
         axial_count = as_3d(viewer_input.ct.axial_image()).GetSize()[2]
         self.slice_positions = np.array(
@@ -459,8 +463,11 @@ class JCSViewer(TrameApp):
         for view in self.slicer_app.view_manager.get_slice_views():
             view.set_visible_in_3d(bool(self.state.jcs_3d_planes))
         for view in self.slicer_app.view_manager.get_threed_views():
+            # Depth peeling drops translucent surfaces in off-screen (EGL) rendering: the lungs vanished.
+            view.renderer().SetUseDepthPeeling(False)
             if frame:
                 view.fit_view_to_content()
+                view.zoom(THREED_ZOOM)
             view.schedule_render()
         self._render_slice_views()
 

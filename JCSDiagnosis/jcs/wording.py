@@ -435,7 +435,7 @@ def lesion_view(
 # ------------------------------------------------------------------------------------------- slices
 SLICE_COLUMNS: dict[str, FieldWording] = {
     "slice_index": FieldWording("Slice"),
-    "opacified_lung_fraction": FieldWording("Opacified share of the lung", "%", 1, 100.0),
+    "opacified_lung_fraction": FieldWording("Opacified share of the lung", "%", 2, 100.0),
     "classifier_probability": FieldWording("Classifier probability", "", 2),
     "position_z_mm": FieldWording("Position z", "mm", 1),
     "opacification_area_mm2": FieldWording("Opacified area", "mm²", 0),
@@ -450,7 +450,7 @@ def slice_columns(rule: RuleWording) -> list[tuple[str, FieldWording]]:
     order = ["slice_index", evidence, COUNTED_COLUMN] + [
         key for key in SLICE_COLUMNS if key not in ("slice_index", evidence)
     ]
-    counted = FieldWording(f"Counted by the {rule.name().split(' (')[0]}")
+    counted = FieldWording("Counted by rule")
     return [(key, counted if key == COUNTED_COLUMN else SLICE_COLUMNS[key]) for key in order]
 
 

@@ -7,6 +7,7 @@ registered), no mocks. The whole radiologist flow with the engine is in test_sli
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -272,6 +273,17 @@ def test_progress_lines_are_parsed():
     assert parseProgress("classify:  42%|####2     | 42/100 [00:01<00:02, 30.1%/s]") == ("classify", 0.42)
     assert parseProgress("segment: 100%|##########| 100/100") == ("segment", 1.0)
     assert parseProgress("classifier: tiny-classifier (sha256 ba6f72f4b86c4b79, ...)") is None
+
+
+def test_cli_progress_bar_shows_no_rate_and_still_parses(capsys):
+    from jcs.cli import _Progress
+
+    bar = _Progress(True)
+    bar("classify", 0.5)
+    bar.close()
+    lines = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if line.strip()]
+    assert lines and not any("/s" in line for line in lines), lines
+    assert ("classify", 0.3) in [parseProgress(line) for line in lines]
 
 
 def test_cancel_kills_the_engine_process_tree(tmp_path):

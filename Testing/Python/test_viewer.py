@@ -349,7 +349,7 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         assert slice_titles[:4] == [
             "Slice",
             "Opacified share of the lung (%)",
-            "Counted by the segmenter rule",
+            "Counted by rule",
             "Classifier probability",
         ]
         counted = page.locator("#jcs-table-slices tbody tr td:nth-child(3)").all_inner_texts()

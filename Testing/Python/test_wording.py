@@ -83,8 +83,8 @@ def test_chart_and_slice_table_follow_the_rule():
     ]
     shown = slice_rows(rows, ruled)
     assert [(r["opacified_lung_fraction"], r["counted"], r["classifier_probability"]) for r in shown] == [
-        ("0.1", "no", "0.55"),
-        ("4.2", "yes", "0.25"),
+        ("0.10", "no", "0.55"),
+        ("4.17", "yes", "0.25"),
     ]
     assert [r["counted"] for r in slice_rows(rows, paper)] == ["yes", "no"]
 
