@@ -187,8 +187,9 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         self.ui.diagnoseButton.text = _("Cancel") if self._run is not None else _("Diagnose")
         self.ui.diagnoseButton.enabled = self._run is not None or (problem is None and not running)
-        self.ui.diagnoseButton.toolTip = problem or _("Classify every slice, explain and segment lesions.")
-        self.ui.inputProblemLabel.text = problem or ""
+        idle = _("Classify every slice, explain and segment lesions.")
+        self.ui.diagnoseButton.toolTip = _(problem) if problem else idle
+        self.ui.inputProblemLabel.text = _(problem) if problem else ""
         self.ui.inputProblemLabel.visible = bool(problem) and not running
         self.ui.thresholdSpinBox.enabled = (
             not self._parameterNode.useCardThreshold if self._parameterNode else False
@@ -203,23 +204,26 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._showReadingOf(self._parameterNode.resultSegmentation)
 
     def _showPlannedRule(self) -> None:
-        """Name the decision rule the loaded weights' card makes count, before Diagnose."""
+        """Name the decision rule the loaded weights' card makes count, before Diagnose (read again only
+        when the CT, the rule choice or the threshold change)."""
         from JCSDiagnosisLib.logic import plannedRule
 
         parameters = self._parameterNode
-        rule = None
-        if parameters is not None:
-            rule = plannedRule(
-                parameters.inputVolume,
-                decision=parameters.decision,
-                threshold=None if parameters.useCardThreshold else parameters.threshold,
-            )
-        self.ui.ruleLabel.text = (
-            rule.explanation() if rule is not None else _("The decision rule is named when the weights load.")
-        )
-        self.ui.ruleLabel.toolTip = (
-            rule.why() if rule is not None and rule.why() else self.ui.ruleLabel.toolTip
-        )
+        if parameters is None:
+            return
+        threshold = None if parameters.useCardThreshold else parameters.threshold
+        volume = parameters.inputVolume
+        key = (volume.GetID() if volume else None, parameters.decision, threshold)
+        if key == getattr(self, "_ruleKey", None):
+            return
+        self._ruleKey = key
+        rule = plannedRule(volume, decision=parameters.decision, threshold=threshold)
+        if rule is None:
+            self.ui.ruleLabel.text = _("The decision rule is named when the weights load.")
+            return
+        self.ui.ruleLabel.text = _(rule.explanation())
+        if rule.why():
+            self.ui.ruleLabel.toolTip = _(rule.why())
 
     def _showReadingOf(self, segmentationNode) -> None:
         """Put a result's reading in the status line when another result is selected (or after a

@@ -496,9 +496,10 @@ class JCSViewer(TrameApp):
         self._render_slice_views()
 
     def _render_slice_views(self) -> None:
-        """Schedule a render of every slice view: composite/slice node edits made through the scene logic
-        do not trigger one in trame-slicer (its own setters call `schedule_render`)."""
-        for view in self.slicer_app.view_manager.get_slice_views():
+        """Schedule a render of every view: composite/slice node edits made through the scene logic do not
+        trigger one in trame-slicer (its own setters call `schedule_render`), and the 3-D view shows the
+        slice planes (with the heatmap) when they are switched on."""
+        for view in self.slicer_app.view_manager.get_views():
             view.schedule_render()
 
     def _on_axial_slice_changed(self, view: Any) -> None:

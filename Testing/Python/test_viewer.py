@@ -178,6 +178,16 @@ def _settled_frame(page, locator, reference: np.ndarray | None = None, timeout_s
     return last
 
 
+def _frame_like(page, locator, target: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
+    """Poll the view until it shows `target` again (the last frame when it never does)."""
+    deadline = time.monotonic() + timeout_s
+    frame = _pixels(locator)
+    while _changed(frame, target) >= 0.01 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        frame = _pixels(locator)
+    return frame
+
+
 def _summary(page) -> dict[str, tuple[str, str]]:
     """The readable summary as the page shows it: {label: (value, unit)}."""
     rows = page.locator("#jcs-table-summary .jcs-summary-row")
@@ -340,7 +350,15 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         )
         page.click("#jcs-3d-lesions")
         page.click("#jcs-3d-lungs")
-        assert _changed(_settled_frame(page, threed, empty), with_lesions) < 0.01
+        # with the slice planes on, switching the heatmap off redraws them in 3-D at once (no stale view)
+        page.click("#jcs-3d-planes")
+        with_planes = _settled_frame(page, threed, with_lesions)
+        page.click("#jcs-heatmap-toggle")
+        planes_no_heat = _settled_frame(page, threed, with_planes)
+        assert _changed(with_planes, planes_no_heat) > 0.002, "the 3-D slice planes kept the heatmap"
+        page.click("#jcs-heatmap-toggle")
+        page.click("#jcs-3d-planes")
+        assert _changed(_frame_like(page, threed, with_lesions), with_lesions) < 0.01
         page.screenshot(path=shots / "03b-3d-lesions.png")
 
         # A click on a slice-table row opens that slice too.

@@ -35,12 +35,14 @@ def test_cli_defaults_to_loopback_and_rejects_conflicts(capsys):
         "threshold": 10,
     }
     assert engine_options(parse_args(["--decision", "classifier"]))["decision"] == "classifier"
+    assert (args.min_lesion_ml, parse_args(["--min-lesion-ml", "0.5"]).min_lesion_ml) == (0.1, 0.5)
     for bad in (
         ["ct.nrrd", "--sample"],
         ["--port", "70000"],
         ["--segment", "sometimes"],
         ["--device", "tpu"],
         ["--decision", "vote"],
+        ["--min-lesion-ml", "-1"],
     ):
         with pytest.raises(SystemExit):
             parse_args(bad)
