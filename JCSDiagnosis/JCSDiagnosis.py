@@ -50,10 +50,19 @@ class JCSDiagnosis(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["JCS Diagnosis developers"]
         self.parent.helpText = _(
-            "Explainable COVID-19 reading of a chest CT: per-slice classification with a Grad-CAM "
-            "heatmap, lesion segmentation you can edit, quantification tables, a per-slice probability "
-            "plot and DICOM-SEG/SR export. Research use only, not for clinical diagnosis. "
-            '<a href="https://github.com/jcs-diagnosis/SlicerJCSDiagnosis">Documentation</a>.'
+            "Explainable COVID-19 reading of a chest CT. Research use only, not for clinical diagnosis."
+            "<p><b>How the case is decided.</b> Every axial slice is scored and either counts or not; the "
+            "case is positive when more than T slices count. Which rule counts a slice comes from the "
+            "loaded weights' model card and is named in the panel above Diagnose: the <i>classifier rule</i> "
+            "(the paper's: COVID-19 probability over 0.5) or the <i>segmenter rule</i> (segmented "
+            "opacification over a share of the slice's lung). The Grad-CAM heatmap and the per-slice plot "
+            "show the evidence; the lesion segmentation is measured in the tables (readable labels and "
+            "units; the table nodes keep every value at full precision).</p>"
+            "<p><b>Correcting lesions.</b> Open the Segment Editor on the result segmentation and paint with "
+            "the default 2-D brush, which paints the slice shown only; the 3-D sphere brush ('Sphere brush') "
+            "paints the slices above and below too. Set 'Modify other segments' to 'Allow overlap' so "
+            "painting a lesion leaves the lung segments whole, then press 'Update results'.</p>"
+            '<p><a href="https://github.com/jcs-diagnosis/SlicerJCSDiagnosis">Documentation</a>.</p>'
         )
         self.parent.acknowledgementText = _(
             "Method: Y.-H. Wu, S.-H. Gao, J. Mei, J. Xu, D.-P. Fan, R.-G. Zhang, M.-M. Cheng, "
@@ -83,6 +92,7 @@ class JCSDiagnosisParameterNode:
     policy: Annotated[str, Choice(["positive-only", "always"])] = "positive-only"
     decision: Annotated[str, Choice(["auto", "classifier", "segmenter"])] = "auto"
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
+    minLesionMl: Annotated[float, Minimum(0.0)] = 0.1
     resultSegmentation: vtkMRMLSegmentationNode
 
 
@@ -122,6 +132,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
         self.ui.tableSelector.connect("currentIndexChanged(int)", self.onShowTable)
+        self.ui.minLesionSpinBox.connect("valueChanged(double)", lambda _value: self.onShowTable())
         self.ui.tableView.connect("clicked(QModelIndex)", self.onTableClicked)
         self.initializeParameterNode()
 
@@ -176,12 +187,14 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         )
         self.ui.diagnoseButton.text = _("Cancel") if self._run is not None else _("Diagnose")
         self.ui.diagnoseButton.enabled = self._run is not None or (problem is None and not running)
-        self.ui.diagnoseButton.toolTip = problem or _("Classify every slice, explain and segment lesions.")
-        self.ui.inputProblemLabel.text = problem or ""
+        idle = _("Classify every slice, explain and segment lesions.")
+        self.ui.diagnoseButton.toolTip = _(problem) if problem else idle
+        self.ui.inputProblemLabel.text = _(problem) if problem else ""
         self.ui.inputProblemLabel.visible = bool(problem) and not running
         self.ui.thresholdSpinBox.enabled = (
             not self._parameterNode.useCardThreshold if self._parameterNode else False
         )
+        self._showPlannedRule()
         hasResult = bool(self._parameterNode) and isDiagnosisResult(self._parameterNode.resultSegmentation)
         self.ui.updateResultsButton.enabled = hasResult and not running
         self.ui.exportButton.enabled = hasResult and not running
@@ -189,6 +202,28 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.tableView.setMRMLTableNode(self._currentTable()[1])
         if hasResult and not running:
             self._showReadingOf(self._parameterNode.resultSegmentation)
+
+    def _showPlannedRule(self) -> None:
+        """Name the decision rule the loaded weights' card makes count, before Diagnose (read again only
+        when the CT, the rule choice or the threshold change)."""
+        from JCSDiagnosisLib.logic import plannedRule
+
+        parameters = self._parameterNode
+        if parameters is None:
+            return
+        threshold = None if parameters.useCardThreshold else parameters.threshold
+        volume = parameters.inputVolume
+        key = (volume.GetID() if volume else None, parameters.decision, threshold)
+        if key == getattr(self, "_ruleKey", None):
+            return
+        self._ruleKey = key
+        rule = plannedRule(volume, decision=parameters.decision, threshold=threshold)
+        if rule is None:
+            self.ui.ruleLabel.text = _("The decision rule is named when the weights load.")
+            return
+        self.ui.ruleLabel.text = _(rule.explanation())
+        if rule.why():
+            self.ui.ruleLabel.toolTip = _(rule.why())
 
     def _showReadingOf(self, segmentationNode) -> None:
         """Put a result's reading in the status line when another result is selected (or after a
@@ -326,7 +361,21 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return kind, table
 
     def onShowTable(self, index: int = 0) -> None:
-        self.ui.tableView.setMRMLTableNode(self._currentTable()[1])
+        """Show the chosen table as a reader needs it: the summary without its field names and exact
+        values (kept in the node), lesions under the minimum size hidden."""
+        from JCSDiagnosisLib.logic import lesionRowsShown
+
+        kind, table = self._currentTable()
+        view = self.ui.tableView
+        view.setMRMLTableNode(table)
+        if table is None:
+            return
+        names = [table.GetTable().GetColumnName(c) for c in range(table.GetNumberOfColumns())]
+        for column, name in enumerate(names):
+            view.setColumnHidden(column, kind == "summary" and name in ("quantity", "value"))
+        shown = set(lesionRowsShown(table, self._parameterNode.minLesionMl)) if kind == "lesions" else None
+        for row in range(table.GetNumberOfRows()):
+            view.setRowHidden(row, shown is not None and row not in shown)
 
     def onTableClicked(self, modelIndex) -> None:
         """Click a lesion row to centre on the lesion, a slice row to show that slice."""
@@ -418,6 +467,7 @@ class JCSDiagnosisLogic(ScriptedLoadableModuleLogic):
         from JCSDiagnosisLib import display
 
         display.showHeatmap(nodes.volumeNode, nodes.heatmapNode, opacity)
+        display.showSegments3D(nodes.segmentationNode, lungs=True)
         slicer.modules.plots.logic().ShowChartInLayout(nodes.plotChartNode)
         layoutManager = slicer.app.layoutManager()
         if onPlotDataSelected and layoutManager is not None and layoutManager.plotWidget(0) is not None:
@@ -438,22 +488,12 @@ class JCSDiagnosisLogic(ScriptedLoadableModuleLogic):
     def decisionText(nodes) -> str:
         """The AI reading (engine's case), how its slices were counted and, after an edit under the
         segmenter rule, what that rule says of the edited segmentation."""
-        engine = nodes.results.get("case") or nodes.results.get("engine") or {}
-        if engine.get("positive") is None:
-            return _("Done.")
-        from JCSDiagnosisLib.logic import currentReadingText, decisionBasis, engineNotes
+        from JCSDiagnosisLib.logic import readingText
 
-        verdict = _("COVID-19 positive") if engine.get("positive") else _("COVID-19 negative")
-        text = _("{verdict}: {count} positive slices (threshold {threshold}). Not for clinical use.").format(
-            verdict=verdict, count=engine.get("positive_slice_count"), threshold=engine.get("threshold")
-        )
-        lines = [
-            text,
-            decisionBasis(engine),
-            currentReadingText(nodes.results.get("reading"), bool(nodes.results.get("edited"))),
-            *(_("Note: {note}").format(note=note) for note in engineNotes(nodes.results)),
-        ]
-        return "\n".join(line for line in lines if line)
+        lines = readingText(nodes.results)
+        if not lines:
+            return _("Done.")
+        return "\n".join([*(_(line) for line in lines), _("Not for clinical use.")])
 
 
 def _dicomFileForInstance(uid: str) -> str:

@@ -105,3 +105,30 @@ def setHeatmapOpacity(scene: slicer.vtkMRMLScene, opacity: float) -> None:
 def jumpToPoint(scene: slicer.vtkMRMLScene, ras: tuple[float, float, float]) -> None:
     """Move every slice view so that it shows the RAS point (centred)."""
     slicer.vtkMRMLSliceNode.JumpAllSlices(scene, *ras, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+
+def showSegments3D(
+    segmentationNode: slicer.vtkMRMLSegmentationNode,
+    *,
+    lesions: bool = True,
+    lungs: bool = False,
+    lungOpacity: float = 0.2,
+) -> None:
+    """Lesion (and lung) surfaces in the 3-D views, as Slicer's "Show 3D": closed surfaces are made from
+    the labelmaps; the lungs are translucent and shown in 3-D only, so the slice views keep showing the
+    lesions alone and painting a lesion never touches them."""
+    from jcs.terminology import lesion_spec, lung_specs
+
+    segmentationNode.CreateClosedSurfaceRepresentation()
+    display = segmentationNode.GetDisplayNode()
+    display.SetVisibility(True)
+    display.SetVisibility3D(True)
+    lesionId = lesion_spec().segment_id
+    display.SetSegmentVisibility(lesionId, True)
+    display.SetSegmentVisibility3D(lesionId, lesions)
+    for spec in lung_specs():
+        display.SetSegmentVisibility(spec.segment_id, lungs)
+        display.SetSegmentVisibility2DFill(spec.segment_id, False)
+        display.SetSegmentVisibility2DOutline(spec.segment_id, False)
+        display.SetSegmentVisibility3D(spec.segment_id, lungs)
+        display.SetSegmentOpacity3D(spec.segment_id, lungOpacity)

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +30,7 @@ from .process import EngineError, EngineProcess
 if TYPE_CHECKING:
     from jcs.decision import SegmenterReading
     from jcs.quantify import Quantification
+    from jcs.wording import RuleWording
 
 ATTRIBUTE_PREFIX = "JCSDiagnosis."
 ENGINE_ATTRIBUTE = ATTRIBUTE_PREFIX + "engine"
@@ -316,9 +317,12 @@ class JCSDiagnosisSceneLogic:
             for kind in ("summary", "lesions", "slices")
         )
         tables.fillTable(summaryNode, tables.summaryRecords(_summaryOf(results)))
-        tables.fillTable(lesionNode, results.get("lesions", []))
-        tables.fillTable(sliceNode, sliceRecords(results.get("slices", [])))
         byShare = results.get("case", {}).get("decision") == "segmenter"
+        tables.fillTable(lesionNode, tables.lesionRecords(results.get("lesions", [])))
+        tables.fillTable(
+            sliceNode,
+            sliceRecords(results.get("slices", []), evidence=SLICE_SHARE_COLUMN if byShare else None),
+        )
         chartNode = tables.makeProbabilityPlot(
             self.scene, sliceNode, name, SLICE_SHARE_COLUMN if byShare else None
         )
@@ -491,7 +495,7 @@ class JCSDiagnosisSceneLogic:
     def applyQuantification(self, job: QuantificationJob, quantification: Quantification) -> DiagnosisNodes:
         """Write a finished :class:`QuantificationJob`'s figures into the result tables."""
         nodes, segmentationNode = job.nodes, job.segmentationNode
-        previousSummary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
+        previousSummary = tables.summaryDict(nodes.summaryTableNode)
         summary = {**previousSummary, **dict(quantification.summary)}
         edited = self.isEdited(segmentationNode)
         summary["segmentation"] = "edited" if edited else "automatic"
@@ -501,8 +505,11 @@ class JCSDiagnosisSceneLogic:
             summary[SUMMARY_CURRENT_POSITIVE_SLICES] = reading.positive_slice_count
             summary[SUMMARY_CURRENT_POSITIVE] = reading.positive
         tables.fillTable(nodes.summaryTableNode, tables.summaryRecords(summary))
-        tables.fillTable(nodes.lesionTableNode, list(quantification.lesions))
-        tables.fillTable(nodes.sliceTableNode, sliceRecords(list(quantification.slices), job.probabilities))
+        tables.fillTable(nodes.lesionTableNode, tables.lesionRecords(list(quantification.lesions)))
+        evidence = SLICE_SHARE_COLUMN if engine.get("decision") == "segmenter" else None
+        tables.fillTable(
+            nodes.sliceTableNode, sliceRecords(list(quantification.slices), job.probabilities, evidence)
+        )
         segmentationNode.SetAttribute(RESULTS_HASH_ATTRIBUTE, job.maskSha256)
         nodes.results = {
             "engine": engine,
@@ -531,6 +538,14 @@ class JCSDiagnosisSceneLogic:
     def jumpToSlice(self, volumeNode, axialIndex: int) -> None:
         """Show axial slice `axialIndex` in every slice view (click on a slice row or plot point)."""
         display.jumpToPoint(self.scene, self.axialSliceCenter(volumeNode, axialIndex))
+        self._snapSlicesToVoxels()
+
+    def _snapSlicesToVoxels(self) -> None:
+        """Put every slice view on a voxel layer after a jump: a 2-D brush paints the voxels of the slice
+        shown, and a plane between two layers (a lesion's centroid) would hold none of them."""
+        logics = self.appLogic.GetSliceLogics() if hasattr(self.appLogic, "GetSliceLogics") else None
+        for index in range(logics.GetNumberOfItems() if logics is not None else 0):
+            logics.GetItemAsObject(index).SnapSliceOffsetToIJK()
 
     def jumpToLesion(self, segmentationNode, lesionRow: int) -> tuple[float, float, float]:
         """Centre the views on lesion `lesionRow` of the lesion table; returns its RAS centroid."""
@@ -540,6 +555,7 @@ class JCSDiagnosisSceneLogic:
             raise IndexError(f"lesion row {lesionRow} is outside 0..{len(rows) - 1}")
         ras = lesionCentroidRas(rows[lesionRow])
         display.jumpToPoint(self.scene, ras)
+        self._snapSlicesToVoxels()
         return ras
 
     def setHeatmapOpacity(self, opacity: float) -> None:
@@ -615,18 +631,21 @@ class JCSDiagnosisSceneLogic:
         )
 
 
-def sliceRecords(slices: list[dict], probabilities: np.ndarray | None = None) -> list[dict]:
-    """Slice-table rows, `slice_index` and `classifier_probability` first (the plot's axes).
+def sliceRecords(
+    slices: list[dict], probabilities: np.ndarray | None = None, evidence: str | None = None
+) -> list[dict]:
+    """Slice-table rows: `slice_index`, then the column the decision rule counts by (`evidence`, e.g.
+    the segmenter rule's `opacified_lung_fraction`), then `classifier_probability` and the rest.
 
     Accepts the CLI's results.json rows (`index`, `probability`, `positive`, quantification fields) and
     jcs.quantify's rows (`slice_index`, `classifier_probability`, ...); `probabilities` overrides.
     """
     rows = []
     for position, record in enumerate(slices):
-        row = {
-            tables.SLICE_COLUMN: int(record.get(tables.SLICE_COLUMN, record.get("index", position))),
-            tables.PROBABILITY_COLUMN: record.get(tables.PROBABILITY_COLUMN, record.get("probability")),
-        }
+        row = {tables.SLICE_COLUMN: int(record.get(tables.SLICE_COLUMN, record.get("index", position)))}
+        if evidence and evidence in record:
+            row[evidence] = record[evidence]
+        row[tables.PROBABILITY_COLUMN] = record.get(tables.PROBABILITY_COLUMN, record.get("probability"))
         if probabilities is not None:
             row[tables.PROBABILITY_COLUMN] = float(probabilities[position])
         row.update({k: v for k, v in record.items() if k not in (*row, "index", "probability")})
@@ -644,15 +663,69 @@ def lesionCentroidRas(row: dict) -> tuple[float, float, float]:
 
 
 def decisionBasis(case: dict) -> str:
-    """One line saying how the slices were counted when it is not the paper's classifier rule."""
-    if case.get("decision") != "segmenter":
-        return ""
-    share = 100 * float(case.get("min_lung_fraction", 0.0))
-    count = case.get("classifier_positive_slice_count", "?")
-    return (
-        f"Slices counted by the segmenter rule: opacification over {share:g} % of the slice's lung "
-        f"(classifier: {count} slices positive)."
+    """Under the segmenter rule, one line on what the classifier alone counted ('' otherwise)."""
+    from jcs.wording import classifier_aside
+
+    return classifier_aside(case)
+
+
+def plannedRule(
+    volumeNode,
+    *,
+    decision: str = "auto",
+    threshold: int | None = None,
+    classifier: str | None = None,
+    segmenter: str | None = None,
+) -> RuleWording | None:
+    """The decision rule a diagnosis of `volumeNode` with these options will use, read from the
+    classifier's model card as the engine reads it (T scaled to the scan when the card sets none).
+    None when the weights cannot be read here (no PyTorch yet, no weights, unreadable card)."""
+    from jcs.decision import scaled_threshold
+    from jcs.wording import RuleWording
+
+    try:
+        from jcs.weights import default_weights, find_weights
+
+        classifier = classifier or default_weights("classifier")
+        segmenter = segmenter or default_weights("segmenter")
+        card = find_weights(classifier).data if classifier else None
+    except Exception:  # noqa: BLE001 - ImportError without PyTorch, WeightsError: the run says it
+        return None
+    if card is None:
+        return None
+    rule = RuleWording.from_card(
+        card, decision=decision, has_segmenter=segmenter is not None, threshold=threshold
     )
+    if rule.threshold is None and volumeNode is not None and volumeNode.GetImageData() is not None:
+        axis = _superiorAxis(volumeNode)
+        count = volumeNode.GetImageData().GetDimensions()[axis]
+        spacing = float(np.linalg.norm(volumes.ijkToRasMatrix(volumeNode)[:3, axis]))
+        rule = replace(rule, threshold=scaled_threshold(count, spacing if spacing > 0 else None))
+    return rule
+
+
+def lesionRowsShown(lesionTableNode: slicer.vtkMRMLTableNode, minVolumeMl: float) -> list[int]:
+    """Rows of the lesion table a reader sees: lesions of at least `minVolumeMl` (`jcs.wording`)."""
+    from jcs.wording import lesion_view
+
+    return sorted(lesion_view(tables.readTable(lesionTableNode), minVolumeMl).indices)
+
+
+def readingText(results: dict) -> list[str]:
+    """The reading in lines, worded by `jcs.wording` (what the module's status line shows): verdict and
+    what was counted, the classifier's aside under the segmenter rule, the reading of an edit, notes."""
+    from jcs.wording import clinical_note, reading_line, verdict
+
+    engine = results.get("case") or results.get("engine") or {}
+    if engine.get("positive") is None:
+        return []
+    slices = results.get("slices")
+    count = len(slices) if slices else engine.get("slice_count")
+    head = verdict(bool(engine["positive"]))
+    lines = [f"{head}. {reading_line(engine, count)}" if count else head, decisionBasis(engine)]
+    lines.append(currentReadingText(results.get("reading"), bool(results.get("edited"))))
+    lines += [clinical_note(note) for note in engineNotes(results)]
+    return [line for line in lines if line]
 
 
 def currentReading(engine: dict, slices: list[dict]) -> SegmenterReading | None:
@@ -709,6 +782,7 @@ def _engineInfo(results: dict) -> dict:
         "weights": results.get("weights", {}),
         "device": results.get("device", ""),
         **{key: case.get(key) for key in ENGINE_CASE_FIELDS},
+        "slice_count": len(results.get("slices", [])) or None,
         "notes": [str(note) for note in results.get("notes", [])],
     }
 

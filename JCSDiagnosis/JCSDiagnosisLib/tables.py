@@ -42,6 +42,19 @@ def _title(field: str) -> str:
     return " ".join(words).capitalize()
 
 
+def columnWording(field: str) -> tuple[str, str]:
+    """Readable title and unit of a table column (`jcs.wording`'s lesion and slice labels, else from
+    the field name)."""
+    from jcs.wording import LESION_COLUMNS, SLICE_COLUMNS
+
+    if field in SUMMARY_TITLES:
+        return SUMMARY_TITLES[field], ""
+    wording = LESION_COLUMNS.get(field) or SLICE_COLUMNS.get(field)
+    if wording is not None and wording.scale == 1.0:
+        return wording.label, wording.unit
+    return _title(field), unitOf(field)
+
+
 def _columnArray(values: list) -> vtk.vtkAbstractArray:
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, bool) for v in present):
@@ -77,34 +90,88 @@ def fillTable(tableNode: slicer.vtkMRMLTableNode, records: Sequence[Mapping]) ->
     tableNode.SetAndObserveTable(table)
     tableNode.SetUseColumnTitleAsColumnHeader(True)
     for field in fields:
+        title, unit = columnWording(field)
         if hasattr(tableNode, "SetColumnTitle"):  # Slicer >= 5.9; SetColumnLongName before
-            tableNode.SetColumnTitle(field, _title(field))
+            tableNode.SetColumnTitle(field, title)
         else:
-            tableNode.SetColumnLongName(field, _title(field))
-        unit = unitOf(field)
+            tableNode.SetColumnLongName(field, title)
         if unit:
             tableNode.SetColumnUnitLabel(field, unit)
     tableNode.SetLocked(True)
     tableNode.EndModify(wasModified)
 
 
+#: Summary-table columns: the reader's (section, label, rounded value, unit), then the field name and its
+#: exact value (what scripts, the SR report and the downloads read).
+SUMMARY_COLUMNS = ("section", "label", "shown", "unit", "quantity", "value")
+SUMMARY_TITLES = {
+    "section": "Section",
+    "label": "Measure",
+    "shown": "Value",
+    "unit": "Unit",
+    "quantity": "Field",
+    "value": "Exact value",
+}
+
+
 def summaryRecords(summary: Mapping) -> list[dict]:
-    """The summary dict as (quantity, value, unit) rows, the layout of the summary table."""
-    rows = []
-    for key, value in summary.items():
-        if isinstance(value, (dict, list)):
+    """The summary dict as rows of the summary table: grouped sections in reading order with readable
+    labels, rounded values and units (`jcs.wording`), plus each field's name and exact value."""
+    from jcs.wording import summary_rows
+
+    return [
+        {
+            "section": row.section.value,
+            "label": row.label,
+            "shown": row.value,
+            "unit": row.unit,
+            "quantity": row.key,
+            "value": _formatValue(summary[row.key]),
+        }
+        for row in summary_rows(summary, empty=True)
+    ]
+
+
+def lesionRecords(lesions: Sequence[Mapping]) -> list[dict]:
+    """Lesion rows with the columns a reader needs first (`jcs.wording.LESION_COLUMNS`), then the rest;
+    every field kept at full precision."""
+    from jcs.wording import LESION_COLUMNS
+
+    return [
+        {
+            **{k: row[k] for k in LESION_COLUMNS if k in row},
+            **{k: v for k, v in row.items() if k not in LESION_COLUMNS},
+        }
+        for row in lesions
+    ]
+
+
+def summaryDict(tableNode: slicer.vtkMRMLTableNode) -> dict:
+    """The summary table back as {field: value}: yes/no as bool, numbers as int/float, "" as None."""
+    return {row["quantity"]: _parseValue(row["value"]) for row in readTable(tableNode)}
+
+
+def _parseValue(text: str):
+    if text == "":
+        return None
+    if text in ("yes", "no"):
+        return text == "yes"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
             continue
-        rows.append({"quantity": key, "value": _formatValue(value), "unit": unitOf(key)})
-    return rows
+    return text
 
 
 def _formatValue(value) -> str:
+    """Exact text of a value (floats round-trip; the rounded one is the 'shown' column)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (float, np.floating)):
-        return f"{float(value):.6g}"
+        return repr(float(value))
     return str(value)
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .viewer import ViewerInput
 
 DEFAULT_PORT = 8080
+DEFAULT_MIN_LESION_ML = 0.1  # jcs.wording.DEFAULT_MIN_LESION_ML (imported lazily: the CLI starts fast)
 DEFAULT_HOST = "127.0.0.1"
 
 
@@ -68,7 +69,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="which slices count as positive: the classifier card's recommendation (default), the "
         "classifier's (paper) or the segmenter's opacified-lung rule",
     )
+    parser.add_argument(
+        "--min-lesion-ml",
+        type=float,
+        default=DEFAULT_MIN_LESION_ML,
+        help="smallest lesion listed in the lesion table, in mL (default %(default)g; smaller ones are "
+        "still counted in the volumes and listed in the downloads)",
+    )
     args = parser.parse_args(argv)
+    if args.min_lesion_ml < 0:
+        parser.error(f"--min-lesion-ml must not be negative, got {args.min_lesion_ml:g}")
     if args.sample and args.input is not None:
         parser.error("give either an input or --sample, not both")
     if not 0 <= args.port < 65536:
@@ -147,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from .viewer import JCSViewer
 
-    viewer = JCSViewer(options=engine_options(args))
+    viewer = JCSViewer(options=engine_options(args), min_lesion_ml=args.min_lesion_ml)
     if viewer_input is not None:
         viewer.load(viewer_input)
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 from jcs.io import CTVolume
-from JCSDiagnosisLib.tables import readTable
+from jcs.wording import RuleWording
 from JCSDiagnosisLib.volumes import ijkToRasFromImage, setVolumeArray
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLScene, vtkMRMLTableNode
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLScene
 
 # Display windows (width, level) in HU; "Lung" is the engine's own window (jcs.preprocess.LUNG_WINDOW).
 WINDOW_PRESETS: dict[str, tuple[float, float]] = {
@@ -49,32 +49,30 @@ def set_window(volume_node: vtkMRMLScalarVolumeNode, preset: str) -> None:
     display.SetWindowLevel(width, level)
 
 
-def table_rows(table_node: vtkMRMLTableNode | None) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
-    """Headers (`title` with unit, `key`) and text rows of a table node, as Vuetify's data table wants."""
-    if table_node is None or table_node.GetTable() is None:
-        return [], []
-    table = table_node.GetTable()
-    names = [table.GetColumnName(col) for col in range(table.GetNumberOfColumns())]
-    headers = []
-    for col, name in enumerate(names):
-        title = table_node.GetColumnTitle(name) or name
-        unit = table_node.GetColumnUnitLabel(name)
-        headers.append({"title": f"{title} ({unit})" if unit else title, "key": f"c{col}"})
-    records = readTable(table_node)
-    rows = [{f"c{col}": format_cell(row.get(name)) for col, name in enumerate(names)} for row in records]
-    return headers, rows
+def planned_rule(options: dict[str, Any], slice_count: int, slice_spacing_mm: float | None) -> RuleWording:
+    """The decision rule a Diagnose with these options will use, from the classifier's model card (as
+    `jcs.inference.DiagnosisEngine.from_registry` picks it), with T as the engine sets it for this scan."""
+    from jcs.decision import scaled_threshold
+    from jcs.weights import default_weights, find_weights
 
-
-def format_cell(value: Any) -> str:
-    """A table cell as text: floats with 4 significant digits, everything else as is."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
+    classifier = options.get("classifier") or default_weights("classifier")
+    segmenter = options.get("segmenter") or default_weights("segmenter")
+    card = find_weights(classifier).data if classifier else None
+    rule = RuleWording.from_card(
+        card,
+        decision=options.get("decision", "auto"),
+        has_segmenter=segmenter is not None,
+        threshold=options.get("threshold"),
+    )
+    if rule.threshold is None and slice_count > 0:
+        spacing = slice_spacing_mm if slice_spacing_mm and slice_spacing_mm > 0 else None
+        rule = replace(rule, threshold=scaled_threshold(slice_count, spacing))
+    return rule
 
 
 @dataclass(frozen=True)
 class SliceChart:
-    """What the per-slice chart plots: the evidence of the rule that decided the case."""
+    """What the per-slice chart plots: the evidence of the rule that decides the case."""
 
     values: np.ndarray
     cutoff: float = 0.5
@@ -82,6 +80,18 @@ class SliceChart:
     label: str = "p"
     title: str = "Per-slice COVID-19 probability (click to open the slice)"
     legend: str = "dashed: p = 0.5"
+
+    @classmethod
+    def for_rule(cls, rule: RuleWording, values: np.ndarray) -> SliceChart:
+        """The chart of ``rule``'s evidence: opacified share of the lung (drawn up to 5x its cutoff) or
+        the classifier's probability, titled and captioned by `jcs.wording`."""
+        if rule.by_segmenter:
+            cutoff = rule.min_lung_fraction
+            top = 5 * cutoff if cutoff > 0 else 1.0
+            return cls(
+                np.asarray(values, float), cutoff, top, "share", rule.chart_title(), rule.chart_legend()
+            )
+        return cls(np.asarray(values, float), title=rule.chart_title(), legend=rule.chart_legend())
 
     def svg(self, current: int | None = None) -> str:
         return slice_chart_svg(
@@ -91,18 +101,13 @@ class SliceChart:
 
 def slice_chart(case: dict, slices: Sequence[dict], probabilities: Sequence[float]) -> SliceChart:
     """Classifier probabilities (paper rule), or under the segmenter rule each slice's opacified share
-    of the lung (results.json ``slices[].opacified_lung_fraction``), drawn up to 5× its cutoff."""
-    if case.get("decision") == "segmenter" and slices and all("opacified_lung_fraction" in s for s in slices):
-        cutoff = float(case.get("min_lung_fraction", 0.02))
-        return SliceChart(
-            np.array([float(s["opacified_lung_fraction"]) for s in slices]),
-            cutoff=cutoff,
-            top=5 * cutoff if cutoff > 0 else 1.0,
-            label="share",
-            title="Per-slice opacified share of the lung (click to open the slice)",
-            legend=f"dashed: {100 * cutoff:g} % of the lung",
-        )
-    return SliceChart(np.asarray(probabilities, dtype=float))
+    of the lung (results.json ``slices[].opacified_lung_fraction``), drawn up to 5x its cutoff."""
+    rule = RuleWording.from_case(case)
+    if rule.by_segmenter and slices and all("opacified_lung_fraction" in s for s in slices):
+        return SliceChart.for_rule(rule, np.array([float(s["opacified_lung_fraction"]) for s in slices]))
+    if rule.by_segmenter:  # older results without the per-slice share: the probabilities, said as such
+        return SliceChart.for_rule(replace(rule, rule=type(rule.rule).CLASSIFIER), np.asarray(probabilities))
+    return SliceChart.for_rule(rule, np.asarray(probabilities, dtype=float))
 
 
 def slice_chart_svg(

@@ -17,6 +17,7 @@ from trame.widgets.vuetify3 import (
     VBtnToggle,
     VCard,
     VCardText,
+    VCheckbox,
     VChip,
     VDataTable,
     VFooter,
@@ -35,16 +36,25 @@ from trame.widgets.vuetify3 import (
     VWindowItem,
 )
 from trame_server import Server
+from trame_server.utils.typed_state import TypedState
 from trame_slicer.app.ui import (
     ControlButton,
     FlexContainer,
     LayoutButton,
+    PaintEffectState,
     SegmentEditorToolbarUI,
     SegmentEditorUI,
     SegmentEditorUndoRedoUI,
+    SliderState,
     create_vertical_slice_view_gutter_ui,
+    create_vertical_view_gutter_ui,
 )
 from trame_slicer.core import LayoutManager
+from trame_slicer.segmentation import (
+    BrushDiameterMode,
+    SegmentationEffectErase,
+    SegmentationEffectPaint,
+)
 from trame_slicer.views import SliceView
 
 from .scene import WINDOW_PRESETS
@@ -55,6 +65,10 @@ html { overflow-y: hidden; }
 .jcs-decision { font-size: 1.25rem; font-weight: 600; }
 .jcs-chart { cursor: crosshair; border: 1px solid #333; }
 .jcs-table td, .jcs-table th { font-size: 0.75rem !important; white-space: nowrap; }
+.jcs-table td, .jcs-table th { padding: 0 8px !important; }
+.jcs-table .jcs-summary-row td:first-child { white-space: normal; }
+.jcs-summary-row:nth-child(odd) { background: rgba(255, 255, 255, 0.04); }
+details > summary { cursor: pointer; }
 """
 
 VIEW_NAMES = {"Red": "Axial", "Green": "Coronal", "Yellow": "Sagittal"}
@@ -70,6 +84,60 @@ DOWNLOADS: tuple[tuple[str, str, str, str, bool], ...] = (
     ("json", "results.json", "Results JSON", "application/json", False),
     ("labelmap", "lesions_labelmap.nrrd", "Lesion labelmap", "application/octet-stream", False),
 )
+
+
+#: Paint/erase brush at start: a 2-D disc of this diameter (mm) on the slice shown, as Slicer's editor.
+BRUSH_DIAMETER_MM = SliderState(min_value=1, max_value=50, step=1, value=10)
+
+
+class BrushUI(FlexContainer):
+    """Paint/erase brush settings: diameter in mm and a labelled sphere (3-D) option, off by default.
+
+    trame-slicer's own panel starts with the sphere brush and a screen-relative size; a radiologist
+    correcting one axial slice expects Slicer's 2-D brush, which paints that slice only.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        brush = TypedState(self.state, PaintEffectState)
+        brush.data.use_sphere_brush = False
+        brush.data.brush_diameter_mode = BrushDiameterMode.Absolute
+        TypedState.from_dataclass(brush.data.brush_diameter_slider, BRUSH_DIAMETER_MM)
+        slider = brush.name.brush_diameter_slider
+        with self:
+            html.Div(
+                f"Brush diameter: {{{{ {slider.value} }}}} mm", id="jcs-brush-size", classes="text-body-2"
+            )
+            VSlider(
+                v_model=(slider.value,),
+                min=(slider.min_value,),
+                max=(slider.max_value,),
+                step=(slider.step,),
+                id="jcs-brush-diameter",
+                density="compact",
+                hide_details=True,
+            )
+            VCheckbox(
+                v_model=(brush.name.use_sphere_brush,),
+                label="Sphere brush (3-D: also paints the slices above and below)",
+                id="jcs-brush-sphere",
+                density="compact",
+                hide_details=True,
+            )
+            html.Div(
+                "Off: the brush paints the slice shown only, as Slicer's Segment Editor does.",
+                classes="text-caption",
+                style="opacity: 0.7;",
+            )
+
+
+class EditorUI(SegmentEditorUI):
+    """trame-slicer's segment editor with :class:`BrushUI` for paint and erase."""
+
+    def _register_effect_ui(self, effect_cls, effect_ui_type) -> None:
+        if effect_cls in (SegmentationEffectPaint, SegmentationEffectErase):
+            effect_ui_type = BrushUI
+        super()._register_effect_ui(effect_cls, effect_ui_type)
 
 
 def build_layout(
@@ -142,11 +210,12 @@ def build_layout(
                     click=update_results,
                 )
                 html.Div(
-                    "Edit the lesion segment (paint, erase, scissors, islands), then update the results.",
+                    "Edit the lesion segment (paint, erase, scissors, islands), then update the results. "
+                    "The brush paints the slice shown only unless the sphere brush is switched on.",
                     classes="text-caption mt-1",
                     style="opacity: 0.7;",
                 )
-            editor = SegmentEditorUI(
+            editor = EditorUI(
                 v_if=(f"active_tool === '{SegmentEditorUI.__name__}'",),
                 style="height: calc(100% - 90px);",
             )
@@ -167,6 +236,18 @@ def build_layout(
         with undo_redo_slot:
             SegmentEditorUndoRedoUI(editor_ui=editor, v_if=editing)
     return layout, editor
+
+
+def threed_view_overlay(server: Server, view_id: str, view) -> None:
+    """trame-slicer's 3-D view gutter plus the view's name and a stable id (for the browser test)."""
+    create_vertical_view_gutter_ui(server, view_id, view)
+    html.Div(
+        "3-D",
+        id="jcs-view-threed",
+        classes="text-caption",
+        style="position: absolute; top: 4px; right: 10px; color: #9ab; pointer-events: none;"
+        " font-weight: 600;",
+    )
 
 
 def slice_view_overlay(server: Server, view_id: str, view: SliceView) -> None:
@@ -224,14 +305,7 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
         )
     _state_alert("jcs_error", "error")
 
-    html.Div(
-        "The classifier scores every axial slice; the case is positive when enough slices score above 0.5. "
-        "The Grad-CAM heatmap shows the regions behind the slice scores and the segmenter outlines the "
-        "opacities that are measured (JCS, Wu et al., IEEE TIP 2021).",
-        v_if=("!jcs_has_results && !jcs_running",),
-        classes="text-caption mt-4",
-        style="opacity: 0.7;",
-    )
+    _rule_text()
     with VCard(v_if=("jcs_has_results",), variant="tonal", classes="mt-4", id="jcs-decision-card"):
         with VCardText():
             html.Div(
@@ -240,38 +314,35 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
                 classes="jcs-decision",
                 style=("{ color: jcs_positive ? '#ff6b63' : '#6fcf7f' }",),
             )
+            html.Div("{{ jcs_reading_line }}", id="jcs-positive-slices", classes="text-body-2 mt-1")
             html.Div(
-                "{{ jcs_positive_slices }} of {{ jcs_slice_count }} slices positive "
-                "(threshold {{ jcs_threshold }} slices)",
-                id="jcs-positive-slices",
+                "Opacification {{ jcs_lesion_ml }} mL ({{ jcs_lesion_pct }} % of lung volume), "
+                "{{ jcs_segmentation }} segmentation",
+                id="jcs-lesion-ml",
                 classes="text-body-2 mt-1",
-            )
-            html.Div(
-                "{{ jcs_decision_basis }}",
-                v_if=("jcs_decision_basis",),
-                id="jcs-decision-basis",
-                classes="text-caption",
             )
             html.Div(
                 "{{ jcs_current_reading }}",
                 v_if=("jcs_current_reading",),
                 id="jcs-current-reading",
-                classes="text-caption",
+                classes="text-caption mt-1",
             )
             html.Div(
-                "Note: {{ note }}",
-                v_for="(note, index) in jcs_notes",
-                key="index",
-                classes="text-caption jcs-note",
-                style="opacity: 0.8;",
+                "{{ jcs_decision_basis }}",
+                v_if=("jcs_decision_basis",),
+                id="jcs-decision-basis",
+                classes="text-caption mt-1",
+                style="opacity: 0.75;",
             )
-            html.Div(
-                "Opacification {{ jcs_lesion_ml }} mL ({{ jcs_lesion_pct }} % of lung volume), "
-                "{{ jcs_segmentation }} segmentation",
-                id="jcs-lesion-ml",
-                classes="text-body-2",
-            )
-            html.Div("{{ jcs_weights }}", classes="text-caption mt-2", style="opacity: 0.6;")
+            with html.Details(id="jcs-details", classes="text-caption mt-2", style="opacity: 0.8;"):
+                html.Summary(
+                    "Details: {{ jcs_notes.length ? jcs_notes.length + ' technical note' + "
+                    "(jcs_notes.length > 1 ? 's' : '') + ', ' : '' }}weights"
+                )
+                html.Div(
+                    "{{ note }}", v_for="(note, index) in jcs_notes", key="index", classes="jcs-note mt-1"
+                )
+                html.Div("{{ jcs_weights }}", classes="mt-1", style="opacity: 0.75;")
 
     with html.Div(v_if=("jcs_has_results",), classes="mt-5"):
         html.Div("Explanation overlay", classes="jcs-section")
@@ -295,6 +366,20 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
             hide_details=True,
             thumb_label=True,
         )
+        html.Div("3-D view", classes="jcs-section mt-4")
+        for key, label in (
+            ("lesions", "Lesion surfaces"),
+            ("lungs", "Lung surfaces (translucent)"),
+            ("planes", "Slice planes"),
+        ):
+            VSwitch(
+                v_model=(f"jcs_3d_{key}",),
+                label=label,
+                id=f"jcs-3d-{key}",
+                color="primary",
+                density="compact",
+                hide_details=True,
+            )
         html.Div("Lesion segmentation", classes="jcs-section mt-4")
         html.Div(
             "Correct the lesions with the segment editor (brush icon: paint, erase, scissors, islands), "
@@ -313,6 +398,45 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
         html.Div("{{ jcs_edit_note }}", id="jcs-edit-note", classes="text-caption mt-1")
 
 
+def _rule_text() -> None:
+    """The decision rule of the loaded weights (from their card), before and after Diagnose."""
+    html.Div(
+        "{{ jcs_rule_text }}",
+        v_if=("jcs_rule_text && !jcs_running",),
+        id="jcs-rule",
+        classes="text-caption mt-4",
+        style="opacity: 0.8;",
+    )
+    with html.Details(
+        v_if=("jcs_rule_why && !jcs_running",), classes="text-caption mt-1", style="opacity: 0.7;"
+    ):
+        html.Summary("Why this rule")
+        html.Div("{{ jcs_rule_why }}", id="jcs-rule-why")
+    html.Div(
+        "One case per viewer: every browser that opens this address sees and edits the same case.",
+        id="jcs-shared-case",
+        classes="text-caption mt-2",
+        style="opacity: 0.55;",
+    )
+
+
+def _summary_table() -> None:
+    """The summary in sections (reading, lungs, opacification, zones, scores, density); the technical
+    section is folded away."""
+    with html.Div(id="jcs-table-summary", style="height: 430px; overflow-y: auto;", classes="jcs-table"):
+        with html.Template(v_for="section in jcs_summary_sections", key="section.title"):
+            with html.Details(open=("section.title !== 'Technical'",), classes="jcs-summary-section mb-1"):
+                html.Summary("{{ section.title }}", classes="jcs-section mt-2")
+                with html.Table(style="width: 100%; border-collapse: collapse;"), html.Tbody():
+                    with html.Tr(v_for="row in section.rows", key="row.label", classes="jcs-summary-row"):
+                        html.Td("{{ row.label }}", style="padding: 1px 4px;")
+                        html.Td(
+                            "{{ row.value }}",
+                            style="padding: 1px 4px; text-align: right; font-variant-numeric: tabular-nums;",
+                        )
+                        html.Td("{{ row.unit }}", style="padding: 1px 4px; opacity: 0.7;")
+
+
 def _results_panel(server: Server, chart_click: Callable, row_click: Callable, download: Callable) -> None:
     ctrl = server.controller
     with html.Div(classes="pa-3", style="height: 100%; overflow-y: auto;"):
@@ -329,13 +453,23 @@ def _results_panel(server: Server, chart_click: Callable, row_click: Callable, d
             html.Span("superior")
 
         html.Div("Results", classes="jcs-section mt-4")
+        html.Div(
+            "Run Diagnose to fill the tables.",
+            v_if=("!jcs_has_results",),
+            classes="text-caption mt-1",
+            style="opacity: 0.6;",
+        )
         with VTabs(v_model=("jcs_table_tab", "summary"), density="compact"):
             VTab("Summary", value="summary", id="jcs-tab-summary")
             VTab("Lesions", value="lesions", id="jcs-tab-lesions")
             VTab("Slices", value="slices", id="jcs-tab-slices")
         with VWindow(v_model=("jcs_table_tab",)):
-            for key in ("summary", "lesions", "slices"):
+            with VWindowItem(value="summary"):
+                _summary_table()
+            for key in ("lesions", "slices"):
                 with VWindowItem(value=key):
+                    if key == "lesions":
+                        html.Div("{{ jcs_lesion_caption }}", id="jcs-lesion-caption", classes="text-caption")
                     VDataTable(
                         id=f"jcs-table-{key}",
                         headers=(f"jcs_{key}_headers",),
@@ -344,7 +478,7 @@ def _results_panel(server: Server, chart_click: Callable, row_click: Callable, d
                         items_per_page=-1,
                         hide_default_footer=True,
                         fixed_header=True,
-                        height=300,
+                        height=400,
                         hover=True,
                         classes="jcs-table",
                         click_row=(

@@ -25,6 +25,18 @@ from jcs.inference import NO_WEIGHTS_MESSAGE
 from jcs.io import CTVolume
 from jcs.terminology import lesion_spec
 from jcs.weights import default_weights
+from jcs.wording import (
+    DEFAULT_MIN_LESION_ML,
+    RuleWording,
+    clinical_note,
+    header,
+    lesion_view,
+    reading_line,
+    slice_columns,
+    slice_rows,
+    summary_rows,
+)
+from JCSDiagnosisLib import display
 from JCSDiagnosisLib.logic import (
     DiagnosisNodes,
     DiagnosisRun,
@@ -34,7 +46,7 @@ from JCSDiagnosisLib.logic import (
     engineNotes,
     inputProblem,
 )
-from JCSDiagnosisLib.tables import PROBABILITY_COLUMN, SLICE_COLUMN, columnValues, readTable
+from JCSDiagnosisLib.tables import PROBABILITY_COLUMN, SLICE_COLUMN, columnValues, readTable, summaryDict
 from JCSDiagnosisLib.volumes import imageFromVolume
 from trame.app import TrameApp
 from trame_server import Server
@@ -50,17 +62,19 @@ from .scene import (
     SliceChart,
     add_volume_node,
     as_3d,
+    planned_rule,
     set_window,
     slice_chart,
-    table_rows,
 )
-from .ui import DOWNLOADS, build_layout, slice_view_overlay
+from .ui import DOWNLOADS, build_layout, slice_view_overlay, threed_view_overlay
 
 logger = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.25
 DEFAULT_HEATMAP_OPACITY = 0.4
-TABLES = ("summary", "lesions", "slices")
+#: After framing the 3-D view on the data, come this much closer (trame-slicer's fit leaves wide margins).
+THREED_ZOOM = 0.15
+TABLES = ("lesions", "slices")
 NO_DICOM_NOTE = "DICOM-SEG and SR need a DICOM input series."
 
 
@@ -90,12 +104,28 @@ def _dicom_export_note(viewer_input: ViewerInput) -> str:
 class JCSViewer(TrameApp):
     """One viewer session: a Slicer scene with the CT, its views in the page, and the JCS panel."""
 
-    def __init__(self, server: Server | str | None = None, *, options: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        server: Server | str | None = None,
+        *,
+        options: dict[str, Any] | None = None,
+        min_lesion_ml: float = DEFAULT_MIN_LESION_ML,
+    ) -> None:
         super().__init__(server)
         self.server.enable_module(trame_slicer_module)
+        self.server.controller.on_server_bind.add(_answer_session_request)
         self.options = dict(options or {})
+        self.min_lesion_ml = float(min_lesion_ml)
+        self.rule: RuleWording | None = None
+        self.rule_reason = ""
+        self.lesion_rows: list[int] = []
         self.slicer_app = SlicerApp()
-        register_rca_factories(self.slicer_app.view_manager, self.server, slice_view_ui_f=slice_view_overlay)
+        register_rca_factories(
+            self.slicer_app.view_manager,
+            self.server,
+            slice_view_ui_f=slice_view_overlay,
+            three_d_view_ui_f=threed_view_overlay,
+        )
         self.layout_logic = LayoutButtonLogic(self.server, self.slicer_app)
         self.editor_logic = SegmentEditorLogic(self.server, self.slicer_app)
         self.scene_logic = JCSDiagnosisSceneLogic(self.slicer_app.app_logic)
@@ -123,10 +153,9 @@ class JCSViewer(TrameApp):
         self.editor_logic.set_ui(editor)
         self.state.change("jcs_window")(self._on_window_changed)
         self.state.change("jcs_heatmap_visible", "jcs_heatmap_opacity")(self._on_heatmap_changed)
+        self.state.change("jcs_3d_lesions", "jcs_3d_lungs", "jcs_3d_planes")(self._on_3d_changed)
         for view in self.slicer_app.view_manager.get_slice_views():
-            view.interactor().AddObserver(
-                vtkCommand.WindowResizeEvent, lambda *_, v=view: v.fit_view_to_content()
-            )
+            view.render_window().AddObserver(vtkCommand.WindowResizeEvent, lambda *_, v=view: _fit_slice(v))
         self.axial_view = self.slicer_app.view_manager.get_view("Red")
         self.axial_view.modified.connect(self._on_axial_slice_changed)
 
@@ -157,6 +186,15 @@ class JCSViewer(TrameApp):
                 "jcs_slice_count": 0,
                 "jcs_threshold": 0,
                 "jcs_decision_basis": "",
+                "jcs_rule_text": "",
+                "jcs_rule_why": "",
+                "jcs_reading_line": "",
+                "jcs_summary_sections": [],
+                "jcs_lesion_caption": "",
+                "jcs_min_lesion_ml": self.min_lesion_ml,
+                "jcs_3d_lesions": True,
+                "jcs_3d_lungs": True,
+                "jcs_3d_planes": False,
                 "jcs_current_reading": "",
                 "jcs_notes": [],
                 "jcs_lesion_ml": "",
@@ -189,6 +227,8 @@ class JCSViewer(TrameApp):
         for view in self.slicer_app.view_manager.get_slice_views():
             view.set_visible_in_3d(True)
         manager.reset_views()
+        for view in self.slicer_app.view_manager.get_threed_views():
+            view.zoom(THREED_ZOOM)  # framed on the volume, without the fit's wide margins
         size = self.volume_node.GetImageData().GetDimensions()
         axial_count = as_3d(viewer_input.ct.axial_image()).GetSize()[2]
         self.slice_positions = np.array(
@@ -196,6 +236,7 @@ class JCSViewer(TrameApp):
         )
         spacing = self.volume_node.GetSpacing()
         dicom_note = _dicom_export_note(viewer_input)
+        self._show_planned_rule(axial_count, as_3d(viewer_input.ct.axial_image()).GetSpacing()[2])
         self.state.update(
             {
                 "jcs_case_name": viewer_input.name,
@@ -208,6 +249,24 @@ class JCSViewer(TrameApp):
                     f"{viewer_input.name}: {size[0]} x {size[1]} x {size[2]} voxels, "
                     f"{spacing[0]:.2f} x {spacing[1]:.2f} x {spacing[2]:.2f} mm"
                 ),
+            }
+        )
+
+    def _show_planned_rule(self, slice_count: int, slice_spacing_mm: float) -> None:
+        """Say before Diagnose which rule the loaded weights' card makes count, and title the chart by it."""
+        try:
+            self.rule = planned_rule(self.options, slice_count, slice_spacing_mm)
+        except Exception as exc:  # noqa: BLE001 - an unreadable card is reported when Diagnose runs
+            logger.warning("cannot read the decision rule from the weights' card: %s", exc)
+            return
+        self.rule_reason = self.rule.reason
+        self.chart = SliceChart.for_rule(self.rule, np.zeros(0))
+        self.state.update(
+            {
+                "jcs_rule_text": self.rule.explanation(),
+                "jcs_rule_why": self.rule.why(),
+                "jcs_chart_title": self.chart.title,
+                "jcs_chart_legend": self.chart.legend,
             }
         )
 
@@ -289,11 +348,13 @@ class JCSViewer(TrameApp):
         editor.deactivate_effect()
         editor.set_active_segmentation(result.segmentationNode, self.volume_node)
         editor.set_active_segment_id(lesion_spec().segment_id)
-        # Lesions lie inside the lungs: painting a lesion must not carve it out of the hidden lung segments.
-        editor.set_overwrite_mode(SegmentationOverwriteMode.OVERWRITE_ALL_VISIBLE_SEGMENTS)
+        # Lesions lie inside the lungs: painting a lesion must not carve it out of the lung segments.
+        editor.set_overwrite_mode(SegmentationOverwriteMode.ALLOW_OVERLAP)
         self.probabilities = columnValues(result.sliceTableNode, PROBABILITY_COLUMN)
         case = result.results.get("case", {})
+        self.rule = RuleWording.from_case(case, self.rule_reason)
         self.chart = slice_chart(case, result.results.get("slices", []), self.probabilities)
+        self._show_3d(frame=True)
         self.state.update(
             {
                 "jcs_has_results": True,
@@ -302,9 +363,12 @@ class JCSViewer(TrameApp):
                 "jcs_positive_slices": int(case.get("positive_slice_count", 0)),
                 "jcs_slice_count": len(self.probabilities),
                 "jcs_threshold": int(case.get("threshold", 0)),
+                "jcs_reading_line": reading_line(case, len(self.probabilities)),
+                "jcs_rule_text": self.rule.explanation(),
+                "jcs_rule_why": self.rule.why(),
                 "jcs_decision_basis": decisionBasis(case),
                 "jcs_current_reading": "",
-                "jcs_notes": engineNotes(result.results),
+                "jcs_notes": [clinical_note(note) for note in engineNotes(result.results)],
                 "jcs_chart_title": self.chart.title,
                 "jcs_chart_legend": self.chart.legend,
                 "jcs_weights": _weights_text(result.results.get("weights", {})),
@@ -340,6 +404,7 @@ class JCSViewer(TrameApp):
                     self.result.results.get("case", {}), updated.results["slices"], self.probabilities
                 )
             with self.state:
+                self._show_3d()
                 self.state.jcs_edit_note = "Results recomputed from the edited segmentation."
                 self.state.jcs_current_reading = currentReadingText(reading, updated.results["edited"])
                 self._refresh_tables()
@@ -349,21 +414,29 @@ class JCSViewer(TrameApp):
                 self.state.jcs_busy = False
 
     def _refresh_tables(self) -> None:
-        nodes = {
-            "summary": self.result.summaryTableNode,
-            "lesions": self.result.lesionTableNode,
-            "slices": self.result.sliceTableNode,
-        }
-        for key, node in nodes.items():
-            headers, rows = table_rows(node)
-            if key == "summary":
-                rows.sort(key=_summary_rank)
-            self.state[f"jcs_{key}_headers"] = headers
-            self.state[f"jcs_{key}_items"] = rows
-        summary = {row["quantity"]: row["value"] for row in readTable(self.result.summaryTableNode)}
-        self.state.jcs_lesion_ml = _reading(summary.get("opacification_volume_ml", ""))
-        self.state.jcs_lesion_pct = _reading(summary.get("opacification_percent", ""))
-        self.state.jcs_segmentation = summary.get("segmentation", "")
+        """The readable tables (`jcs.wording`): summary in sections, the lesions a reader needs, the slices
+        with the rule's evidence first. The table nodes and downloads keep every field at full precision."""
+        summary = summaryDict(self.result.summaryTableNode)
+        sections: list[dict[str, Any]] = []
+        for row in summary_rows(summary):
+            if not sections or sections[-1]["title"] != row.section.value:
+                sections.append({"title": row.section.value, "rows": []})
+            sections[-1]["rows"].append({"label": row.label, "value": row.value, "unit": row.unit})
+        self.state.jcs_summary_sections = sections
+
+        lesions = lesion_view(readTable(self.result.lesionTableNode), self.min_lesion_ml)
+        self.lesion_rows = lesions.indices
+        self.state.jcs_lesions_headers = [{"title": header(w), "key": key} for key, w in lesions.columns]
+        self.state.jcs_lesions_items = lesions.rows
+        self.state.jcs_lesion_caption = lesions.caption()
+
+        columns = slice_columns(self.rule)
+        self.state.jcs_slices_headers = [{"title": header(w), "key": key} for key, w in columns]
+        self.state.jcs_slices_items = slice_rows(readTable(self.result.sliceTableNode), self.rule)
+
+        self.state.jcs_lesion_ml = _reading(summary.get("opacification_volume_ml"))
+        self.state.jcs_lesion_pct = _reading(summary.get("opacification_percent"))
+        self.state.jcs_segmentation = str(summary.get("segmentation", ""))
 
     # Heatmap and navigation ------------------------------------------------------------------
 
@@ -374,6 +447,29 @@ class JCSViewer(TrameApp):
         if self.result is not None:
             self.scene_logic.setHeatmapOpacity(self._heatmap_opacity())
             self._render_slice_views()
+
+    def _on_3d_changed(self, **_: Any) -> None:
+        if self.result is not None:
+            self._show_3d()
+
+    def _show_3d(self, frame: bool = False) -> None:
+        """Lesion and lung surfaces and the slice planes in the 3-D view as the toggles say; rendered now
+        (trame-slicer renders a view only when one of its own setters asks). `frame`: fit the camera."""
+        display.showSegments3D(
+            self.result.segmentationNode,
+            lesions=bool(self.state.jcs_3d_lesions),
+            lungs=bool(self.state.jcs_3d_lungs),
+        )
+        for view in self.slicer_app.view_manager.get_slice_views():
+            view.set_visible_in_3d(bool(self.state.jcs_3d_planes))
+        for view in self.slicer_app.view_manager.get_threed_views():
+            # Depth peeling drops translucent surfaces in off-screen (EGL) rendering: the lungs vanished.
+            view.renderer().SetUseDepthPeeling(False)
+            if frame:
+                view.fit_view_to_content()
+                view.zoom(THREED_ZOOM)
+            view.schedule_render()
+        self._render_slice_views()
 
     def chart_click(self, fraction: float) -> None:
         """Open the axial slice under a click on the probability chart (x fraction 0..1)."""
@@ -388,7 +484,7 @@ class JCSViewer(TrameApp):
             if table == "slices":
                 self.go_to_slice(int(readTable(self.result.sliceTableNode)[row][SLICE_COLUMN]))
             elif table == "lesions":
-                self.scene_logic.jumpToLesion(self.result.segmentationNode, row)
+                self.scene_logic.jumpToLesion(self.result.segmentationNode, self.lesion_rows[row])
                 self._render_slice_views()
         except (KeyError, IndexError, ValueError) as exc:
             logger.exception("jump to %s row %s failed", table, row)
@@ -400,9 +496,10 @@ class JCSViewer(TrameApp):
         self._render_slice_views()
 
     def _render_slice_views(self) -> None:
-        """Schedule a render of every slice view: composite/slice node edits made through the scene logic
-        do not trigger one in trame-slicer (its own setters call `schedule_render`)."""
-        for view in self.slicer_app.view_manager.get_slice_views():
+        """Schedule a render of every view: composite/slice node edits made through the scene logic do not
+        trigger one in trame-slicer (its own setters call `schedule_render`), and the 3-D view shows the
+        slice planes (with the heatmap) when they are switched on."""
+        for view in self.slicer_app.view_manager.get_views():
             view.schedule_render()
 
     def _on_axial_slice_changed(self, view: Any) -> None:
@@ -458,6 +555,7 @@ class JCSViewer(TrameApp):
             },
             "weights": self.result.results.get("weights", {}),
             "notes": engineNotes(self.result.results),
+            "min_lesion_ml_shown": self.min_lesion_ml,
             "segmentation": "edited"
             if self.scene_logic.isEdited(self.result.segmentationNode)
             else "automatic",
@@ -467,39 +565,32 @@ class JCSViewer(TrameApp):
         }
 
 
-#: Summary quantities a reader looks at first, in this order; the others follow in the table's order.
-KEY_SUMMARY_QUANTITIES = (
-    "positive",
-    "positive_slice_count",
-    "threshold",
-    "segmentation",
-    "current_positive",
-    "current_positive_slice_count",
-    "opacification_volume_ml",
-    "opacification_percent",
-    "lesion_count",
-    "bilateral",
-    "severity_score_6zone",
-    "severity_score_5lobe",
-)
-
-
-def _summary_rank(row: dict[str, str]) -> int:
-    quantity = row.get("c0", "")
-    return (
-        KEY_SUMMARY_QUANTITIES.index(quantity)
-        if quantity in KEY_SUMMARY_QUANTITIES
-        else len(KEY_SUMMARY_QUANTITIES)
-    )
-
-
-def _reading(value: str) -> str:
+def _reading(value: Any) -> str:
     """A table value as the decision card shows it: one decimal, two below 1 (the tables keep all)."""
     try:
         number = float(value)
-    except ValueError:
-        return value
+    except (TypeError, ValueError):
+        return "" if value is None else str(value)
     return f"{number:.1f}" if abs(number) >= 1 else f"{number:.2f}"
+
+
+def _answer_session_request(wslink_server: Any) -> None:
+    """Answer the page's opening request for a session (trame's client first POSTs to ``paraview/``, as to
+    a launcher, and falls back to the websocket after a 405): point it at this server's websocket."""
+    from aiohttp import web
+
+    async def session(_request: Any) -> web.Response:
+        return web.json_response({"sessionURL": "ws://USE_HOST/ws"})
+
+    wslink_server.app.router.add_post("/paraview/", session)
+
+
+def _fit_slice(view: Any) -> None:
+    """Fit a slice view to its volume after a resize; a view not laid out yet (0 pixels, which VTK warns
+    about at start) is left until it is."""
+    width, height = view.render_window().GetSize()
+    if width > 1 and height > 1:
+        view.fit_view_to_content()
 
 
 def _weights_text(weights: dict[str, Any]) -> str:

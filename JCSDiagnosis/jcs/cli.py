@@ -259,11 +259,14 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_BAR_FORMAT = "{desc}{percentage:3.0f}%|{bar}| {elapsed} elapsed, {remaining} left"  # no "%/s" rate
+
+
 class _Progress:
     """Maps engine stage fractions onto one tqdm bar (percent of the whole run)."""
 
     def __init__(self, enabled: bool) -> None:
-        self.bar = tqdm(total=100, unit="%", disable=not enabled, file=sys.stderr, leave=False)
+        self.bar = tqdm(total=100, disable=not enabled, file=sys.stderr, leave=False, bar_format=_BAR_FORMAT)
 
     def __call__(self, stage: str, fraction: float) -> None:
         start, stop = _STAGE_SPAN.get(stage, (0.95, 1.0))

@@ -7,6 +7,7 @@ registered), no mocks. The whole radiologist flow with the engine is in test_sli
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ pytest.importorskip("slicer", reason="slicer-core is not installed (pip install 
 SlicerApp = pytest.importorskip("trame_slicer.core", reason="trame-slicer is not installed").SlicerApp
 
 import slicer  # noqa: E402
+import vtk  # noqa: E402
 from jcs import terminology  # noqa: E402
 from JCSDiagnosisLib import display, tables, volumes  # noqa: E402
 from JCSDiagnosisLib.logic import (  # noqa: E402
@@ -31,7 +33,10 @@ from JCSDiagnosisLib.logic import (  # noqa: E402
     engineNotes,
     inputProblem,
     isDiagnosisResult,
+    lesionRowsShown,
     maskSha256,
+    plannedRule,
+    readingText,
     sliceRecords,
 )
 from JCSDiagnosisLib.process import EngineError, EngineProcess, parseProgress  # noqa: E402
@@ -270,6 +275,17 @@ def test_progress_lines_are_parsed():
     assert parseProgress("classifier: tiny-classifier (sha256 ba6f72f4b86c4b79, ...)") is None
 
 
+def test_cli_progress_bar_shows_no_rate_and_still_parses(capsys):
+    from jcs.cli import _Progress
+
+    bar = _Progress(True)
+    bar("classify", 0.5)
+    bar.close()
+    lines = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if line.strip()]
+    assert lines and not any("/s" in line for line in lines), lines
+    assert ("classify", 0.3) in [parseProgress(line) for line in lines]
+
+
 def test_cancel_kills_the_engine_process_tree(tmp_path):
     # A child that starts a grandchild, reports progress like the CLI and sleeps: cancel ends both.
     script = tmp_path / "engine.py"
@@ -320,9 +336,100 @@ def test_decision_basis_names_the_segmenter_rule() -> None:
         {"decision": "segmenter", "min_lung_fraction": 0.02, "classifier_positive_slice_count": 7}
     )
     assert line == (
-        "Slices counted by the segmenter rule: opacification over 2 % of the slice's lung "
-        "(classifier: 7 slices positive)."
+        "The classifier alone scores 7 slices over p = 0.5; with these weights it explains but does "
+        "not decide."
     )
+
+
+def test_reading_text_says_what_matters_and_words_notes_for_a_clinician() -> None:
+    note = "179.8 mL of predicted opacification lay more than 10 mm from the lungs and was dropped"
+    case = {
+        "decision": "segmenter",
+        "min_lung_fraction": 0.02,
+        "threshold": 12,
+        "positive": False,
+        "positive_slice_count": 2,
+        "classifier_positive_slice_count": 40,
+    }
+    lines = readingText({"case": case, "slices": [{}] * 154, "notes": [note]})
+    assert lines[0] == (
+        "COVID-19 negative. 2 of 154 slices show opacification over 2 % of the lung; positive when more "
+        "than 12 do."
+    )
+    assert lines[1].startswith("The classifier alone scores 40 slices")
+    assert "dropped" not in lines[2] and "not lung lesions" in lines[2]
+    # after a scene reload the engine info kept on the segmentation carries the same reading
+    kept = readingText({"engine": {**case, "slice_count": 154, "notes": [note]}})
+    assert kept == lines
+    assert readingText({"engine": {}}) == []
+
+
+def test_planned_rule_reads_the_bundled_card_before_diagnose(scene_logic) -> None:
+    """What the module says before Diagnose is the engine's own choice from the card in the tree."""
+    from jcs.decision import scaled_threshold
+    from jcs.weights import default_weights, find_weights
+    from jcs.wording import RuleWording
+
+    node, image = _ct_node(scene_logic.scene)
+    name = default_weights("classifier")
+    if name is None:
+        pytest.skip("no bundled classifier")
+    card = find_weights(name).data
+    rule = plannedRule(node)
+    expected = RuleWording.from_card(card, has_segmenter=default_weights("segmenter") is not None)
+    assert (rule.rule, rule.min_lung_fraction) == (expected.rule, expected.min_lung_fraction)
+    assert rule.threshold == (expected.threshold or scaled_threshold(12, 2.5))
+    assert (
+        plannedRule(node, decision="classifier", threshold=9)
+        .explanation()
+        .startswith("These weights decide by the classifier rule (the paper's)")
+    )
+    assert "(T = 9)" in plannedRule(node, decision="classifier", threshold=9).explanation()
+
+
+def test_results_show_lesion_surfaces_and_readable_lesion_rows(scene_logic, tmp_path) -> None:
+    node, image = _ct_node(scene_logic.scene)
+    lesion = np.zeros((12, 40, 48), np.uint8)
+    lesion[4:7, 15:20, 10:14] = 1
+    lungs = np.zeros_like(lesion)
+    lungs[2:10, 10:30, 8:20] = 1
+    lungs[2:10, 10:30, 28:40] = 2
+    _fake_engine_outputs(tmp_path / "out", image, lesion, lungs)
+    nodes = scene_logic.loadResults(DiagnosisRun(node, _FinishedProcess(), tmp_path, "ct"))
+    segmentation = nodes.segmentationNode
+    display.showSegments3D(segmentation, lungs=True)
+    shown = segmentation.GetDisplayNode()
+    assert segmentation.GetSegmentation().ContainsRepresentation("Closed surface")
+    surface = vtk.vtkPolyData()
+    segmentation.GetClosedSurfaceRepresentation("lesion", surface)
+    assert surface.GetNumberOfPoints() > 0
+    assert shown.GetSegmentVisibility3D("lesion") and shown.GetSegmentVisibility3D("left_lung")
+    assert not shown.GetSegmentVisibility2DFill("left_lung") and shown.GetSegmentOpacity3D("left_lung") < 0.5
+    display.showSegments3D(segmentation, lesions=False)
+    assert not shown.GetSegmentVisibility3D("lesion") and not shown.GetSegmentVisibility("left_lung")
+
+    tables.fillTable(
+        nodes.lesionTableNode,
+        tables.lesionRecords(
+            [
+                {"voxel_count": 15, "lesion_id": 1, "volume_ml": 0.017},
+                {"voxel_count": 4904, "lesion_id": 2, "volume_ml": 5.49},
+            ]
+        ),
+    )
+    names = [nodes.lesionTableNode.GetTable().GetColumnName(c) for c in range(3)]
+    assert names == ["lesion_id", "volume_ml", "voxel_count"]  # the reader's columns first
+    assert nodes.lesionTableNode.GetColumnTitle("volume_ml") == "Volume"
+    assert nodes.lesionTableNode.GetColumnUnitLabel("volume_ml") == "mL"
+    assert lesionRowsShown(nodes.lesionTableNode, 0.1) == [1]
+    assert lesionRowsShown(nodes.lesionTableNode, 0.0) == [0, 1]
+
+
+def test_slice_table_puts_the_rule_evidence_first() -> None:
+    rows = [{"index": 0, "probability": 0.55, "positive": False, "opacified_lung_fraction": 0.001}]
+    ruled = sliceRecords(rows, evidence="opacified_lung_fraction")
+    assert list(ruled[0])[:3] == ["slice_index", "opacified_lung_fraction", "classifier_probability"]
+    assert list(sliceRecords(rows)[0])[:2] == ["slice_index", "classifier_probability"]
 
 
 def test_current_reading_reapplies_the_segmenter_rule() -> None:

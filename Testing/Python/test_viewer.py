@@ -8,6 +8,7 @@ artifacts folder.
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -177,17 +178,38 @@ def _settled_frame(page, locator, reference: np.ndarray | None = None, timeout_s
     return last
 
 
-def _summary(page) -> dict[str, str]:
-    rows = page.locator("#jcs-table-summary tbody tr")
+def _frame_like(page, locator, target: np.ndarray, timeout_s: float = 30.0) -> np.ndarray:
+    """Poll the view until it shows `target` again (the last frame when it never does)."""
+    deadline = time.monotonic() + timeout_s
+    frame = _pixels(locator)
+    while _changed(frame, target) >= 0.01 and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        frame = _pixels(locator)
+    return frame
+
+
+def _summary(page) -> dict[str, tuple[str, str]]:
+    """The readable summary as the page shows it: {label: (value, unit)}."""
+    rows = page.locator("#jcs-table-summary .jcs-summary-row")
     values = {}
     for index in range(rows.count()):
-        cells = rows.nth(index).locator("td").all_inner_texts()
-        values[cells[0].strip()] = cells[1].strip()
+        cells = [text.strip() for text in rows.nth(index).locator("td").all_text_contents()]
+        values[cells[0]] = (cells[1], cells[2])
     return values
+
+
+def _summary_download(page, target: Path) -> dict[str, str]:
+    """The downloaded summary CSV: {field: exact value}."""
+    with _download(page, "#jcs-download-summary", target).open(newline="") as handle:
+        return {row["quantity"]: row["value"] for row in csv.DictReader(handle)}
 
 
 def _lesion_ml(summary: dict[str, str]) -> float:
     return float(summary["opacification_volume_ml"]) + float(summary["opacification_volume_ml_outside_lungs"])
+
+
+def _threed_image(page):
+    return page.locator("div:has(> #jcs-view-threed) img.image-display-area")
 
 
 def _download(page, selector: str, target: Path) -> Path:
@@ -210,6 +232,8 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         page = browser.new_page(viewport={"width": 1600, "height": 950}, accept_downloads=True)
         page.set_default_timeout(UI_TIMEOUT_MS)
         outside = []  # every request the page makes must stay on the viewer's loopback address
+        failed = []  # every response the page gets must succeed (no 405 on page load)
+        page.on("response", lambda response: failed.append(response) if response.status >= 400 else None)
         page.on(
             "request",
             lambda request: (
@@ -225,6 +249,16 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         expect(page.locator("#jcs-diagnose")).to_be_enabled()
         expect(axial).to_have_attribute("src", re.compile("^blob:"))
         expect(page.locator("#jcs-case")).to_contain_text("dicom")
+        # Before Diagnose the page names the rule the weights will use, with T as the engine sets it.
+        assert engine_result.decision == "segmenter"
+        rule = page.locator("#jcs-rule")
+        expect(rule).to_contain_text("These weights decide by the segmenter rule")
+        expect(rule).to_contain_text("covers more than 2 % of the slice's lung")
+        expect(rule).to_contain_text(f"(T = {engine_result.threshold})")
+        expect(rule).not_to_contain_text("above 0.5")
+        expect(page.locator("#jcs-chart-title")).to_contain_text("opacified share of the lung")
+        expect(page.locator("#jcs-chart-title")).to_contain_text("segmenter rule")
+        expect(page.locator("#jcs-shared-case")).to_contain_text("every browser")
         page.screenshot(path=shots / "01-loaded.png")
 
         # While the engine runs the page stays live and Cancel stops it: the window preset clicked during the
@@ -247,25 +281,35 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         assert not page.locator("#jcs-error").is_visible(), page.locator("#jcs-error").inner_text()
         decision = "COVID-19 positive" if engine_result.positive else "COVID-19 negative"
         expect(page.locator("#jcs-decision")).to_have_text(decision)
-        expect(page.locator("#jcs-positive-slices")).to_contain_text(
-            f"{engine_result.positive_slice_count} of {slice_count} slices positive"
+        expect(page.locator("#jcs-positive-slices")).to_have_text(
+            f"{engine_result.positive_slice_count} of {slice_count} slices show opacification over 2 % of "
+            f"the lung; positive when more than {engine_result.threshold} do."
         )
-        assert engine_result.decision == "segmenter"
         expect(page.locator("#jcs-decision-basis")).to_have_text(
-            "Slices counted by the segmenter rule: opacification over 2 % of the slice's lung "
-            f"(classifier: {engine_result.classifier_positive_count} slices positive)."
+            f"The classifier alone scores {engine_result.classifier_positive_count} slices over p = 0.5; "
+            "with these weights it explains but does not decide."
         )
+        expect(rule).to_contain_text("These weights decide by the segmenter rule")  # still said after
         # the chart plots what the rule counted: red bars are the positive slices
         expect(page.locator("#jcs-chart-title")).to_contain_text("opacified share of the lung")
-        expect(page.locator("#jcs-chart-legend")).to_have_text("dashed: 2 % of the lung")
+        expect(page.locator("#jcs-chart-legend")).to_have_text("red: counted · dashed: 2 % of the lung")
         expect(page.locator("#jcs-chart rect")).to_have_count(slice_count)
         red_bars = page.locator('#jcs-chart rect[fill="#e8504a"]')
         expect(red_bars).to_have_count(engine_result.positive_slice_count)
-        expect(page.locator("#jcs-table-summary tbody tr").first).to_be_visible()
-        before = _summary(page)
+        expect(page.locator("#jcs-table-summary .jcs-summary-row").first).to_be_visible()
+        # Readable summary: sections, labels with units, rounded; the download keeps the exact values.
+        sections = page.locator("#jcs-table-summary summary").all_text_contents()
+        assert sections[:3] == ["Reading", "Lungs", "Opacification"] and sections[-1] == "Technical"
+        shown = _summary(page)
+        before = _summary_download(page, tmp_path / "summary-before.csv")
         engine_voxels = int(np.count_nonzero(engine_result.lesion_mask))
-        assert _lesion_ml(before) == pytest.approx(engine_voxels * voxel_ml, rel=2e-3, abs=2e-3)
-        assert int(before["positive_slice_count"]) == engine_result.positive_slice_count
+        assert _lesion_ml(before) == pytest.approx(engine_voxels * voxel_ml, rel=1e-6, abs=1e-9)
+        exact_ml = float(before["opacification_volume_ml"])
+        assert shown["Opacification in the lungs"] == (f"{exact_ml:.1f}", "mL")
+        assert shown["Lung volume"] == (f"{float(before['lung_volume_ml']):.0f}", "mL")
+        assert shown["Share of the lungs opacified"][1] == "%"
+        assert shown["Slices counted by the rule"] == (str(engine_result.positive_slice_count), "")
+        assert "opacification_volume_ml" not in shown and len(before["lung_volume_ml"]) > 8  # full precision
         labelmap = sitk.ReadImage(_download(page, "#jcs-download-labelmap", tmp_path / "before.nrrd"))
         assert int(sitk.GetArrayFromImage(labelmap).sum()) == engine_voxels
         assert labelmap.GetSize() == case["phantom"].image.GetSize()
@@ -294,8 +338,40 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         opaque = _settled_frame(page, axial, with_heatmap)
         assert _changed(with_heatmap, opaque) > 0.01, "the opacity slider left the view unchanged"
 
+        # The 3-D view shows the lesion surfaces and follows its toggles at once.
+        threed = _threed_image(page)
+        with_lesions = _settled_frame(page, threed)
+        page.click("#jcs-3d-lungs")  # lungs off: the lesions alone
+        lesions_only = _settled_frame(page, threed, with_lesions)
+        page.click("#jcs-3d-lesions")
+        empty = _settled_frame(page, threed, lesions_only)
+        assert _changed(lesions_only, empty) > 0.002, (
+            "switching the lesion surfaces off left the 3-D view unchanged"
+        )
+        page.click("#jcs-3d-lesions")
+        page.click("#jcs-3d-lungs")
+        # with the slice planes on, switching the heatmap off redraws them in 3-D at once (no stale view)
+        page.click("#jcs-3d-planes")
+        with_planes = _settled_frame(page, threed, with_lesions)
+        page.click("#jcs-heatmap-toggle")
+        planes_no_heat = _settled_frame(page, threed, with_planes)
+        assert _changed(with_planes, planes_no_heat) > 0.002, "the 3-D slice planes kept the heatmap"
+        page.click("#jcs-heatmap-toggle")
+        page.click("#jcs-3d-planes")
+        assert _changed(_frame_like(page, threed, with_lesions), with_lesions) < 0.01
+        page.screenshot(path=shots / "03b-3d-lesions.png")
+
         # A click on a slice-table row opens that slice too.
         page.click("#jcs-tab-slices")
+        slice_titles = page.locator("#jcs-table-slices thead th").all_inner_texts()
+        assert slice_titles[:4] == [
+            "Slice",
+            "Opacified share of the lung (%)",
+            "Counted by rule",
+            "Classifier probability",
+        ]
+        counted = page.locator("#jcs-table-slices tbody tr td:nth-child(3)").all_inner_texts()
+        assert counted.count("yes") == engine_result.positive_slice_count
         page.locator("#jcs-table-slices tbody tr").nth(3).click()
         expect(
             page.locator(f"#jcs-chart line[stroke='#f3d33a'][x1='{3.5 * 400 / slice_count:.2f}']")
@@ -303,6 +379,12 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         # ... and a click on a lesion row centres the views on that lesion (its slice range holds the marker).
         page.click("#jcs-tab-lesions")
         titles = page.locator("#jcs-table-lesions thead th").all_inner_texts()
+        assert titles[:4] == ["Lesion", "Volume (mL)", "Lung", "Zone"]
+        expect(page.locator("#jcs-lesion-caption")).to_contain_text("of at least 0.1 mL, largest first")
+        volumes = [
+            float(v) for v in page.locator("#jcs-table-lesions tbody tr td:nth-child(2)").all_inner_texts()
+        ]
+        assert volumes == sorted(volumes, reverse=True) and min(volumes) >= 0.1
         first, last = titles.index("First slice"), titles.index("Last slice")
         lesion = page.locator("#jcs-table-lesions tbody tr").nth(1)
         cells = lesion.locator("td").all_inner_texts()
@@ -319,6 +401,12 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         paint = page.locator(".v-navigation-drawer .v-card-item button:has(i.mdi-brush)")
         paint.click()
         expect(paint).to_have_class(re.compile("v-btn--active"))
+        # Slicer's default: a 2-D brush, its size in mm, the sphere option labelled and off.
+        expect(page.locator("#jcs-brush-size")).to_have_text("Brush diameter: 10 mm")
+        expect(page.locator("input#jcs-brush-sphere")).not_to_be_checked()
+        expect(
+            page.get_by_label("Sphere brush (3-D: also paints the slices above and below)")
+        ).to_be_visible()
         view = axial.bounding_box()
         # A vertical stroke down the mediastinum and spine: soft tissue, outside any automatic lesion.
         x = view["x"] + 0.50 * view["width"]
@@ -333,12 +421,16 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         expect(page.locator("#jcs-edit-note")).to_contain_text("recomputed")
         page.click("#jcs-tool-diagnosis")
         expect(page.locator("#jcs-lesion-ml")).to_contain_text("edited segmentation")
-        after = _summary(page)
+        after = _summary_download(page, tmp_path / "summary-after.csv")
         edited = sitk.GetArrayFromImage(
             sitk.ReadImage(_download(page, "#jcs-download-labelmap", tmp_path / "after.nrrd"))
         )
         painted = int(edited.sum()) - engine_voxels
         assert painted > 0, "the paint stroke added no voxels"
+        # one default stroke on one axial slice changes that slice only
+        automatic = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "before.nrrd")))
+        changed_slices = np.unique(np.nonzero(edited != automatic)[0])
+        assert len(changed_slices) == 1, f"one stroke changed slices {changed_slices.tolist()}"
         assert _lesion_ml(after) - _lesion_ml(before) == pytest.approx(painted * voxel_ml, rel=5e-3, abs=5e-3)
         # The segmenter rule re-read on the edit: a stroke outside the lungs adds no opacified lung, so
         # the same slices count; the AI's card is kept.
@@ -359,11 +451,19 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         for name in ("summary", "lesions", "slices", "json"):
             assert _download(page, f"#jcs-download-{name}", tmp_path / name).stat().st_size > 0
         # the engine's notes (what it dropped, cautions) are on the card, as in the downloaded JSON
+        # the engine's notes (what it dropped, cautions) are in the card's folded details, worded for a
+        # clinician; the downloaded JSON keeps them as the engine wrote them
+        from jcs.wording import clinical_note
+
         notes = json.loads((tmp_path / "json").read_text())["notes"]
         assert notes, "the phantom run should leave at least one note (predicted lesions far from the lungs)"
-        assert page.locator(".jcs-note").all_inner_texts() == [f"Note: {note}" for note in notes]
+        expect(page.locator(".jcs-note").first).not_to_be_visible()
+        page.locator("#jcs-details summary").click()
+        assert page.locator(".jcs-note").all_inner_texts() == [clinical_note(note) for note in notes]
+        assert "dropped" not in " ".join(page.locator(".jcs-note").all_inner_texts())
         browser.close()
     assert not outside, f"the page reached outside the viewer: {outside[:5]}"
+    assert not failed, [f"{r.status} {r.request.method} {r.url}" for r in failed]
 
     import pydicom
 

@@ -35,12 +35,14 @@ def test_cli_defaults_to_loopback_and_rejects_conflicts(capsys):
         "threshold": 10,
     }
     assert engine_options(parse_args(["--decision", "classifier"]))["decision"] == "classifier"
+    assert (args.min_lesion_ml, parse_args(["--min-lesion-ml", "0.5"]).min_lesion_ml) == (0.1, 0.5)
     for bad in (
         ["ct.nrrd", "--sample"],
         ["--port", "70000"],
         ["--segment", "sometimes"],
         ["--device", "tpu"],
         ["--decision", "vote"],
+        ["--min-lesion-ml", "-1"],
     ):
         with pytest.raises(SystemExit):
             parse_args(bad)
@@ -88,16 +90,32 @@ def test_volume_node_keeps_voxels_and_geometry(scene):
     assert not display.GetAutoWindowLevel()
 
 
-def test_table_rows_carry_titles_units_and_values(scene):
-    from JCSDiagnosisLib.tables import fillTable
-    from JCSDiagnosisViewer.scene import table_rows
+def test_summary_table_node_is_readable_and_keeps_exact_values(scene):
+    from JCSDiagnosisLib.tables import fillTable, readTable, summaryDict, summaryRecords
 
-    node = scene.AddNewNodeByClass("vtkMRMLTableNode", "lesions")
-    fillTable(node, [{"lesion_id": 1, "volume_ml": 1.23456}, {"lesion_id": 2, "volume_ml": 0.5}])
-    headers, rows = table_rows(node)
-    assert [h["title"] for h in headers] == ["Lesion id", "Volume (mL)"]
-    assert rows == [{"c0": "1", "c1": "1.235"}, {"c0": "2", "c1": "0.5"}]
-    assert table_rows(None) == ([], [])
+    node = scene.AddNewNodeByClass("vtkMRMLTableNode", "summary")
+    summary = {
+        "slice_count": 48,
+        "opacification_volume_ml": 77.78416112518312,
+        "bilateral": True,
+        "positive": True,
+        "severity_score_5lobe": None,
+    }
+    fillTable(node, summaryRecords(summary))
+    rows = readTable(node)
+    assert [row["section"] for row in rows] == [
+        "Reading",
+        "Opacification",
+        "Opacification",
+        "Severity scores",
+        "Technical",
+    ]
+    volume = next(row for row in rows if row["quantity"] == "opacification_volume_ml")
+    assert (volume["label"], volume["shown"], volume["unit"]) == ("Opacification in the lungs", "77.8", "mL")
+    assert volume["value"] == "77.78416112518312"  # exact, for scripts, the SR and the downloads
+    assert summaryDict(node) == summary  # back with its types
+    titles = [node.GetColumnTitle(node.GetTable().GetColumnName(c)) for c in range(6)]
+    assert titles == ["Section", "Measure", "Value", "Unit", "Field", "Exact value"]
 
 
 def test_probability_chart_marks_positive_slices_and_the_current_one():
@@ -117,10 +135,13 @@ def test_chart_plots_the_evidence_of_the_decision_rule():
     probabilities = [0.9, 0.8, 0.1]
     slices = [{"opacified_lung_fraction": f} for f in (0.01, 0.05, 0.5)]
     paper = slice_chart({"decision": "classifier"}, slices, probabilities)
-    assert paper.values.tolist() == probabilities and paper.legend == "dashed: p = 0.5"
+    assert paper.values.tolist() == probabilities and paper.legend == "red: counted · dashed: p = 0.5"
     ruled = slice_chart({"decision": "segmenter", "min_lung_fraction": 0.02}, slices, probabilities)
     assert ruled.values.tolist() == [0.01, 0.05, 0.5] and (ruled.cutoff, ruled.top) == (0.02, 0.1)
-    assert "opacified share of the lung" in ruled.title and ruled.legend == "dashed: 2 % of the lung"
+    assert (
+        "opacified share of the lung" in ruled.title
+        and ruled.legend == "red: counted · dashed: 2 % of the lung"
+    )
     svg = ruled.svg(current=0)
     colours = re.findall(r'fill="(#[0-9a-f]+)"><title>', svg)
     assert colours == ["#5b8fd9", "#e8504a", "#e8504a"]  # red: counted by the rule
@@ -128,7 +149,8 @@ def test_chart_plots_the_evidence_of_the_decision_rule():
     assert heights[2] == pytest.approx(116.0) and heights[1] == pytest.approx(58.0)  # 0.5 clipped at 5x
     assert "slice 1: share=0.050" in svg
     # older results without the per-slice share fall back to the probabilities
-    assert slice_chart({"decision": "segmenter"}, [{}, {}, {}], probabilities).legend == "dashed: p = 0.5"
+    older = slice_chart({"decision": "segmenter"}, [{}, {}, {}], probabilities)
+    assert older.legend == "red: counted · dashed: p = 0.5" and "COVID-19 probability" in older.title
 
 
 def test_viewer_loads_a_case_and_says_why_diagnose_is_blocked(monkeypatch):
@@ -212,9 +234,30 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
 
     monkeypatch.setattr(logic_module.QuantificationJob, "run", slow_run)
 
+    # the tiny classifier's card has no decision block: the paper's rule, said before Diagnose
+    assert app.state.jcs_rule_text.startswith("These weights decide by the classifier rule (the paper's)")
+    assert "COVID-19 probability" in app.state.jcs_chart_title
+
     async def scenario() -> int:
         await app._run_diagnosis()
         assert app.result is not None, app.state.jcs_error
+        # surfaces in 3-D: lesions (and translucent lungs), the slice planes off
+        segmentation_display = app.result.segmentationNode.GetDisplayNode()
+        assert app.result.segmentationNode.GetSegmentation().ContainsRepresentation("Closed surface")
+        assert segmentation_display.GetSegmentVisibility3D(lesion_spec().segment_id)
+        assert segmentation_display.GetSegmentVisibility3D("right_lung")
+        assert not segmentation_display.GetSegmentVisibility2DFill("right_lung")
+        assert not any(view.is_visible_in_3d() for view in app.slicer_app.view_manager.get_slice_views())
+        app.state.jcs_3d_lesions = False
+        app._on_3d_changed()
+        assert not segmentation_display.GetSegmentVisibility3D(lesion_spec().segment_id)
+        app.state.jcs_3d_lesions = True
+        app._on_3d_changed()
+        assert [h["key"] for h in app.state.jcs_slices_headers][:3] == [
+            "slice_index",
+            "classifier_probability",
+            "counted",
+        ]
         segmentation = app.result.segmentationNode
         logic = app.scene_logic
         edit = np.zeros_like(logic.lesionMask(segmentation))
