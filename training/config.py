@@ -103,6 +103,9 @@ class ClassifierConfig:
     mixup: bool = True
     mixup_alpha: float = 0.5  # λ ~ Beta(α, α), eq. (3)
     attention_weight: float = 1.0  # weight of the activation-map loss, eq. (4)
+    # "covid": the COVID-19 class map, ReLU, min-max (no gradient where the map is negative everywhere);
+    # "log-odds": the (COVID-19 − other) map, min-max without ReLU: what the log-odds Grad-CAM shows
+    attention_map: str = "covid"
     augment: str = "paper"  # "paper": flip + crop; "strong": + intensity/geometry augmentation
     per_image_norm: bool = False  # input standardised per image (jcs.preprocess.standardize_per_image)
     whole_slice: bool = False  # the whole slice resized to size² (no centre crop): Grad-CAM covers it all

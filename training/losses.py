@@ -29,16 +29,27 @@ def class_activation_map(features: torch.Tensor, fc_weight: torch.Tensor, cls: i
     return torch.einsum("nchw,c->nhw", features.float(), fc_weight[cls].float())
 
 
-def normalize_map(cam: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """ReLU then per-map min–max scaling to [0, 1], the normalised activation map of eq. (4)."""
-    cam = F.relu(cam)
+def log_odds_activation_map(features: torch.Tensor, fc_weight: torch.Tensor) -> torch.Tensor:
+    """Σ_c (w_{1,c} − w_{0,c}) F_c: the map whose positive part is the engine's log-odds Grad-CAM."""
+    return class_activation_map(features, fc_weight, 1) - class_activation_map(features, fc_weight, 0)
+
+
+def normalize_map(cam: torch.Tensor, eps: float = 1e-6, rectify: bool = True) -> torch.Tensor:
+    """Per-map min–max scaling to [0, 1], the normalised activation map of eq. (4).
+
+    ``rectify`` applies a ReLU first (as the first bundled classifier was trained). A map that is
+    negative everywhere then becomes 0 and gives eq. (4) no gradient at all, so a model whose COVID-19
+    map is negative everywhere is never taught where to look; ``rectify=False`` scales the raw map.
+    """
+    if rectify:
+        cam = F.relu(cam)
     low = cam.amin(dim=(-2, -1), keepdim=True)
     high = cam.amax(dim=(-2, -1), keepdim=True)
     return (cam - low) / (high - low + eps)
 
 
 def attention_loss(
-    cam: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6
+    cam: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6, rectify: bool = True
 ) -> torch.Tensor:
     """Eq. (4): mean squared (L2) distance between the normalised activation map and the lesion mask.
 
@@ -52,7 +63,7 @@ def attention_loss(
     if not bool(use.any()):
         return cam.sum() * 0.0
     target = target[use] / peak[use, None, None]
-    return ((normalize_map(cam[use]) - target) ** 2).mean(dim=(-2, -1)).mean()
+    return ((normalize_map(cam[use], rectify=rectify) - target) ** 2).mean(dim=(-2, -1)).mean()
 
 
 def dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:

@@ -25,6 +25,7 @@ from training.data import ClassificationDataset, load_records, split_by_patient
 from training.losses import (
     attention_loss,
     class_activation_map,
+    log_odds_activation_map,
     mix,
     sample_mixing_lambda,
     soft_cross_entropy,
@@ -62,8 +63,11 @@ def classifier_step_losses(
     finally:
         hook.remove()
     cls_loss = soft_cross_entropy(logits, label)
-    cam = class_activation_map(features[0], net.fc.weight)
-    att_loss = attention_loss(cam, mask, known)
+    if config.attention_map == "log-odds":
+        cam = log_odds_activation_map(features[0], net.fc.weight)
+    else:
+        cam = class_activation_map(features[0], net.fc.weight)
+    att_loss = attention_loss(cam, mask, known, rectify=config.attention_map != "log-odds")
     total = cls_loss + config.attention_weight * att_loss
     return total, {
         "loss": float(total.detach()),
@@ -74,6 +78,8 @@ def classifier_step_losses(
 
 def train(config: ClassifierConfig, resume: str | None = None) -> Path:
     """Train for ``config.epochs`` (or the time limit); returns the last checkpoint's path."""
+    if config.attention_map not in ("covid", "log-odds"):
+        raise ValueError(f"attention_map must be 'covid' or 'log-odds', not {config.attention_map!r}")
     runtime = common.init_runtime(config.threads, config.device)
     common.seed_all(config.seed, runtime.rank)
     out_dir = Path(config.out_dir)

@@ -101,3 +101,18 @@ def test_warmup_is_linear_then_off() -> None:
     assert schedules.warmup(1.0, 3, 4) == pytest.approx(1.0)
     assert schedules.warmup(0.5, 10, 4) == 0.5
     assert schedules.warmup(0.5, 0, 0) == 0.5
+
+
+def test_log_odds_attention_keeps_a_gradient_where_the_covid_map_is_negative() -> None:
+    features = torch.rand(1, 2, 4, 4, requires_grad=True)
+    weight = torch.tensor([[1.0, 1.0], [-1.0, -2.0]])  # the COVID-19 map is negative on every pixel
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[0, 0, :2, :2] = 1.0
+    covid_map = losses.class_activation_map(features, weight)
+    losses.attention_loss(covid_map, mask, torch.tensor([True])).backward()
+    assert features.grad is None or float(features.grad.abs().sum()) == 0.0  # eq. (4) teaches nothing
+    cam = losses.log_odds_activation_map(features, weight)
+    assert torch.allclose(cam, -2 * features[:, 0] - 3 * features[:, 1])
+    loss = losses.attention_loss(cam, mask, torch.tensor([True]), rectify=False)
+    loss.backward()
+    assert float(features.grad.abs().sum()) > 0
