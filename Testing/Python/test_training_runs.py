@@ -343,7 +343,12 @@ def test_shipped_configs_load(path: Path) -> None:
     """The configs that made the bundled weights parse into their dataclass (no unknown or stale keys)."""
     cls = ClassifierConfig if path.name.startswith("classifier") else SegmenterConfig
     config = load_config(cls, path)
-    assert config.data.lists == ["../shared/data/covid19-ct100/list.txt"]
+    assert config.data.lists[0] == "../shared/data/covid19-ct100/list.txt"
+    for listed in config.data.lists[1:]:  # lists kept in the repository (their images stay in ../shared)
+        assert (REPO / listed).is_file()
+    data = config.data
+    sources = {*data.lists, *data.volumes, *data.slice_labels, *data.feature_lists}
+    assert set(config.data.repeats) <= sources
     assert not Path(config.out_dir).is_absolute()
 
 
