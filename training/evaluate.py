@@ -156,7 +156,7 @@ def format_patient_table(rows: Sequence[dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def _validation_records(config: SegmenterConfig | ClassifierConfig) -> list[SliceRecord]:
+def validation_records(config: SegmenterConfig | ClassifierConfig) -> list[SliceRecord]:
     records = load_records(config.data)
     _, val = split_by_patient(
         records, config.data.val_patients, config.data.val_count, config.data.split_seed
@@ -178,7 +178,7 @@ def segmenter_report(
     device = device or common.default_device()
     net = net.to(device).to(memory_format=torch.channels_last)
     precision = common.inference_precision(config.precision, device)
-    val = _validation_records(config)
+    val = validation_records(config)
     main = segmentation_scores(net, val, config, device, precision, keep_predictions=True)
     predictions = main.pop("predictions")
     perturbed = {
@@ -352,7 +352,7 @@ def classifier_predictions(
     device = device or common.default_device()
     net = net.to(device).to(memory_format=torch.channels_last)
     precision = common.inference_precision(config.precision, device)
-    val = _validation_records(config)
+    val = validation_records(config)
     probs = predict_covid(
         net,
         [r.image for r in val],
@@ -429,7 +429,7 @@ def explain_classifier(
     """Explanation quality (``training.explanations``) on the held-out masked slices and, given a
     slice-label CSV, on its scans; prints the tables and writes ``NAME_explanations.json``."""
     net = net.to("cpu").eval()
-    val = _validation_records(config)
+    val = validation_records(config)
     report: dict[str, Any] = {
         "name": name,
         "pointing_tolerance": explanations.POINTING_TOLERANCE,

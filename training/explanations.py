@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -145,8 +146,6 @@ def scan_report(
 
 def source_name(record: Any) -> str:
     """The data set a slice comes from: the folder above ``images/`` (JCS list files), else its patient."""
-    from pathlib import Path
-
     parts = Path(record.source).parts
     return parts[parts.index("images") - 1] if "images" in parts[1:] else record.patient
 

@@ -32,7 +32,8 @@ from jcs.io import CTVolume
 from jcs.preprocess import axial_slices_uint8
 
 from training.config import ClassifierConfig, load_config
-from training.data import load_records, slice_label_series, split_by_patient
+from training.data import slice_label_series
+from training.evaluate import validation_records
 from training.explanations import source_name
 
 RULES = ("classifier", "segmenter", "both")
@@ -78,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = DiagnosisEngine.from_registry(
         args.classifier, args.segmenter, device="cpu", decision="segmenter", segment_policy="always"
     )
-    config = load_config(ClassifierConfig, args.split_from)
-    _, val = split_by_patient(load_records(config.data), config.data.val_patients)
+    val = validation_records(load_config(ClassifierConfig, args.split_from))
     rows = []
     for record in val:
         if record.mask is not None and record.mask.any():
