@@ -106,6 +106,11 @@ class ClassifierConfig:
     # "covid": the COVID-19 class map, ReLU, min-max (no gradient where the map is negative everywhere);
     # "log-odds": the (COVID-19 − other) map, min-max without ReLU: what the log-odds Grad-CAM shows
     attention_map: str = "covid"
+    attention_balanced: bool = False  # eq. (4) with lesion and lesion-free cells weighted equally
+    # Share of masked COVID-19 slices replaced by a zoomed window without lesion pixels, labelled
+    # lesion-free (and as many by a zoomed window on a lesion, so zoom is no cue): negatives in every
+    # look, so that only the lesions can tell the classes apart.
+    lesion_free_crops: float = 0.0
     augment: str = "paper"  # "paper": flip + crop; "strong": + intensity/geometry augmentation
     per_image_norm: bool = False  # input standardised per image (jcs.preprocess.standardize_per_image)
     whole_slice: bool = False  # the whole slice resized to size² (no centre crop): Grad-CAM covers it all

@@ -388,9 +388,14 @@ class ClassificationDataset(torch.utils.data.Dataset):
         feature_key: str = "res2net_feats",
         per_image_norm: bool = False,
         whole_slice: bool = False,
+        lesion_free_crops: float = 0.0,
     ) -> None:
         if not records:
             raise DataError("classification dataset is empty")
+        if lesion_free_crops and not whole_slice:
+            raise DataError("lesion_free_crops needs whole_slice: true (the windows are of the whole slice)")
+        if not 0.0 <= lesion_free_crops <= 0.5:
+            raise DataError(f"lesion_free_crops is a share in [0, 0.5], not {lesion_free_crops}")
         self.records = expand_repeats(records)
         self.size = size
         self.resize = resize
@@ -401,6 +406,7 @@ class ClassificationDataset(torch.utils.data.Dataset):
         self.feature_key = feature_key
         self.per_image_norm = per_image_norm
         self.whole_slice = whole_slice
+        self.lesion_free_crops = lesion_free_crops
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -430,19 +436,84 @@ class ClassificationDataset(torch.utils.data.Dataset):
         if self.whole_slice:  # as jcs.preprocess.classifier_input(whole_slice=size)
             resized = (self.size, self.size)
             base = augment.identity()
+            if record.mask is not None and record.label == 1 and rng.random() < 2 * self.lesion_free_crops:
+                sample = self._zoomed_window(image, mask, rng)
+                if sample is not None:
+                    return sample
         else:
             resized = augment.shorter_side_size(*image.shape[-2:], self.resize)
             base = augment.centre_crop_theta(*resized, self.crop_fraction)
         image, mask = augment.resize(image, resized), augment.resize(mask, resized)
+        image, mask = self._augmented(image, mask, base, rng)
+        return self._normalized(image, rng), label, mask, has_mask
+
+    def _augmented(
+        self, image: torch.Tensor, mask: torch.Tensor, base: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.augment_mode:
             theta = augment.random_affine(rng, self.augment_mode, base=base, crop=not self.whole_slice)
         else:
             theta = base
-        image, mask = augment.warp(image, mask, theta, (self.size, self.size))
+        return augment.warp(image, mask, theta, (self.size, self.size))
+
+    def _normalized(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         if self.augment_mode in augment.INTENSITY_MODES:
             clahe_p = augment.CLASSIFIER_CLAHE_P[self.augment_mode]
             image = augment.random_intensity(image, rng, clahe_p=clahe_p)
         x = augment.classifier_normalize(augment.quantize(image))
-        if self.per_image_norm:
-            x = standardize_per_image(x)
-        return x, label, mask, has_mask
+        return standardize_per_image(x) if self.per_image_norm else x
+
+    def _zoomed_window(
+        self, image: torch.Tensor, mask: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """A zoomed window of a masked COVID-19 slice, labelled by what it shows: half the time one
+        without lesion pixels (label 0, a known lesion-free map for eq. 4), else one on a lesion
+        (label 1). None when no such window is found or the augmented window cuts a lesion to a sliver.
+        """
+        resized = (self.size, self.size)
+        image, mask = augment.resize(image, resized), augment.resize(mask, resized)
+        base = zoom_window(image[0].numpy(), mask[0].numpy() > 0.5, rng, lesion_free=rng.random() < 0.5)
+        if base is None:
+            return None
+        image, mask = self._augmented(image, mask, base, rng)
+        lesion_pixels = int((mask > 0.5).sum())
+        if 0 < lesion_pixels < MIN_WINDOW_LESION_PIXELS:
+            return None
+        label = torch.tensor(float(lesion_pixels > 0))
+        return self._normalized(image, rng), label, mask, torch.tensor(True)
+
+
+MIN_WINDOW_LESION_PIXELS = 8  # a window showing less of a lesion than this is neither class
+
+
+def zoom_window(
+    image: np.ndarray, lesion: np.ndarray, rng: np.random.Generator, lesion_free: bool, tries: int = 12
+) -> torch.Tensor | None:
+    """Affine theta (output → input, normalised coordinates) of a square window of 35–60 % of the
+    slice's side: centred in the lungs (dark pixels inside the body) and clear of lesions by 4 px
+    when ``lesion_free``, else centred near a lesion pixel. None when no window qualifies."""
+    from scipy import ndimage
+
+    height, width = lesion.shape
+    if lesion_free:
+        body = ndimage.binary_fill_holes(image > 100)
+        candidates = np.argwhere(body & (image < 100))
+        near = ndimage.binary_dilation(lesion, iterations=4)
+    else:
+        candidates = np.argwhere(lesion)
+    if len(candidates) == 0:
+        return None
+    for _ in range(tries):
+        side = rng.uniform(0.35, 0.6)
+        half_h, half_w = side * height / 2, side * width / 2
+        row, col = candidates[rng.integers(len(candidates))] + 0.5
+        if not lesion_free:
+            row += rng.uniform(-0.25, 0.25) * 2 * half_h
+            col += rng.uniform(-0.25, 0.25) * 2 * half_w
+        row, col = float(np.clip(row, half_h, height - half_h)), float(np.clip(col, half_w, width - half_w))
+        if lesion_free:
+            top, left = int(row - half_h), int(col - half_w)
+            if near[top : int(np.ceil(row + half_h)), left : int(np.ceil(col + half_w))].any():
+                continue
+        return torch.tensor([[side, 0.0, 2 * col / width - 1], [0.0, side, 2 * row / height - 1]])
+    return None

@@ -49,21 +49,42 @@ def normalize_map(cam: torch.Tensor, eps: float = 1e-6, rectify: bool = True) ->
 
 
 def attention_loss(
-    cam: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor, eps: float = 1e-6, rectify: bool = True
+    cam: torch.Tensor,
+    mask: torch.Tensor,
+    valid: torch.Tensor,
+    eps: float = 1e-6,
+    rectify: bool = True,
+    balanced: bool = False,
 ) -> torch.Tensor:
     """Eq. (4): mean squared (L2) distance between the normalised activation map and the lesion mask.
 
     ``cam`` (N, h, w) raw activation maps; ``mask`` (N, 1, H, W) lesion masks (possibly mixed, eq. 3)
     brought to (h, w) by area averaging and scaled to a maximum of 1; only samples with ``valid``
     True and a non-empty mask count. Returns 0 (keeping the graph) when none does.
+
+    ``balanced`` weighs lesion and lesion-free cells equally (half the loss each, per map) instead of
+    per cell: lesions cover ~1–5 % of a slice, so the plain mean is minimised by a map that is low
+    everywhere and never learns where its peak goes. It also counts valid lesion-free maps (target 0
+    everywhere: the map is charged for its mean).
     """
     target = F.adaptive_avg_pool2d(mask.float(), cam.shape[-2:])[:, 0]
     peak = target.amax(dim=(-2, -1))
-    use = valid.bool() & (peak > eps)
+    use = valid.bool()
+    if not balanced:
+        use = use & (peak > eps)
     if not bool(use.any()):
         return cam.sum() * 0.0
-    target = target[use] / peak[use, None, None]
-    return ((normalize_map(cam[use], rectify=rectify) - target) ** 2).mean(dim=(-2, -1)).mean()
+    target = target[use] / peak[use, None, None].clamp_min(eps)
+    error = (normalize_map(cam[use], rectify=rectify) - target) ** 2
+    if not balanced:
+        return error.mean(dim=(-2, -1)).mean()
+    lesion_share = target.sum(dim=(-2, -1), keepdim=True)
+    free_share = (1.0 - target).sum(dim=(-2, -1), keepdim=True)
+    has_lesion = (lesion_share > eps).float()
+    weight = has_lesion * 0.5 * target / lesion_share.clamp_min(eps) + (1.0 - 0.5 * has_lesion) * (
+        1.0 - target
+    ) / free_share.clamp_min(eps)
+    return (weight * error).sum(dim=(-2, -1)).mean()
 
 
 def dice_loss(prob: torch.Tensor, target: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:

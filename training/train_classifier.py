@@ -67,7 +67,9 @@ def classifier_step_losses(
         cam = log_odds_activation_map(features[0], net.fc.weight)
     else:
         cam = class_activation_map(features[0], net.fc.weight)
-    att_loss = attention_loss(cam, mask, known, rectify=config.attention_map != "log-odds")
+    att_loss = attention_loss(
+        cam, mask, known, rectify=config.attention_map != "log-odds", balanced=config.attention_balanced
+    )
     total = cls_loss + config.attention_weight * att_loss
     return total, {
         "loss": float(total.detach()),
@@ -96,6 +98,7 @@ def train(config: ClassifierConfig, resume: str | None = None) -> Path:
         config.data.feature_key,
         config.per_image_norm,
         config.whole_slice,
+        config.lesion_free_crops,
     )
     net = build_classification_model(config)
     if config.init_from and not resume:

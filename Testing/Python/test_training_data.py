@@ -13,12 +13,15 @@ from PIL import Image
 from training import augment
 from training.config import ClassifierConfig, SegmenterConfig, load_config
 from training.data import (
+    MIN_WINDOW_LESION_PIXELS,
     ClassificationDataset,
     DataError,
     SegmentationDataset,
+    SliceRecord,
     load_list_file,
     load_slice_labels,
     split_by_patient,
+    zoom_window,
 )
 
 
@@ -157,3 +160,44 @@ def test_config_yaml_and_overrides(tmp_path: Path) -> None:
     assert SegmenterConfig().lr == 2.5e-5 and SegmenterConfig().iterations == 21000
     with pytest.raises(ValueError, match="unknown setting 'lrr'"):
         load_config(SegmenterConfig, None, ["lrr=1"])
+
+
+def _chest_slice(size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """A bright body disc around a dark lung with one bright lesion blob in its left half."""
+    yy, xx = np.mgrid[:size, :size]
+    centre = size / 2
+    image = np.where((yy - centre) ** 2 + (xx - centre) ** 2 < (0.45 * size) ** 2, 180, 0).astype(np.uint8)
+    lung = (np.abs(yy - centre) < 0.25 * size) & (np.abs(xx - centre) < 0.3 * size)
+    image[lung] = 30
+    lesion = (yy - centre) ** 2 + (xx - 0.3 * size) ** 2 < (0.06 * size) ** 2
+    image[lesion] = 120
+    return image, lesion.astype(np.uint8)
+
+
+def test_lesion_free_windows_avoid_lesions_and_lesion_windows_hold_one() -> None:
+    image, lesion = _chest_slice()
+    rng = np.random.default_rng(0)
+    for lesion_free in (True, False):
+        thetas = [zoom_window(image, lesion.astype(bool), rng, lesion_free=lesion_free) for _ in range(20)]
+        found = [theta for theta in thetas if theta is not None]
+        assert len(found) >= 15  # the lesion leaves little room here; real lesions cover 1–5 %
+        for theta in found:
+            _, window = augment.warp(
+                torch.zeros(1, 96, 96), torch.from_numpy(lesion).float()[None], theta, (48, 48)
+            )
+            assert (window.sum() == 0) == lesion_free
+
+
+def test_lesion_free_crops_make_negatives_labelled_by_what_they_show() -> None:
+    image, lesion = _chest_slice()
+    records = [SliceRecord(image, lesion, 1, "p", "chest")] * 40
+    dataset = ClassificationDataset(
+        records, size=96, augment_mode="robust", whole_slice=True, lesion_free_crops=0.5, seed=3
+    )
+    samples = [dataset[i] for i in range(len(dataset))]
+    negatives = [s for s in samples if s[1] == 0]
+    assert 5 <= len(negatives) <= 35  # about half are windows, half of those lesion-free
+    assert all(float(s[2].sum()) == 0 and bool(s[3]) for s in negatives)
+    assert all(int((s[2] > 0.5).sum()) >= MIN_WINDOW_LESION_PIXELS for s in samples if s[1] == 1)
+    with pytest.raises(DataError, match="whole_slice"):
+        ClassificationDataset(records, size=96, lesion_free_crops=0.3)

@@ -116,3 +116,30 @@ def test_log_odds_attention_keeps_a_gradient_where_the_covid_map_is_negative() -
     loss = losses.attention_loss(cam, mask, torch.tensor([True]), rectify=False)
     loss.backward()
     assert float(features.grad.abs().sum()) > 0
+
+
+def test_balanced_attention_loss_weighs_lesion_and_free_cells_equally() -> None:
+    # One lesion cell of 16: the plain eq. (4) mean is small for a map that is low everywhere, the
+    # balanced one charges half of its loss to the missed lesion.
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[0, 0, 1, 2] = 1.0
+    flat_low = torch.zeros(1, 4, 4)
+    flat_low[0, 3, 3] = 1.0  # min-max: peak 1 on a lesion-free cell, 0 elsewhere
+    valid = torch.tensor([True])
+    plain = losses.attention_loss(flat_low, mask, valid, rectify=False)
+    balanced = losses.attention_loss(flat_low, mask, valid, rectify=False, balanced=True)
+    assert plain.item() == pytest.approx(2 / 16)
+    assert balanced.item() == pytest.approx(0.5 * 1.0 + 0.5 * 1 / 15)
+    on_lesion = torch.zeros(1, 4, 4)
+    on_lesion[0, 1, 2] = 1.0
+    assert losses.attention_loss(on_lesion, mask, valid, rectify=False, balanced=True).item() < 1e-9
+
+
+def test_balanced_attention_loss_counts_known_lesion_free_maps() -> None:
+    cam = torch.rand(2, 4, 4, requires_grad=True)
+    empty = torch.zeros(2, 1, 8, 8)
+    loss = losses.attention_loss(cam, empty, torch.tensor([True, False]), rectify=False, balanced=True)
+    expected = (losses.normalize_map(cam[:1].detach(), rectify=False) ** 2).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    assert cam.grad is not None and cam.grad[0].abs().sum() > 0 and cam.grad[1].abs().sum() == 0
