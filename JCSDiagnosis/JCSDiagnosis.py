@@ -179,7 +179,8 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateGui(self, caller=None, event=None) -> None:
         """Enable actions only when they can run; the tooltip says why not."""
-        from JCSDiagnosisLib.logic import inputProblem, isDiagnosisResult
+        from JCSDiagnosisLib.engine import inputProblem
+        from JCSDiagnosisLib.nodes import isDiagnosisResult
 
         running = self._run is not None or self._update is not None
         problem = (
@@ -206,7 +207,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showPlannedRule(self) -> None:
         """Name the decision rule the loaded weights' card makes count, before Diagnose (read again only
         when the CT, the rule choice or the threshold change)."""
-        from JCSDiagnosisLib.logic import plannedRule
+        from JCSDiagnosisLib.reading import plannedRule
 
         parameters = self._parameterNode
         if parameters is None:
@@ -346,7 +347,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.sceneLogic.setHeatmapOpacity(value)
 
     def _currentTable(self):
-        from JCSDiagnosisLib.logic import isDiagnosisResult
+        from JCSDiagnosisLib.nodes import isDiagnosisResult
 
         segmentation = self._parameterNode.resultSegmentation if self._parameterNode else None
         if not isDiagnosisResult(segmentation):
@@ -363,7 +364,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onShowTable(self, index: int = 0) -> None:
         """Show the chosen table as a reader needs it: the summary without its field names and exact
         values (kept in the node), lesions under the minimum size hidden."""
-        from JCSDiagnosisLib.logic import lesionRowsShown
+        from JCSDiagnosisLib.reading import lesionRowsShown
 
         kind, table = self._currentTable()
         view = self.ui.tableView
@@ -488,9 +489,9 @@ class JCSDiagnosisLogic(ScriptedLoadableModuleLogic):
     def decisionText(nodes) -> str:
         """The AI reading (engine's case), how its slices were counted and, after an edit under the
         segmenter rule, what that rule says of the edited segmentation."""
-        from JCSDiagnosisLib.logic import readingText
+        from JCSDiagnosisLib.reading import readingLines
 
-        lines = readingText(nodes.results)
+        lines = readingLines(nodes.results)
         if not lines:
             return _("Done.")
         return "\n".join([*(_(line) for line in lines), _("Not for clinical use.")])
@@ -515,7 +516,7 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
     def test_DiagnoseEditUpdate(self) -> None:
         import numpy as np
         from JCSDiagnosisLib import tables, volumes
-        from JCSDiagnosisLib.logic import inputProblem
+        from JCSDiagnosisLib.engine import inputProblem
 
         self.delayDisplay(_("Building a synthetic chest CT"))
         volumeNode = _syntheticChest()
@@ -545,11 +546,11 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
         self.assertEqual(summary["lesion_count"], "1")
         # the bundled weights decide by the segmenter rule, which is read again on the edit
         engine = logic.sceneLogic.engineInfo(nodes.segmentationNode)
-        self.assertEqual(engine["decision"], "segmenter")
+        self.assertEqual(engine.decision, "segmenter")
         shares = tables.columnValues(nodes.sliceTableNode, "opacified_lung_fraction")
-        counted = sum(share > engine["min_lung_fraction"] for share in shares)
+        counted = sum(share > engine.min_lung_fraction for share in shares)
         self.assertEqual(int(summary["current_positive_slice_count"]), counted)
-        self.assertEqual(summary["current_positive"], "yes" if counted > engine["threshold"] else "no")
+        self.assertEqual(summary["current_positive"], "yes" if counted > engine.threshold else "no")
         self.delayDisplay(_("Test passed"))
 
     def test_DiagnoseSampleAndExport(self) -> None:

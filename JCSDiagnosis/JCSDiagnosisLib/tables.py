@@ -27,6 +27,8 @@ UNIT_TOKENS = {
 
 SLICE_COLUMN = "slice_index"
 PROBABILITY_COLUMN = "classifier_probability"
+#: Slice-table column of the segmenter rule's evidence (jcs.quantify / results.json).
+SHARE_COLUMN = "opacified_lung_fraction"
 
 
 def unitOf(field: str) -> str:
@@ -146,22 +148,26 @@ def lesionRecords(lesions: Sequence[Mapping]) -> list[dict]:
     ]
 
 
-def summaryDict(tableNode: slicer.vtkMRMLTableNode) -> dict:
-    """The summary table back as {field: value}: yes/no as bool, numbers as int/float, "" as None."""
-    return {row["quantity"]: _parseValue(row["value"]) for row in readTable(tableNode)}
+def sliceRecords(
+    slices: Sequence[Mapping], probabilities: np.ndarray | None = None, evidence: str | None = None
+) -> list[dict]:
+    """Slice-table rows: `slice_index`, then the column the decision rule counts by (`evidence`, e.g.
+    the segmenter rule's `opacified_lung_fraction`), then `classifier_probability` and the rest.
 
-
-def _parseValue(text: str):
-    if text == "":
-        return None
-    if text in ("yes", "no"):
-        return text == "yes"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
+    Accepts the CLI's results.json rows (`index`, `probability`, `positive`, quantification fields) and
+    jcs.quantify's rows (`slice_index`, `classifier_probability`, ...); `probabilities` overrides.
+    """
+    rows = []
+    for position, record in enumerate(slices):
+        row = {SLICE_COLUMN: int(record.get(SLICE_COLUMN, record.get("index", position)))}
+        if evidence and evidence in record:
+            row[evidence] = record[evidence]
+        row[PROBABILITY_COLUMN] = record.get(PROBABILITY_COLUMN, record.get("probability"))
+        if probabilities is not None:
+            row[PROBABILITY_COLUMN] = float(probabilities[position])
+        row.update({k: v for k, v in record.items() if k not in (*row, "index", "probability")})
+        rows.append(row)
+    return rows
 
 
 def _formatValue(value) -> str:

@@ -23,22 +23,13 @@ import slicer  # noqa: E402
 import vtk  # noqa: E402
 from jcs import terminology  # noqa: E402
 from JCSDiagnosisLib import display, tables, volumes  # noqa: E402
-from JCSDiagnosisLib.logic import (  # noqa: E402
-    BackgroundQuantification,
-    DiagnosisRun,
-    JCSDiagnosisSceneLogic,
-    currentReading,
-    currentReadingText,
-    decisionBasis,
-    engineNotes,
-    inputProblem,
-    isDiagnosisResult,
-    lesionRowsShown,
-    maskSha256,
-    plannedRule,
-    readingText,
-    sliceRecords,
-)
+from jcs.wording import classifier_aside, edited_reading  # noqa: E402
+from JCSDiagnosisLib.engine import DiagnosisRun, engineInfoOf, inputProblem  # noqa: E402
+from JCSDiagnosisLib.logic import JCSDiagnosisSceneLogic  # noqa: E402
+from JCSDiagnosisLib.nodes import DiagnosisResults, EngineInfo, isDiagnosisResult, maskSha256  # noqa: E402
+from JCSDiagnosisLib.reading import lesionRowsShown, plannedRule, readingLines  # noqa: E402
+from JCSDiagnosisLib.tables import sliceRecords  # noqa: E402
+from JCSDiagnosisLib.update import BackgroundQuantification, currentReading  # noqa: E402
 from JCSDiagnosisLib.process import EngineError, EngineProcess, parseProgress  # noqa: E402
 
 pytestmark = pytest.mark.slicer
@@ -270,9 +261,13 @@ def test_axial_slice_centre_follows_inferior_to_superior(scene_logic):
 
 
 def test_progress_lines_are_parsed():
-    assert parseProgress("classify:  42%|####2     | 42/100 [00:01<00:02, 30.1%/s]") == ("classify", 0.42)
-    assert parseProgress("segment: 100%|##########| 100/100") == ("segment", 1.0)
+    assert parseProgress('{"event": "progress", "stage": "classify", "fraction": 0.42}') == ("classify", 0.42)
+    assert parseProgress('{"event": "progress", "stage": "segment", "fraction": 1.0}\r') == ("segment", 1.0)
     assert parseProgress("classifier: tiny-classifier (sha256 ba6f72f4b86c4b79, ...)") is None
+    assert parseProgress('{"event": "note", "stage": "classify", "fraction": 0.5}') is None
+    assert parseProgress('{"event": "progress", "stage": "classify", "fraction": "half"}') is None
+    assert parseProgress('{"event": "progress", "stage": "classify"') is None  # cut short
+    assert parseProgress("classify:  42%|####2     | 42/100") is None  # no more scraping of bar text
 
 
 def test_cli_progress_bar_shows_no_rate_and_still_parses(capsys):
@@ -294,8 +289,7 @@ def test_cancel_kills_the_engine_process_tree(tmp_path):
         "import subprocess, sys, time\n"
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
         f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
-        "sys.stderr.write('classify:  10%|#         | 10/100\\r')\n"
-        "sys.stderr.flush()\n"
+        'print(\'{"event": "progress", "stage": "classify", "fraction": 0.1}\', flush=True)\n'
         "time.sleep(60)\n"
     )
     process = EngineProcess([], python=sys.executable)
@@ -330,9 +324,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_decision_basis_names_the_segmenter_rule() -> None:
-    assert decisionBasis({"decision": "classifier", "positive_slice_count": 3}) == ""
-    assert decisionBasis({}) == ""
-    line = decisionBasis(
+    assert classifier_aside({"decision": "classifier", "positive_slice_count": 3}) == ""
+    assert classifier_aside({}) == ""
+    line = classifier_aside(
         {"decision": "segmenter", "min_lung_fraction": 0.02, "classifier_positive_slice_count": 7}
     )
     assert line == (
@@ -351,7 +345,9 @@ def test_reading_text_says_what_matters_and_words_notes_for_a_clinician() -> Non
         "positive_slice_count": 2,
         "classifier_positive_slice_count": 40,
     }
-    lines = readingText({"case": case, "slices": [{}] * 154, "notes": [note]})
+    lines = readingLines(
+        DiagnosisResults(engineInfoOf({"case": case, "slices": [{}] * 154, "notes": [note]}))
+    )
     assert lines[0] == (
         "COVID-19 negative. 2 of 154 slices show opacification over 2 % of the lung; positive when more "
         "than 12 do."
@@ -359,9 +355,9 @@ def test_reading_text_says_what_matters_and_words_notes_for_a_clinician() -> Non
     assert lines[1].startswith("The classifier alone scores 40 slices")
     assert "dropped" not in lines[2] and "not lung lesions" in lines[2]
     # after a scene reload the engine info kept on the segmentation carries the same reading
-    kept = readingText({"engine": {**case, "slice_count": 154, "notes": [note]}})
+    kept = readingLines(DiagnosisResults(EngineInfo.fromJson({**case, "slice_count": 154, "notes": [note]})))
     assert kept == lines
-    assert readingText({"engine": {}}) == []
+    assert readingLines(DiagnosisResults(EngineInfo.fromJson({}))) == []
 
 
 def test_planned_rule_reads_the_bundled_card_before_diagnose(scene_logic) -> None:
@@ -435,14 +431,21 @@ def test_slice_table_puts_the_rule_evidence_first() -> None:
 def test_current_reading_reapplies_the_segmenter_rule() -> None:
     rows = [{"opacified_lung_fraction": f} for f in (0.0, 0.05, 0.021, 0.02, 0.3)]
     engine = {"decision": "segmenter", "min_lung_fraction": 0.02, "threshold": 2, "positive": False}
-    reading = currentReading(engine, rows)
+    reading = currentReading(EngineInfo.fromJson(engine), rows)
     # 0.02 itself is not over the share
     assert (reading.positive_slice_count, reading.threshold, reading.positive) == (3, 2, True)
-    assert currentReading({**engine, "min_lung_fraction": 0.1}, rows).positive_slice_count == 1
-    assert currentReading({**engine, "decision": "classifier"}, rows) is None  # an edit leaves its evidence
-    assert currentReading({"threshold": 2}, rows) is None  # a result saved before the rule existed
-    assert currentReadingText(reading, edited=False) == ""
-    assert currentReadingText(reading, edited=True) == (
+    assert (
+        currentReading(EngineInfo.fromJson({**engine, "min_lung_fraction": 0.1}), rows).positive_slice_count
+        == 1
+    )
+    # an edit leaves the classifier rule's evidence alone
+    assert currentReading(EngineInfo.fromJson({**engine, "decision": "classifier"}), rows) is None
+    assert currentReading(EngineInfo(threshold=2), rows) is None  # a result saved before the rule existed
+    unedited = readingLines(DiagnosisResults(EngineInfo.fromJson(engine), edited=False, reading=reading))
+    assert not any("Edited segmentation" in line for line in unedited)
+    edited = readingLines(DiagnosisResults(EngineInfo.fromJson(engine), edited=True, reading=reading))
+    assert edited_reading(reading) in edited
+    assert edited_reading(reading) == (
         "Edited segmentation: 3 slices over 2 % of the lung (threshold 2), COVID-19 positive by the same "
         "rule. The reading above is the AI's and is kept."
     )
@@ -450,9 +453,10 @@ def test_current_reading_reapplies_the_segmenter_rule() -> None:
 
 def test_engine_notes_from_results_or_the_kept_engine_info() -> None:
     note = "12.0 mL of predicted opacification lay more than 10 mm from the lungs and was dropped"
-    assert engineNotes({"notes": [note], "engine": {"notes": ["older"]}}) == [note]
-    assert engineNotes({"engine": {"notes": [note]}}) == [note]  # after Update results / scene reload
-    assert engineNotes({"engine": {}}) == [] and engineNotes({}) == []
+    assert engineInfoOf({"notes": [note]}).notes == (note,)
+    kept = EngineInfo.fromJson(engineInfoOf({"notes": [note]}).toJson())  # after an update or a scene reload
+    assert kept.notes == (note,)
+    assert EngineInfo.fromJson({}).notes == () and engineInfoOf({}).notes == ()
 
 
 def test_background_quantification_hands_back_result_or_error() -> None:
