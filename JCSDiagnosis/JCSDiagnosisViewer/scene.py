@@ -1,10 +1,9 @@
-"""MRML helpers of the viewer: CT volume node from a `jcs.io.CTVolume`, table nodes to rows, chart SVG."""
+"""MRML helpers of the viewer: CT volume node from a `jcs.io.CTVolume`, window presets, chart SVG."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -47,27 +46,6 @@ def set_window(volume_node: vtkMRMLScalarVolumeNode, preset: str) -> None:
     display = volume_node.GetDisplayNode()
     display.AutoWindowLevelOff()
     display.SetWindowLevel(width, level)
-
-
-def planned_rule(options: dict[str, Any], slice_count: int, slice_spacing_mm: float | None) -> RuleWording:
-    """The decision rule a Diagnose with these options will use, from the classifier's model card (as
-    `jcs.inference.DiagnosisEngine.from_registry` picks it), with T as the engine sets it for this scan."""
-    from jcs.decision import scaled_threshold
-    from jcs.weights import default_weights, find_weights
-
-    classifier = options.get("classifier") or default_weights("classifier")
-    segmenter = options.get("segmenter") or default_weights("segmenter")
-    card = find_weights(classifier).data if classifier else None
-    rule = RuleWording.from_card(
-        card,
-        decision=options.get("decision", "auto"),
-        has_segmenter=segmenter is not None,
-        threshold=options.get("threshold"),
-    )
-    if rule.threshold is None and slice_count > 0:
-        spacing = slice_spacing_mm if slice_spacing_mm and slice_spacing_mm > 0 else None
-        rule = replace(rule, threshold=scaled_threshold(slice_count, spacing))
-    return rule
 
 
 @dataclass(frozen=True)
