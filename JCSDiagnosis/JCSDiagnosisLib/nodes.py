@@ -232,7 +232,7 @@ def showResultValues(nodes: DiagnosisNodes, results: DiagnosisResults, maskSha: 
     evidence = tables.SHARE_COLUMN if results.engine.bySegmenter else None
     tables.fillTable(nodes.summaryTableNode, tables.summaryRecords(results.summary))
     tables.fillTable(nodes.lesionTableNode, tables.lesionRecords(results.lesions))
-    tables.fillTable(nodes.sliceTableNode, tables.sliceRecords(results.slices, evidence))
+    tables.fillTable(nodes.sliceTableNode, tables.sliceRecords(results.slices, evidence=evidence))
     nodes.segmentationNode.SetAttribute(RESULTS_HASH_ATTRIBUTE, maskSha)
     nodes.results = results
 
