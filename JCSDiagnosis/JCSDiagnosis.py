@@ -15,6 +15,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
+from jcs.options import AUTO, DecisionRule, Device, SegmentPolicy
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -86,11 +87,11 @@ class JCSDiagnosisParameterNode:
     """Parameters of the module, saved with the scene."""
 
     inputVolume: vtkMRMLScalarVolumeNode
-    device: Annotated[str, Choice(["auto", "cpu", "cuda", "mps"])] = "auto"
+    device: Annotated[str, Choice(list(Device.values()))] = str(Device.AUTO)
     useCardThreshold: bool = True
     threshold: Annotated[int, Minimum(0)] = 25
-    policy: Annotated[str, Choice(["positive-only", "always"])] = "positive-only"
-    decision: Annotated[str, Choice(["auto", "classifier", "segmenter"])] = "auto"
+    segmentPolicy: Annotated[str, Choice(list(SegmentPolicy.values()))] = str(SegmentPolicy.POSITIVE_ONLY)
+    decision: Annotated[str, Choice([AUTO, *DecisionRule.values()])] = AUTO
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     minLesionMl: Annotated[float, Minimum(0.0)] = 0.1
     resultSegmentation: vtkMRMLSegmentationNode
@@ -248,7 +249,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.inputVolume,
                 device=parameters.device,
                 threshold=None if parameters.useCardThreshold else parameters.threshold,
-                policy=parameters.policy,
+                segment_policy=parameters.segmentPolicy,
                 decision=parameters.decision,
             )
             self.ui.progressBar.value = 0
@@ -525,7 +526,7 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
         self.assertIsNone(inputProblem(volumeNode))
 
         self.delayDisplay(_("Diagnosing (engine in a background process)"))
-        nodes = logic.sceneLogic.diagnose(volumeNode, device="cpu", policy="always")
+        nodes = logic.sceneLogic.diagnose(volumeNode, device="cpu", segment_policy="always")
         heatmapMatrix = volumes.ijkToRasMatrix(nodes.heatmapNode)
         self.assertTrue(np.allclose(heatmapMatrix, volumes.ijkToRasMatrix(volumeNode)))
         heat = volumes.arrayFromVolume(nodes.heatmapNode)
@@ -545,7 +546,7 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(float(summary["opacification_volume_ml"]), 256 * voxelMl, places=3)
         self.assertEqual(summary["lesion_count"], "1")
         # the bundled weights decide by the segmenter rule, which is read again on the edit
-        engine = logic.sceneLogic.engineInfo(nodes.segmentationNode)
+        engine = logic.sceneLogic.engineReading(nodes.segmentationNode).case
         self.assertEqual(engine.decision, "segmenter")
         shares = tables.columnValues(nodes.sliceTableNode, "opacified_lung_fraction")
         counted = sum(share > engine.min_lung_fraction for share in shares)
@@ -564,7 +565,7 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
         volumeNode = slicer.util.loadVolume(str(files[0]), {"singleFile": False})
         logic = JCSDiagnosisLogic()
         self.assertTrue(logic.ensureDependencies())
-        nodes = logic.sceneLogic.diagnose(volumeNode, device="auto", policy="always")
+        nodes = logic.sceneLogic.diagnose(volumeNode, device="auto", segment_policy="always")
         self.delayDisplay(_("Exporting DICOM-SEG and SR"))
         outputDir = Path(slicer.app.temporaryPath) / "JCSDiagnosisTest"
         exported = logic.sceneLogic.exportDicomSeg(

@@ -7,7 +7,6 @@ folder is turned into new result nodes (:mod:`.nodes`).
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,13 +16,11 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import slicer
+from jcs.options import DiagnosisOptions, ProgressStyle
+from jcs.pipeline import CaseResult
 
 from . import display, nodes, volumes
 from .process import EngineError, EngineProcess
-
-POLICIES = ("positive-only", "always")
-DECISIONS = ("auto", "classifier", "segmenter")
-DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 class InputVolumeError(ValueError):
@@ -68,29 +65,35 @@ class DiagnosisRun:
         return self.workDir / "out"
 
 
-def engineArguments(
-    inputPath: Path,
-    outputDir: Path,
-    *,
-    device: str = "auto",
-    threshold: int | None = None,
-    policy: str = "positive-only",
-    decision: str = "auto",
-    classifier: str | None = None,
-    segmenter: str | None = None,
-) -> list[str]:
-    """`jcs diagnose` arguments for these options (checked here, so a bad option fails before the run)."""
-    if policy not in POLICIES:
-        raise ValueError(f"segmentation policy must be one of {POLICIES}, got '{policy}'")
-    if device not in DEVICES:
-        raise ValueError(f"device must be one of {DEVICES}, got '{device}'")
-    if decision not in DECISIONS:
-        raise ValueError(f"decision rule must be one of {DECISIONS}, got '{decision}'")
-    if threshold is not None and threshold < 0:
-        raise ValueError(f"positive-slice threshold must not be negative, got {threshold}")
-    arguments = ["diagnose", str(inputPath), "--out", str(outputDir), "--progress", "json"]
-    arguments += ["--device", device, "--segment", policy, "--decision", decision]
-    for flag, value in (("--threshold", threshold), ("--classifier", classifier), ("--segmenter", segmenter)):
+#: `jcs diagnose` flag of each :class:`jcs.options.DiagnosisOptions` field the scene logic passes on
+#: (progress is always JSON lines; DICOM-SEG is exported from the scene).
+ENGINE_FLAGS = {
+    "classifier": "--classifier",
+    "segmenter": "--segmenter",
+    "device": "--device",
+    "precision": "--precision",
+    "threshold": "--threshold",
+    "decision": "--decision",
+    "segment_policy": "--segment",
+    "batch_size": "--batch-size",
+    "lesion_margin_mm": "--lesion-margin-mm",
+}
+
+
+def diagnosisOptions(**options: Any) -> DiagnosisOptions:
+    """The options of a diagnosis (:class:`jcs.options.DiagnosisOptions` fields, the CLI's defaults),
+    checked before anything runs."""
+    unknown = sorted(set(options) - set(ENGINE_FLAGS))
+    if unknown:
+        raise ValueError(f"unknown diagnosis options {unknown}; known: {', '.join(ENGINE_FLAGS)}")
+    return DiagnosisOptions(**options)
+
+
+def engineArguments(inputPath: Path, outputDir: Path, options: DiagnosisOptions) -> list[str]:
+    """`jcs diagnose` arguments of one run with these options."""
+    arguments = ["diagnose", str(inputPath), "--out", str(outputDir), "--progress", str(ProgressStyle.JSON)]
+    for name, flag in ENGINE_FLAGS.items():
+        value = getattr(options, name)
         if value is not None and value != "":
             arguments += [flag, str(value)]
     return arguments
@@ -114,9 +117,10 @@ class EngineRunner:
         problem = inputProblem(volumeNode)
         if problem:
             raise InputVolumeError(problem)
+        chosen = diagnosisOptions(**options)
         workDir = Path(tempfile.mkdtemp(prefix="JCSDiagnosis-"))
         inputPath = workDir / "volume.nrrd"
-        arguments = engineArguments(inputPath, workDir / "out", **options)
+        arguments = engineArguments(inputPath, workDir / "out", chosen)
         sitk.WriteImage(volumes.imageFromVolume(volumeNode), str(inputPath), useCompression=True)
         process = EngineProcess(arguments, python=self.python, onProgress=onProgress)
         process.start()
@@ -128,7 +132,7 @@ class EngineRunner:
         resultsPath = out / "results.json"
         if not resultsPath.is_file():
             raise EngineError(f"the engine wrote no {resultsPath.name}:\n{run.process.output()}")
-        case = json.loads(resultsPath.read_text(encoding="utf-8"))
+        case = _readCase(resultsPath)
         heatmap = _readOnVolumeGrid(out / "heatmap.nrrd", volumeNode).astype(np.float32)
         lesions = _readOnVolumeGrid(out / "lesions.nrrd", volumeNode) > 0
         lungsPath = out / "lungs.nrrd"
@@ -137,41 +141,19 @@ class EngineRunner:
             if lungsPath.is_file()
             else volumes.segmentLungs(volumeNode)
         )
-        engine = engineInfoOf(case)
         result = nodes.createResultNodes(
-            volumeNode, f"{run.name} JCS", heatmap=heatmap, lesions=lesions, lungs=lungs, engine=engine
+            volumeNode, f"{run.name} JCS", heatmap=heatmap, lesions=lesions, lungs=lungs, case=case
         )
-        nodes.showResultValues(result, resultsOf(case, engine), nodes.maskSha256(lesions))
+        nodes.showResultValues(result, result.results, nodes.maskSha256(lesions))
         display.showHeatmap(volumeNode, result.heatmapNode)
         return result
 
 
-def engineInfoOf(case: dict[str, Any]) -> nodes.EngineInfo:
-    """What is kept on the segmentation of a results.json."""
-    fields = case.get("case", {})
-    return nodes.EngineInfo.fromJson(
-        {
-            **fields,
-            "engine_version": case.get("engine_version", ""),
-            "weights": case.get("weights", {}),
-            "device": case.get("device", ""),
-            "slice_count": len(case.get("slices", [])) or None,
-            "notes": case.get("notes", []),
-        }
-    )
-
-
-def resultsOf(case: dict[str, Any], engine: nodes.EngineInfo) -> nodes.DiagnosisResults:
-    """The typed values of a results.json (its summary completed with the case fields)."""
-    summary = dict(case.get("summary", {}))
-    fields = case.get("case", {})
-    for key in ("positive", "positive_slice_count", "threshold", "segmented"):
-        if key in fields and key not in summary:
-            summary[key] = fields[key]
-    summary.setdefault("segmentation", "automatic")
-    return nodes.DiagnosisResults(
-        engine, summary=summary, lesions=list(case.get("lesions", [])), slices=list(case.get("slices", []))
-    )
+def _readCase(path: Path) -> CaseResult:
+    try:
+        return CaseResult.read(path)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EngineError(f"the engine's {path.name} cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
 def _readOnVolumeGrid(path: Path, volumeNode) -> np.ndarray:

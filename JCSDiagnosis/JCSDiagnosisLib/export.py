@@ -20,18 +20,19 @@ if TYPE_CHECKING:
 
 
 def reportValues(results: nodes.DiagnosisResults) -> ReportValues:
-    """SR measurements of a result: the quantified summary, the AI's case reading and, for an edited
+    """SR measurements of a result: the measured summary, the AI's case reading and, for an edited
     segmentation decided by the segmenter rule, that rule's reading of the edit."""
     from jcs.dicomseg import ReportValues
 
-    engine, reading = results.engine, results.reading if results.edited else None
-    if results.summary.get("opacification_volume_ml") is None:
+    summary, decision = results.case.summary, results.case.case
+    reading = results.reading if results.edited else None
+    if summary.get("opacification_volume_ml") is None:
         raise ValueError("the result has no 'opacification_volume_ml'; run 'Update results' first")
     return ReportValues.from_summary(
-        results.summary,
-        positive_slice_count=engine.positive_slice_count,
-        threshold=engine.threshold,
-        case_positive=engine.positive,
+        dict(summary),
+        positive_slice_count=decision.positive_slice_count,
+        threshold=decision.threshold,
+        case_positive=decision.positive,
         reviewed_positive_slice_count=reading.positive_slice_count if reading is not None else None,
         reviewed_case_positive=reading.positive if reading is not None else None,
     )
@@ -56,7 +57,7 @@ class DicomExporter:
             mask=volumes.imageFromVolume(result.volumeNode, mask),
             source_files=sourceFiles,
             output_dir=Path(outputDir),
-            engine=result.results.engine.toJson(),
+            engine=result.results.case.to_json(),
             edited=result.results.edited,
             values=reportValues(result.results),
         )

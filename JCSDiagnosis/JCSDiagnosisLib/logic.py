@@ -21,7 +21,7 @@ from . import display, nodes, tables, update
 from .engine import DiagnosisRun, EngineRunner, InputVolumeError, inputProblem
 from .export import DicomExporter
 from .navigation import Navigator, axialSliceCenter
-from .nodes import DiagnosisNodes, DiagnosisResults, EngineInfo, isDiagnosisResult, maskSha256
+from .nodes import DiagnosisNodes, DiagnosisResults, isDiagnosisResult, maskSha256
 from .update import BackgroundQuantification, QuantificationJob
 
 if TYPE_CHECKING:
@@ -33,7 +33,6 @@ __all__ = [
     "DiagnosisNodes",
     "DiagnosisResults",
     "DiagnosisRun",
-    "EngineInfo",
     "InputVolumeError",
     "JCSDiagnosisSceneLogic",
     "QuantificationJob",
@@ -68,7 +67,7 @@ class JCSDiagnosisSceneLogic:
 
     # ---------------------------------------------------------------- diagnose
     def startDiagnosis(self, volumeNode: slicer.vtkMRMLScalarVolumeNode, **options: Any) -> DiagnosisRun:
-        """Start the engine on `volumeNode` (returns at once; see :func:`.engine.engineArguments`)."""
+        """Start the engine on `volumeNode` (returns at once; options as :meth:`diagnose`)."""
         return self.engine.start(volumeNode, **options)
 
     def loadResults(self, run: DiagnosisRun) -> DiagnosisNodes:
@@ -80,9 +79,9 @@ class JCSDiagnosisSceneLogic:
     ) -> DiagnosisNodes:
         """Run the engine on `volumeNode`, wait for it and load its results into new nodes.
 
-        Options: device ("auto"/"cpu"/"cuda"/"mps"), threshold (positive slices for a positive
-        case; default the weights' card), policy ("positive-only"/"always"), decision, classifier/segmenter
-        (registry names), onProgress (callable(stage, fraction)).
+        Options: :class:`jcs.options.DiagnosisOptions` fields with the CLI's defaults (device,
+        precision, threshold, decision, segment_policy, classifier/segmenter registry names, batch_size,
+        lesion_margin_mm), and onProgress (callable(stage, fraction of the run)).
         """
         run = self.startDiagnosis(volumeNode, **options)
         try:
@@ -102,7 +101,7 @@ class JCSDiagnosisSceneLogic:
         return found
 
     sourceVolume = staticmethod(nodes.sourceVolume)
-    engineInfo = staticmethod(nodes.engineInfo)
+    engineReading = staticmethod(nodes.engineReading)
     lesionMask = staticmethod(nodes.lesionMask)
     isEdited = staticmethod(nodes.isEdited)
     lungLabels = staticmethod(nodes.lungLabels)

@@ -1,20 +1,22 @@
 """Result nodes of one diagnosis: created once per run, found again from the segmentation.
 
 A diagnosis makes a heatmap volume, a segmentation (lesions and the two lungs), three tables and a
-chart. The segmentation references the others by role and keeps what the engine said (its
-:class:`EngineInfo`), so every node of a result can be found and described again after the scene is
-saved and reloaded. New nodes per run: re-running never overwrites an edited segmentation.
+chart. The segmentation references the others by role and keeps the engine's reading (a
+:class:`jcs.pipeline.CaseResult`), so every node of a result can be found and described again after the
+scene is saved and reloaded. New nodes per run: re-running never overwrites an edited segmentation.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import slicer
+from jcs.options import DecisionRule
+from jcs.pipeline import CaseResult
 from jcs.terminology import SegmentSpec, lesion_spec, lung_specs
 
 from . import display, tables, volumes
@@ -23,7 +25,9 @@ if TYPE_CHECKING:
     from jcs.decision import SegmenterReading
 
 ATTRIBUTE_PREFIX = "JCSDiagnosis."
-ENGINE_ATTRIBUTE = ATTRIBUTE_PREFIX + "engine"
+#: The engine's reading (results.json without the arrays), kept on the segmentation so a result can be
+#: updated, described and exported after the scene is saved and reloaded.
+READING_ATTRIBUTE = ATTRIBUTE_PREFIX + "reading"
 AUTOMATIC_HASH_ATTRIBUTE = ATTRIBUTE_PREFIX + "automaticLesionSha256"
 RESULTS_HASH_ATTRIBUTE = ATTRIBUTE_PREFIX + "resultsLesionSha256"
 ROLE_HEATMAP = "jcsHeatmap"
@@ -32,69 +36,46 @@ ROLE_LESIONS = "jcsLesionTable"
 ROLE_SLICES = "jcsSliceTable"
 ROLE_CHART = "jcsPlotChart"
 ROLES = (ROLE_HEATMAP, ROLE_SUMMARY, ROLE_LESIONS, ROLE_SLICES, ROLE_CHART)
-
-
-@dataclass(frozen=True)
-class EngineInfo:
-    """What the engine said of a case (results.json ``case`` and provenance), kept on the segmentation
-    as JSON so a result can be updated, described and exported after a scene reload."""
-
-    engine_version: str = ""
-    weights: dict[str, Any] = field(default_factory=dict)
-    device: str = ""
-    threshold: int | None = None
-    positive: bool | None = None
-    positive_slice_count: int | None = None
-    decision: str | None = None
-    min_lung_fraction: float | None = None
-    classifier_positive_slice_count: int | None = None
-    segmented: bool | None = None
-    slice_count: int | None = None
-    notes: tuple[str, ...] = ()
-
-    @classmethod
-    def fromJson(cls, data: dict[str, Any]) -> EngineInfo:
-        """From :meth:`toJson`'s dict (keys this version does not know are ignored)."""
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["notes"] = tuple(str(note) for note in values.get("notes") or ())
-        return cls(**values)
-
-    def toJson(self) -> dict[str, Any]:
-        """JSON-ready dict (the segmentation attribute; also what the DICOM export reads)."""
-        return {**asdict(self), "notes": list(self.notes)}
-
-    @property
-    def bySegmenter(self) -> bool:
-        """Whether the case was decided by the segmenter rule (whose evidence an edit changes)."""
-        return self.decision == "segmenter"
-
-    def caseFields(self) -> dict[str, Any]:
-        """The case fields the reading is worded from (`jcs.wording` takes a results.json ``case``)."""
-        keys = (
-            "threshold",
-            "positive",
-            "positive_slice_count",
-            "decision",
-            "min_lung_fraction",
-            "classifier_positive_slice_count",
-        )
-        return {key: getattr(self, key) for key in keys if getattr(self, key) is not None}
+#: Summary fields of the segmenter rule re-applied to the current (edited) segmentation.
+SUMMARY_CURRENT_POSITIVE_SLICES = "current_positive_slice_count"
+SUMMARY_CURRENT_POSITIVE = "current_positive"
 
 
 @dataclass
 class DiagnosisResults:
-    """A result's typed values: the engine's reading and, after an update, the edit's figures."""
+    """A result's typed values: the reading its tables show (the engine's, or after 'Update results' the
+    edited segmentation re-measured with the engine's decision kept) and the segmenter rule's reading of
+    an edit."""
 
-    engine: EngineInfo
-    #: jcs.quantify summary merged with the case fields (what the summary table shows).
-    summary: dict[str, Any] = field(default_factory=dict)
-    lesions: list[dict[str, Any]] = field(default_factory=list)
-    slices: list[dict[str, Any]] = field(default_factory=list)
+    case: CaseResult
     #: Whether the lesion segment differs from the engine's.
     edited: bool = False
     #: The segmenter rule re-applied to the current segmentation (None under the classifier rule).
     reading: SegmenterReading | None = None
+
+    @property
+    def bySegmenter(self) -> bool:
+        """Whether the case was decided by the segmenter rule (whose evidence an edit changes)."""
+        return self.case.case.decision == DecisionRule.SEGMENTER
+
+    def summary(self) -> dict[str, Any]:
+        """What the summary table shows: summary.csv's quantities (the decision, then the measurements),
+        whether the segmentation was edited and, for an edit, the segmenter rule's reading of it."""
+        summary = {**self.case.summary_quantities(), "segmentation": "edited" if self.edited else "automatic"}
+        if self.reading is not None:
+            summary[SUMMARY_CURRENT_POSITIVE_SLICES] = self.reading.positive_slice_count
+            summary[SUMMARY_CURRENT_POSITIVE] = self.reading.positive
+        return summary
+
+    def tablesCase(self) -> CaseResult:
+        """The reading as `CaseResult.write_tables` writes it: the engine's as it is, an edited one with
+        the edit's marker and reading added to its summary (so the downloads say what they describe)."""
+        if not self.edited:
+            return self.case
+        extra = {
+            key: value for key, value in self.summary().items() if key not in self.case.summary_quantities()
+        }
+        return replace(self.case, summary={**self.case.summary, **extra})
 
 
 @dataclass
@@ -131,10 +112,15 @@ def sourceVolume(segmentationNode: slicer.vtkMRMLSegmentationNode) -> slicer.vtk
     return node
 
 
-def engineInfo(segmentationNode: slicer.vtkMRMLSegmentationNode) -> EngineInfo:
-    """Engine version, weights and decision stored on the segmentation at diagnosis time."""
-    text = segmentationNode.GetAttribute(ENGINE_ATTRIBUTE)
-    return EngineInfo.fromJson(json.loads(text)) if text else EngineInfo()
+def engineReading(segmentationNode: slicer.vtkMRMLSegmentationNode) -> CaseResult:
+    """The engine's reading of the case, kept on the segmentation at diagnosis time."""
+    text = segmentationNode.GetAttribute(READING_ATTRIBUTE)
+    if not text:
+        raise ValueError(
+            f"'{segmentationNode.GetName()}' holds no engine reading (made by an earlier version of JCS "
+            "Diagnosis?): run Diagnose again"
+        )
+    return CaseResult.from_json(json.loads(text))
 
 
 def lesionMask(segmentationNode: slicer.vtkMRMLSegmentationNode) -> np.ndarray:
@@ -179,7 +165,7 @@ def findResultNodes(segmentationNode: slicer.vtkMRMLSegmentationNode) -> Diagnos
         refs[ROLE_LESIONS],
         refs[ROLE_SLICES],
         refs[ROLE_CHART],
-        DiagnosisResults(engineInfo(segmentationNode)),
+        DiagnosisResults(engineReading(segmentationNode)),
     )
 
 
@@ -190,7 +176,7 @@ def createResultNodes(
     heatmap: np.ndarray,
     lesions: np.ndarray,
     lungs: np.ndarray,
-    engine: EngineInfo,
+    case: CaseResult,
 ) -> DiagnosisNodes:
     """New heatmap, segmentation, (empty) table and chart nodes of one diagnosis, linked by role to the
     segmentation and placed beside the CT in its study. Arrays are on the CT's (K, J, I) grid."""
@@ -204,12 +190,13 @@ def createResultNodes(
         volumeNode, scene.GenerateUniqueName(f"{name} segmentation"), lesions, lungs
     )
     segmentationNode.SetAttribute(AUTOMATIC_HASH_ATTRIBUTE, maskSha256(lesions))
-    segmentationNode.SetAttribute(ENGINE_ATTRIBUTE, json.dumps(engine.toJson()))
+    segmentationNode.SetAttribute(READING_ATTRIBUTE, json.dumps(case.to_json()))
     summaryNode, lesionNode, sliceNode = (
         scene.AddNewNodeByClass("vtkMRMLTableNode", scene.GenerateUniqueName(f"{name} {kind}"))
         for kind in ("summary", "lesions", "slices")
     )
-    shareColumn = tables.SHARE_COLUMN if engine.bySegmenter else None
+    results = DiagnosisResults(case)
+    shareColumn = tables.SHARE_COLUMN if results.bySegmenter else None
     chartNode = tables.makeProbabilityPlot(scene, sliceNode, name, shareColumn)
     created = (heatmapNode, summaryNode, lesionNode, sliceNode, chartNode)
     for role, node in zip(ROLES, created, strict=True):
@@ -223,16 +210,18 @@ def createResultNodes(
         lesionNode,
         sliceNode,
         chartNode,
-        DiagnosisResults(engine),
+        results,
     )
 
 
 def showResultValues(nodes: DiagnosisNodes, results: DiagnosisResults, maskSha: str) -> None:
     """Fill the three tables from typed values and remember which mask they describe."""
-    evidence = tables.SHARE_COLUMN if results.engine.bySegmenter else None
-    tables.fillTable(nodes.summaryTableNode, tables.summaryRecords(results.summary))
-    tables.fillTable(nodes.lesionTableNode, tables.lesionRecords(results.lesions))
-    tables.fillTable(nodes.sliceTableNode, tables.sliceRecords(results.slices, evidence=evidence))
+    evidence = tables.SHARE_COLUMN if results.bySegmenter else None
+    tables.fillTable(nodes.summaryTableNode, tables.summaryRecords(results.summary()))
+    tables.fillTable(
+        nodes.lesionTableNode, tables.lesionRecords([row.to_json() for row in results.case.lesions])
+    )
+    tables.fillTable(nodes.sliceTableNode, tables.sliceRecords(results.case.slices, evidence=evidence))
     nodes.segmentationNode.SetAttribute(RESULTS_HASH_ATTRIBUTE, maskSha)
     nodes.results = results
 

@@ -57,16 +57,13 @@ def readingLines(results: DiagnosisResults) -> list[str]:
     classifier's aside under the segmenter rule, the rule's reading of an edit, the engine's notes."""
     from jcs.wording import classifier_aside, clinical_note, edited_reading, reading_line, verdict
 
-    engine = results.engine
-    if engine.positive is None:
-        return []
-    case = engine.caseFields()
-    head = verdict(bool(engine.positive))
-    lines = [f"{head}. {reading_line(case, engine.slice_count)}" if engine.slice_count else head]
-    lines.append(classifier_aside(case))
+    case = results.case.case.to_json()
+    count = len(results.case.slices)
+    head = verdict(bool(results.case.case.positive))
+    lines = [f"{head}. {reading_line(case, count)}" if count else head, classifier_aside(case)]
     if results.edited and results.reading is not None:
         lines.append(edited_reading(results.reading))
-    lines += [clinical_note(note) for note in engine.notes]
+    lines += [clinical_note(note) for note in results.case.notes]
     return [line for line in lines if line]
 
 

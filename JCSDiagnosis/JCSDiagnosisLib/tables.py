@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import slicer
 import vtk
+from jcs.pipeline import SliceRow
 
 #: Unit token in a jcs.quantify field name -> unit label shown in Slicer's table view.
 UNIT_TOKENS = {
@@ -148,24 +149,21 @@ def lesionRecords(lesions: Sequence[Mapping]) -> list[dict]:
     ]
 
 
-def sliceRecords(
-    slices: Sequence[Mapping], probabilities: np.ndarray | None = None, evidence: str | None = None
-) -> list[dict]:
+def sliceRecords(slices: Sequence[SliceRow], evidence: str | None = None) -> list[dict]:
     """Slice-table rows: `slice_index`, then the column the decision rule counts by (`evidence`, e.g.
     the segmenter rule's `opacified_lung_fraction`), then `classifier_probability` and the rest.
 
-    Accepts the CLI's results.json rows (`index`, `probability`, `positive`, quantification fields) and
-    jcs.quantify's rows (`slice_index`, `classifier_probability`, ...); `probabilities` overrides.
+    The columns are slices.csv's (:class:`jcs.pipeline.SliceRow`, named as the quantification names them).
     """
+    names = SliceRow.SLICES_CSV_NAMES
     rows = []
-    for position, record in enumerate(slices):
-        row = {SLICE_COLUMN: int(record.get(SLICE_COLUMN, record.get("index", position)))}
-        if evidence and evidence in record:
-            row[evidence] = record[evidence]
-        row[PROBABILITY_COLUMN] = record.get(PROBABILITY_COLUMN, record.get("probability"))
-        if probabilities is not None:
-            row[PROBABILITY_COLUMN] = float(probabilities[position])
-        row.update({k: v for k, v in record.items() if k not in (*row, "index", "probability")})
+    for slice_ in slices:
+        data = slice_.to_json()
+        row = {SLICE_COLUMN: data.pop(names[SLICE_COLUMN])}
+        if evidence and evidence in data:
+            row[evidence] = data.pop(evidence)
+        row[PROBABILITY_COLUMN] = data.pop(names[PROBABILITY_COLUMN])
+        row.update(data)
         rows.append(row)
     return rows
 

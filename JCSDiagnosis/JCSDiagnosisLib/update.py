@@ -15,21 +15,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import SimpleITK as sitk
 import slicer
+from jcs.options import DecisionRule
 
 from . import nodes, tables, volumes
 
 if TYPE_CHECKING:
     from jcs.decision import SegmenterReading
+    from jcs.pipeline import CaseResult
     from jcs.quantify import Quantification
-
-#: Summary fields of the segmenter rule re-applied to the current (edited) segmentation.
-SUMMARY_CURRENT_POSITIVE_SLICES = "current_positive_slice_count"
-SUMMARY_CURRENT_POSITIVE = "current_positive"
 
 
 @dataclass
 class QuantificationJob:
-    """Arrays read from a result's nodes for :func:`jcs.quantify.quantify` (axial order, inferior first)."""
+    """Arrays read from a result's nodes for :func:`jcs.quantify.quantify` (axial order, inferior first);
+    ``nodes.results.case`` is the engine's reading the figures replace."""
 
     segmentationNode: slicer.vtkMRMLSegmentationNode
     nodes: nodes.DiagnosisNodes
@@ -93,7 +92,6 @@ def quantificationJob(segmentationNode: slicer.vtkMRMLSegmentationNode) -> Quant
     volumeNode = result.volumeNode
     ct = volumes.ctVolume(volumeNode)
     mask = nodes.lesionMask(segmentationNode)
-    probabilities = tables.columnValues(result.sliceTableNode, tables.PROBABILITY_COLUMN)
     return QuantificationJob(
         segmentationNode=segmentationNode,
         nodes=result,
@@ -103,69 +101,35 @@ def quantificationJob(segmentationNode: slicer.vtkMRMLSegmentationNode) -> Quant
         heatmap=volumes.toAxial(volumeNode, volumes.arrayFromVolume(result.heatmapNode).astype(np.float32)),
         image=ct.axial_image(),
         hu=ct.axial_array(),
-        probabilities=probabilities.astype(np.float64),
+        probabilities=np.array([row.probability for row in result.results.case.slices], dtype=np.float64),
     )
 
 
 def applyQuantification(job: QuantificationJob, quantification: Quantification) -> nodes.DiagnosisNodes:
-    """Write a finished :class:`QuantificationJob`'s figures into the result tables."""
-    result = job.nodes
-    engine = result.results.engine
-    edited = nodes.isEdited(job.segmentationNode)
-    reading = currentReading(engine, quantification.slices)
-    slices = [
-        {**row, tables.PROBABILITY_COLUMN: float(p)}
-        for row, p in zip(quantification.slices, job.probabilities, strict=True)
-    ]
+    """Write a finished :class:`QuantificationJob`'s figures into the result tables: the engine's reading
+    re-measured on the current segmentation (its decision kept) and the segmenter rule's reading of it."""
+    engine = job.nodes.results.case
     values = nodes.DiagnosisResults(
-        engine,
-        summary=updatedSummary(engine, quantification.summary, edited, reading),
-        lesions=list(quantification.lesions),
-        slices=slices,
-        edited=edited,
-        reading=reading,
+        engine.with_quantification(quantification, job.lesion),
+        edited=nodes.isEdited(job.segmentationNode),
+        reading=currentReading(engine, quantification.slices),
     )
-    nodes.showResultValues(result, values, job.maskSha256)
-    return result
+    nodes.showResultValues(job.nodes, values, job.maskSha256)
+    return job.nodes
 
 
-def updatedSummary(
-    engine: nodes.EngineInfo,
-    quantified: Mapping[str, Any],
-    edited: bool,
-    reading: SegmenterReading | None,
-) -> dict[str, Any]:
-    """The summary after an update: the AI's case fields (kept), the new quantification, whether the
-    segmentation was edited and the segmenter rule's reading of it."""
-    summary: dict[str, Any] = {
-        key: value
-        for key, value in (
-            ("positive", engine.positive),
-            ("positive_slice_count", engine.positive_slice_count),
-            ("threshold", engine.threshold),
-            ("segmented", engine.segmented),
-        )
-        if value is not None
-    }
-    summary.update(quantified)
-    summary["segmentation"] = "edited" if edited else "automatic"
-    if reading is not None:
-        summary[SUMMARY_CURRENT_POSITIVE_SLICES] = reading.positive_slice_count
-        summary[SUMMARY_CURRENT_POSITIVE] = reading.positive
-    return summary
-
-
-def currentReading(engine: nodes.EngineInfo, slices: Sequence[Mapping[str, Any]]) -> SegmenterReading | None:
+def currentReading(engine: CaseResult, slices: Sequence[Mapping[str, Any]]) -> SegmenterReading | None:
     """The engine's segmenter rule re-applied to quantified slice rows of the current segmentation
     (their ``opacified_lung_fraction``), with the engine's share and threshold; None when the case was
     decided by the classifier rule, whose evidence an edit does not change."""
-    if not engine.bySegmenter or engine.threshold is None:
+    case = engine.case
+    if case.decision != DecisionRule.SEGMENTER or case.threshold is None:
         return None
     from jcs.decision import OPACIFIED_LUNG_FRACTION, SegmenterReading
 
-    share = engine.min_lung_fraction
+    share = case.min_lung_fraction
     return SegmenterReading.from_fractions(
         np.array([float(row[tables.SHARE_COLUMN]) for row in slices]),
-        int(engine.threshold),
+        int(case.threshold),
         OPACIFIED_LUNG_FRACTION if share is None else float(share),
     )

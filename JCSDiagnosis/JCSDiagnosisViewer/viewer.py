@@ -121,14 +121,14 @@ class JCSViewer(TrameApp):
         self.reading.show_result(result.results)
         self.display.show_result(result)
         self.tables.show(result)
-        self.navigation.show_result(result, result.results.engine.caseFields())
+        self.navigation.show_result(result)
 
     def _on_updated(self, result: DiagnosisNodes) -> None:
         self.display.show_3d()
         self.reading.show_update(result.results)
         self.tables.show(result)
         if result.results.reading is not None:  # the segmenter rule's evidence follows the edit
-            self.navigation.show_result(result, result.results.engine.caseFields())
+            self.navigation.show_result(result)
         self.navigation.refresh_chart()
 
     def _show_error(self, message: str) -> None:

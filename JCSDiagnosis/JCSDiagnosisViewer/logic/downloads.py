@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import SimpleITK as sitk
-from JCSDiagnosisLib.tables import readTable
 from JCSDiagnosisLib.volumes import imageFromVolume
 from trame_server import Server
 from trame_slicer.app.logic import BaseLogic
@@ -44,6 +41,7 @@ class DownloadLogic(BaseLogic[None]):
         return self.server.protocol.addAttachment(self.file_bytes(key))
 
     def file_bytes(self, key: str) -> bytes:
+        """The bytes of one download of the current result (the tables as `jcs diagnose` writes them)."""
         if self.session.result is None or key not in FILE_NAMES:
             raise ValueError(f"nothing to download for {key!r}")
         folder = Path(self._folder.name)
@@ -52,12 +50,10 @@ class DownloadLogic(BaseLogic[None]):
         if key == "labelmap":
             return self._labelmap_bytes(folder / FILE_NAMES[key])
         if key == "json":
-            return json.dumps(self.results_dict(), indent=2).encode()
-        result = self.session.result
-        node = {"summary": result.summaryTableNode, "lesions": result.lesionTableNode}.get(
-            key, result.sliceTableNode
-        )
-        return _csv_bytes(readTable(node))
+            return json.dumps(self.results_json(), indent=2, allow_nan=False).encode()
+        tables = folder / "tables"
+        self.session.result.results.tablesCase().write_tables(tables)
+        return (tables / FILE_NAMES[key]).read_bytes()
 
     def _dicom_bytes(self, key: str, folder: Path) -> bytes:
         written = self.session.scene_logic.exportDicomSeg(
@@ -72,29 +68,13 @@ class DownloadLogic(BaseLogic[None]):
         sitk.WriteImage(imageFromVolume(self.session.volume_node, mask), str(path), useCompression=True)
         return path.read_bytes()
 
-    def results_dict(self) -> dict[str, Any]:
+    def results_json(self) -> dict[str, Any]:
+        """results.json of the current result (the CLI's layout) with the case's name, the smallest
+        lesion listed and whether the segmentation the tables describe was edited."""
         result = self.session.result
-        engine = result.results.engine
-        return {
-            "case": {"name": self.session.input.name, **engine.caseFields()},
-            "weights": engine.weights,
-            "notes": list(engine.notes),
-            "min_lesion_ml_shown": self.session.min_lesion_ml,
-            "segmentation": "edited"
-            if self.session.scene_logic.isEdited(result.segmentationNode)
-            else "automatic",
-            "summary": readTable(result.summaryTableNode),
-            "lesions": readTable(result.lesionTableNode),
-            "slices": readTable(result.sliceTableNode),
-        }
-
-
-def _csv_bytes(rows: list[dict[str, Any]]) -> bytes:
-    buffer = io.StringIO()
-    fields: list[str] = []
-    for row in rows:
-        fields.extend(k for k in row if k not in fields)
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue().encode()
+        data = result.results.tablesCase().to_json()
+        data["case"] = {"name": self.session.input.name, **data["case"]}
+        edited = self.session.scene_logic.isEdited(result.segmentationNode)
+        data["segmentation"] = "edited" if edited else "automatic"
+        data["min_lesion_ml_shown"] = self.session.min_lesion_ml
+        return data

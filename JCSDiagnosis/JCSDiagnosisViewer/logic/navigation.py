@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 from jcs.wording import RuleWording
 from JCSDiagnosisLib.logic import DiagnosisNodes
-from JCSDiagnosisLib.tables import PROBABILITY_COLUMN, SLICE_COLUMN, columnValues, readTable
 from JCSDiagnosisLib.volumes import axialSliceCount
 from trame_server import Server
 from trame_slicer.app.logic import BaseLogic
@@ -53,10 +52,12 @@ class NavigationLogic(BaseLogic[ChartState]):
         """Title the (empty) chart by the rule that will decide, before Diagnose."""
         self._show_chart(SliceChart.for_rule(rule, np.zeros(0)))
 
-    def show_result(self, result: DiagnosisNodes, case: dict[str, Any]) -> None:
+    def show_result(self, result: DiagnosisNodes) -> None:
         """The chart of the result's evidence (follows each update under the segmenter rule)."""
-        self.probabilities = columnValues(result.sliceTableNode, PROBABILITY_COLUMN)
-        self._show_chart(slice_chart(case, result.results.slices, self.probabilities))
+        reading = result.results.case
+        self.probabilities = np.array([row.probability for row in reading.slices])
+        slices = [row.to_json() for row in reading.slices]
+        self._show_chart(slice_chart(reading.case.to_json(), slices, self.probabilities))
 
     def _show_chart(self, chart: SliceChart) -> None:
         self.chart = chart
@@ -80,7 +81,7 @@ class NavigationLogic(BaseLogic[ChartState]):
             return
         try:
             if table == "slices":
-                self.go_to_slice(int(readTable(result.sliceTableNode)[row][SLICE_COLUMN]))
+                self.go_to_slice(result.results.case.slices[row].index)
             elif table == "lesions":
                 self.session.scene_logic.jumpToLesion(result.segmentationNode, self.session.lesion_rows[row])
                 self.session.render_views()

@@ -19,7 +19,7 @@ from jcs.wording import (
     verdict,
 )
 from JCSDiagnosisLib.logic import DiagnosisNodes, DiagnosisResults
-from JCSDiagnosisLib.tables import readTable
+from JCSDiagnosisLib.tables import sliceRecords
 from trame_server import Server
 from trame_slicer.app.logic import BaseLogic
 from trame_slicer.core import SlicerApp
@@ -41,19 +41,19 @@ class ReadingLogic(BaseLogic[ReadingState]):
 
     def show_result(self, results: DiagnosisResults) -> None:
         """The AI's reading of a fresh diagnosis."""
-        engine = results.engine
-        case = engine.caseFields()
+        decision = results.case.case
+        case = decision.to_json()
         planned = self.session.rule
         self.session.rule = RuleWording.from_case(case, planned.reason if planned else "")
         self.show_rule(self.session.rule)
         self.data.has_results = True
-        self.data.decision = verdict(bool(engine.positive))
-        self.data.positive = bool(engine.positive)
-        self.data.reading_line = reading_line(case, engine.slice_count or 0)
+        self.data.decision = verdict(decision.positive)
+        self.data.positive = decision.positive
+        self.data.reading_line = reading_line(case, len(results.case.slices))
         self.data.decision_basis = classifier_aside(case)
         self.data.current_reading = ""
-        self.data.notes = [clinical_note(note) for note in engine.notes]
-        self.data.weights = weights_text(engine.weights)
+        self.data.notes = [clinical_note(note) for note in results.case.notes]
+        self.data.weights = weights_text(results.case.weights)
         self.show_values(results)
 
     def show_update(self, results: DiagnosisResults) -> None:
@@ -63,7 +63,7 @@ class ReadingLogic(BaseLogic[ReadingState]):
         self.show_values(results)
 
     def show_values(self, results: DiagnosisResults) -> None:
-        summary = results.summary
+        summary = results.summary()
         self.data.lesion_ml = rounded(summary.get("opacification_volume_ml"))
         self.data.lesion_pct = rounded(summary.get("opacification_percent"))
         self.data.segmentation = str(summary.get("segmentation", ""))
@@ -78,13 +78,15 @@ class TablesLogic(BaseLogic[TablesState]):
 
     def show(self, result: DiagnosisNodes) -> None:
         sections: list[SummarySection] = []
-        for row in summary_rows(result.results.summary):
+        for row in summary_rows(result.results.summary()):
             if not sections or sections[-1].title != row.section.value:
                 sections.append(SummarySection(row.section.value))
             sections[-1].rows.append(SummaryRow(row.label, row.value, row.unit))
         self.data.summary_sections = sections
 
-        lesions = lesion_view(result.results.lesions, self.session.min_lesion_ml)
+        lesions = lesion_view(
+            [row.to_json() for row in result.results.case.lesions], self.session.min_lesion_ml
+        )
         self.session.lesion_rows = lesions.indices
         self.data.lesions_headers = [{"title": header(w), "key": key} for key, w in lesions.columns]
         self.data.lesions_items = lesions.rows
@@ -93,7 +95,7 @@ class TablesLogic(BaseLogic[TablesState]):
         rule = self.session.rule
         assert rule is not None
         self.data.slices_headers = [{"title": header(w), "key": key} for key, w in slice_columns(rule)]
-        self.data.slices_items = slice_rows(readTable(result.sliceTableNode), rule)
+        self.data.slices_items = slice_rows(sliceRecords(result.results.case.slices), rule)
 
 
 def rounded(value: Any) -> str:
