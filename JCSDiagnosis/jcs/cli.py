@@ -9,11 +9,8 @@ a user's files without ``--overwrite``, atomically, under a lock). Everything ru
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -21,10 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jcs
+from jcs.cohort import CohortTable, case_names, case_row, read_labels, score_against_labels
 from jcs.errors import InputError, JCSError
 from jcs.io import CTVolume, read_ct
 from jcs.options import DiagnosisOptions, ProgressStyle, add_diagnosis_arguments, enum_choices
-from jcs.outputs import FolderLock, check_out_dir, staged_folder, write_text_atomic
+from jcs.outputs import FolderLock, check_out_dir, staged_folder
 
 if TYPE_CHECKING:
     from jcs.inference import DiagnosisEngine
@@ -33,25 +31,6 @@ if TYPE_CHECKING:
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
-#: Columns of the cohort table ``cases.csv`` (one row per input of `jcs diagnose`).
-CASES_CSV_FIELDS = (
-    "case",
-    "input",
-    "status",
-    "positive",
-    "decision",
-    "positive_slice_count",
-    "threshold",
-    "classifier_positive_slice_count",
-    "axial_slices",
-    "opacification_volume_ml",
-    "opacification_percent",
-    "lesion_count",
-    "seconds",
-    "error",
-    "label",
-)
-LABEL_VALUES = {"1": True, "positive": True, "0": False, "negative": False}
 OVERWRITE_HELP = (
     "replace the jcs outputs of an earlier run in a non-empty --out (default: a non-empty --out is "
     "refused, so nothing you have is overwritten); other files there are left alone"
@@ -220,7 +199,10 @@ def _diagnose(args: argparse.Namespace) -> int:
         inputs = list(args.input)
     if args.labels is not None and len(inputs) < 2:
         raise InputError("--labels is for cohorts: give several INPUT paths")
-    labels = _read_labels(args.labels) if args.labels is not None else None
+    notes: list[str] = []
+    labels = read_labels(args.labels, notes) if args.labels is not None else None
+    for note in notes:
+        print(f"note: {note}")
     if len(inputs) == 1 and not inputs[0].exists():
         raise InputError(f"{inputs[0]}: no such file or folder")
     check_out_dir(args.out, overwrite=args.overwrite)
@@ -259,43 +241,6 @@ def _read_case(path: Path, dicom_seg: bool) -> CTVolume:
     return ct
 
 
-def _read_labels(path: Path) -> dict[str, bool]:
-    """``case -> COVID-19 positive`` from a labels CSV (columns case, label).
-
-    UTF-8 (with or without BOM); a file that is not valid UTF-8 is read as Windows-1252 (what Excel
-    writes on Windows) and a note says so. A case listed twice with different labels is refused.
-    """
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read the labels file {path}: {exc.strerror}") from exc
-    if b"\0" in raw:
-        raise InputError(f"{path}: not a text CSV file (it holds NUL bytes); save the labels as CSV")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("cp1252", errors="replace")
-        print(f"note: {path} is not UTF-8; read as Windows-1252")
-    try:
-        rows = list(csv.DictReader(io.StringIO(text, newline="")))
-    except csv.Error as exc:
-        raise InputError(f"{path}: not a readable CSV file ({exc})") from exc
-    if not rows or not {"case", "label"} <= set(rows[0]):
-        raise InputError(f"{path}: a labels file needs the columns 'case' and 'label'")
-    labels: dict[str, bool] = {}
-    for row in rows:
-        case = str(row["case"] or "").strip()
-        value = LABEL_VALUES.get(str(row["label"] or "").strip().lower())
-        if value is None:
-            raise InputError(
-                f"{path}: label {row['label']!r} of case {row['case']!r} is not 1/0/positive/negative"
-            )
-        if labels.get(case, value) != value:
-            raise InputError(f"{path}: case {case!r} is listed with two different labels")
-        labels[case] = value
-    return labels
-
-
 def _diagnose_case(
     engine: DiagnosisEngine, ct: CTVolume, out: Path, args: argparse.Namespace, read_s: float
 ) -> CaseResult:
@@ -324,45 +269,18 @@ def _diagnose_case(
     return result
 
 
-def _case_names(inputs: Sequence[Path]) -> list[str]:
-    """One output folder name per input: its file or folder name without extension, made unique."""
-    names: list[str] = []
-    for path in inputs:
-        base = re.sub(r"\.(nii\.gz|nii|nrrd|mha|mhd|png|jpe?g|dcm)$", "", path.resolve().name, flags=re.I)
-        name, k = base or "case", 2
-        while name in names:
-            name, k = f"{base}-{k}", k + 1
-        names.append(name)
-    return names
-
-
-def _write_cases(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    handle = io.StringIO(newline="")
-    writer = csv.DictWriter(handle, fieldnames=CASES_CSV_FIELDS)
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in CASES_CSV_FIELDS})
-    write_text_atomic(path, handle.getvalue())
-
-
 def _diagnose_cohort(
     engine: DiagnosisEngine,
     inputs: Sequence[Path],
     args: argparse.Namespace,
     labels: dict[str, bool] | None = None,
 ) -> int:
-    """Each input into ``--out/NAME``; ``cases.csv`` with one row per case. A failing case is recorded
-    (status ``error``) and the cohort goes on; the exit code is 2 when any case failed. With
-    ``labels`` (case name or input path -> positive), each row gets its label and the decisions are
+    """Each input into ``--out/NAME``; ``cases.csv`` with one row per case (:mod:`jcs.cohort`). A failing
+    case is recorded (status ``error``) and the cohort goes on; the exit code is 2 when any case failed.
+    With ``labels`` (case name or input path -> positive), each row gets its label and the decisions are
     scored against them."""
-    from jcs.outputs import INCOMPLETE_MARKER
-
-    rows = []
-    names = _case_names(inputs)
-    args.out.mkdir(parents=True, exist_ok=True)
-    marker = args.out / INCOMPLETE_MARKER  # until the last case: cases.csv lists the finished ones
-    marker.write_text("This cohort is incomplete: jcs is running or was interrupted; cases.csv lists the "
-                      "cases that finished.\n", encoding="utf-8")
+    table = CohortTable(args.out)
+    names = case_names(inputs)
     for position, (path, name) in enumerate(zip(inputs, names, strict=True), start=1):
         print(f"[{position}/{len(inputs)}] {name}: {path}")
         row: dict[str, Any] = {"case": name, "input": str(path)}
@@ -376,48 +294,18 @@ def _diagnose_cohort(
             print(f"case: error: {exc}", file=sys.stderr)
             row.update(status="error", error=str(exc))
         else:
-            row.update(status="ok", **_case_row(result))
+            row.update(status="ok", **case_row(result))
         row["seconds"] = round(time.perf_counter() - t0, 2)
-        rows.append(row)
-        _write_cases(rows, args.out / "cases.csv")  # after every case: an interrupted cohort keeps its table
-    marker.unlink()
-    failed = sum(row["status"] != "ok" for row in rows)
-    positive = sum(bool(row.get("positive")) for row in rows)
+        table.add(row)  # after every case: an interrupted cohort keeps its table
+    table.close()
+    positive, negative, failed = table.counts()
     print(
-        f"cohort: {len(rows)} cases, {positive} positive, {len(rows) - failed - positive} negative, "
-        f"{failed} failed; table: {args.out / 'cases.csv'}"
+        f"cohort: {len(table.rows)} cases, {positive} positive, {negative} negative, {failed} failed; "
+        f"table: {table.path}"
     )
     if labels is not None:
-        print(_score_against_labels(rows))
+        print(score_against_labels(table.rows))
     return EXIT_USER_ERROR if failed else 0
-
-
-def _case_row(result: CaseResult) -> dict[str, Any]:
-    """The cases.csv fields of one diagnosed case."""
-    case = result.case.to_json()
-    row = {key: case.get(key) for key in CASES_CSV_FIELDS if key in case}
-    row["axial_slices"] = len(result.slices)
-    row.update({key: result.summary.get(key) for key in CASES_CSV_FIELDS if key in result.summary})
-    return row
-
-
-def _score_against_labels(rows: Sequence[dict[str, Any]]) -> str:
-    """Sensitivity and specificity of the cohort's decisions against its labels (diagnosed cases)."""
-    scored = [row for row in rows if row["status"] == "ok" and row.get("label") is not None]
-    positives = [row for row in scored if row["label"]]
-    negatives = [row for row in scored if not row["label"]]
-
-    def share(hits: int, total: int) -> str:
-        return f"{hits}/{total}" + (f" ({hits / total:.2f})" if total else "")
-
-    found = sum(bool(row["positive"]) for row in positives)
-    cleared = sum(not row["positive"] for row in negatives)
-    unlabelled = sum(row.get("label") is None for row in rows)
-    missing = f"; {unlabelled} case(s) without a label" if unlabelled else ""
-    return (
-        f"against the labels: sensitivity {share(found, len(positives))}, specificity "
-        f"{share(cleared, len(negatives))}{missing}"
-    )
 
 
 def _quantify_command(args: argparse.Namespace) -> int:
