@@ -23,7 +23,7 @@ from enum import Enum
 from typing import Any
 
 from jcs.decision import DEFAULT_THRESHOLD
-from jcs.options import DecisionRule
+from jcs.options import AUTO, DecisionRule
 
 SLICE_PROBABILITY_CUTOFF = 0.5
 """The classifier rule's per-slice cutoff (paper §III; `jcs.decision.SLICE_THRESHOLD`)."""
@@ -64,7 +64,7 @@ class RuleWording:
         cls,
         card: Mapping[str, Any] | None,
         *,
-        decision: str = "auto",
+        decision: DecisionRule | str = AUTO,
         has_segmenter: bool = True,
         threshold: int | None = None,
     ) -> RuleWording:
@@ -72,7 +72,7 @@ class RuleWording:
         picks it: ``auto`` takes the classifier card's ``decision`` block when a segmenter is there."""
         card = card or {}
         block = card.get("decision") if isinstance(card.get("decision"), Mapping) else {}
-        if decision == "auto":
+        if decision == AUTO:
             wanted = block.get("rule") == DecisionRule.SEGMENTER and has_segmenter
             decision = DecisionRule.SEGMENTER if wanted else DecisionRule.CLASSIFIER
         rule = DecisionRule(decision)

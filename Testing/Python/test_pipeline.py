@@ -22,6 +22,7 @@ from jcs.pipeline import RESULTS_CSV_FIELDS, TABLE_FILES, CaseResult, LesionRow,
 from jcs.quantify import LESION_FIELDS
 from jcs.sample import sample_path
 from phantoms import make_chest_phantom
+from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +147,33 @@ def test_options_take_strings_and_refuse_unknown_ones() -> None:
         DiagnosisOptions(segment_policy="sometimes")
     with pytest.raises(ValueError, match="device"):
         DiagnosisOptions(device="tpu")
+
+
+@pytest.mark.parametrize("decision", ["classifier", "segmenter"])
+def test_run_case_finds_the_lungs_once(
+    decision: str, tiny_weights: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """Under either rule the lungs are segmented once per case, and the reading's lungs and lesions are
+    the ones its tables count."""
+    import SimpleITK as sitk
+    from jcs import lung
+
+    phantom = make_chest_phantom(shape=(10, 96, 96), seed=2)
+    source = tmp_path / "phantom.nrrd"
+    sitk.WriteImage(phantom.image, str(source))
+    calls = []
+    real = lung.segment_lungs
+    monkeypatch.setattr(lung, "segment_lungs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    seen: list[tuple[str, float]] = []
+    result = run_case(
+        source, decision=decision, segment_policy="always", precision="fp32", device="cpu",
+        progress=lambda stage, fraction: seen.append((stage, fraction)), **tiny_weights,
+    )  # fmt: skip
+    assert len(calls) == 1
+    assert result.case.decision == decision and result.case.segmented
+    assert result.lungs is not None and result.lesion_mask is not None
+    assert [row.lung_area_px for row in result.slices] == (result.lungs > 0).sum(axis=(1, 2)).tolist()
+    areas = result.lesion_mask.sum(axis=(1, 2)).tolist()
+    assert [row.opacification_area_px for row in result.slices] == areas
+    assert seen[-1] == ("quantify", 1.0) and [f for _, f in seen] == sorted(f for _, f in seen)
+    assert CaseResult.from_json(result.to_json()) == result
