@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -304,6 +304,29 @@ class CaseResult:
         """The reading of a results.json file."""
         with open(path, encoding="utf-8") as handle:
             return cls.from_json(json.load(handle))
+
+    def with_quantification(
+        self, quantification: Quantification, lesion_mask: np.ndarray, notes: Sequence[str] = ()
+    ) -> CaseResult:
+        """This reading with the lesions re-measured (an edited mask, :func:`jcs.quantify.quantify`): the
+        summary, lesion rows and the slices' measured fields replaced, the case decision and the slice
+        probabilities kept, ``notes`` added."""
+        data = quantification.to_dict()
+        by_index = {row["slice_index"]: row for row in data["slices"]}
+        slices = [
+            replace(row, **{k: v for k, v in by_index.get(row.index, {}).items() if hasattr(row, k)})
+            for row in self.slices
+        ]
+        return replace(
+            self,
+            slices=slices,
+            summary=data["summary"],
+            lesions=[LesionRow.from_json(row) for row in data["lesions"]],
+            notes=[*self.notes, *notes],
+            timings_s=dict(self.timings_s),
+            outputs=json.loads(json.dumps(self.outputs)),
+            lesion_mask=lesion_mask,
+        )
 
     def summary_quantities(self) -> dict[str, Any]:
         """The rows of summary.csv: the decision, then the quantification's summary."""

@@ -177,3 +177,14 @@ def test_run_case_finds_the_lungs_once(
     assert [row.opacification_area_px for row in result.slices] == areas
     assert seen[-1] == ("quantify", 1.0) and [f for _, f in seen] == sorted(f for _, f in seen)
     assert CaseResult.from_json(result.to_json()) == result
+    # an edit (here: every lesion erased) re-measured: the decision and probabilities stay
+    from jcs.quantify import quantify
+
+    empty = np.zeros_like(result.lesion_mask)
+    remeasured = quantify(empty, result.lungs, result.ct.axial_image())
+    edited = result.with_quantification(remeasured, empty, ["edited"])
+    assert edited.summary["lesion_count"] == 0 and not edited.lesions and edited.notes[-1] == "edited"
+    assert all(row.opacification_area_px == 0 for row in edited.slices)
+    assert edited.case == result.case
+    assert [row.probability for row in edited.slices] == [row.probability for row in result.slices]
+    assert result.notes[-1:] != ["edited"] and result.lesion_mask is not empty
