@@ -30,7 +30,7 @@ def test_cli_defaults_to_loopback_and_rejects_conflicts(capsys):
     assert (args.host, args.port, args.input, args.sample) == ("127.0.0.1", 8080, None, False)
     assert engine_options(parse_args(["--threshold", "10", "--segment", "always"])) == {
         "device": "auto",
-        "policy": "always",
+        "segment_policy": "always",
         "decision": "auto",
         "threshold": 10,
     }
@@ -230,7 +230,7 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
     monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
     phantom = make_chest_phantom(shape=(12, 64, 64), seed=5)
     ct = CTVolume(image=phantom.image, is_hu=True, path=None, dicom_files=None)
-    options = {"classifier": "tiny-classifier", "segmenter": "tiny-segmenter", "policy": "always"}
+    options = {"classifier": "tiny-classifier", "segmenter": "tiny-segmenter", "segment_policy": "always"}
     app = viewer_module.JCSViewer(get_server("viewer-parts-update"), options=options)
     app.load(viewer_module.ViewerInput(ct=ct, name="chest"))
     quantify_threads: list[int] = []
@@ -301,6 +301,30 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
     summary = {row["quantity"]: row["value"] for row in readTable(app.result.summaryTableNode)}
     assert float(summary["opacification_volume_ml"]) == pytest.approx(painted[0] * voxel_ml, rel=1e-3)
     assert float(app.reading.data.lesion_ml) == pytest.approx(painted[0] * voxel_ml, abs=0.05)
+
+
+def test_downloaded_tables_are_the_clis_files_on_the_sample(monkeypatch, tmp_path, tiny_weights_dir):  # noqa: F811
+    """The viewer's summary, lesion and slice CSVs are `jcs diagnose`'s files, byte for byte (one
+    writer: `jcs.pipeline.CaseResult.write_tables`), on the bundled sample with the same options."""
+    from jcs.cli import main as jcs_main
+    from jcs.sample import sample_path
+    from JCSDiagnosisViewer import viewer as viewer_module
+    from JCSDiagnosisViewer.app import engine_options, parse_args, resolve_input
+    from trame.app import get_server
+
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
+    names = ["--classifier", "tiny-classifier", "--segmenter", "tiny-segmenter", "--device", "cpu"]
+    cli_out = tmp_path / "cli"
+    assert (
+        jcs_main(["diagnose", str(sample_path()), "--out", str(cli_out), "--progress", "none", *names]) == 0
+    )
+    args = parse_args(["--sample", *names])
+    app = viewer_module.JCSViewer(get_server("viewer-parts-tables"), options=engine_options(args))
+    app.load(resolve_input(args))
+    asyncio.run(app.diagnosis.run_diagnosis())
+    assert app.result is not None, app.diagnosis.data.error
+    for key, name in (("summary", "summary.csv"), ("lesions", "lesions.csv"), ("slices", "slices.csv")):
+        assert app.downloads.file_bytes(key) == (cli_out / name).read_bytes(), name
 
 
 def test_decision_card_rounds_readings():
