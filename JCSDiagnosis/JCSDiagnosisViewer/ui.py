@@ -1,7 +1,7 @@
 """Page layout of the viewer: Slicer views in the middle, the JCS panel left, results right.
 
-The layout only binds widgets to state names and controller triggers; `viewer.JCSViewer` owns the logic.
-Elements the browser test drives carry a stable `id`.
+The layout only binds widgets to the typed state names of the feature logics (:class:`PanelNames`) and to
+their triggers; the logic lives in :mod:`.logic`. Elements the browser test drives carry a stable `id`.
 """
 
 from __future__ import annotations
