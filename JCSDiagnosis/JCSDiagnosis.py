@@ -28,13 +28,13 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-#: Packages the engine needs besides what Slicer bundles (import name, pip requirement).
+#: Packages the engine needs besides what Slicer bundles (import name, pip requirement). No tqdm: the
+#: module runs the engine with `--progress json`, which draws no bar.
 REQUIREMENTS = [
     ("safetensors", "safetensors>=0.4"),
     ("skimage", "scikit-image>=0.21"),
     ("scipy", "scipy>=1.10"),
     ("highdicom", "highdicom>=0.23"),
-    ("tqdm", "tqdm>=4.60"),
 ]
 #: Packages Slicer ships; pip is constrained to their installed versions so it never replaces them.
 PROTECTED = ["numpy", "SimpleITK", "pydicom", "vtk", "torch", "pillow", "requests"]
