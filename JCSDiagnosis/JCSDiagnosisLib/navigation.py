@@ -62,5 +62,7 @@ class Navigator:
         shown, and a plane between two layers (a lesion's centroid) would hold none of them."""
         display.jumpToPoint(self.scene, ras)
         logics = self.appLogic.GetSliceLogics() if hasattr(self.appLogic, "GetSliceLogics") else None
-        for index in range(logics.GetNumberOfItems() if logics is not None else 0):
+        if logics is None:
+            return
+        for index in range(logics.GetNumberOfItems()):
             logics.GetItemAsObject(index).SnapSliceOffsetToIJK()

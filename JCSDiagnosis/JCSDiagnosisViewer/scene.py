@@ -10,6 +10,7 @@ import SimpleITK as sitk
 from jcs.io import CTVolume
 from jcs.wording import RuleWording
 from JCSDiagnosisLib.volumes import ijkToRasFromImage, setVolumeArray
+from numpy.typing import ArrayLike
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLScene
 
 # Display windows (width, level) in HU; "Lung" is the engine's own window (jcs.preprocess.LUNG_WINDOW).
@@ -77,7 +78,7 @@ class SliceChart:
         )
 
 
-def slice_chart(case: dict, slices: Sequence[dict], probabilities: Sequence[float]) -> SliceChart:
+def slice_chart(case: dict, slices: Sequence[dict], probabilities: ArrayLike) -> SliceChart:
     """Classifier probabilities (paper rule), or under the segmenter rule each slice's opacified share
     of the lung (results.json ``slices[].opacified_lung_fraction``), drawn up to 5x its cutoff."""
     rule = RuleWording.from_case(case)
@@ -89,7 +90,7 @@ def slice_chart(case: dict, slices: Sequence[dict], probabilities: Sequence[floa
 
 
 def slice_chart_svg(
-    values: Sequence[float],
+    values: ArrayLike,
     *,
     current: int | None = None,
     cutoff: float = 0.5,
@@ -105,14 +106,14 @@ def slice_chart_svg(
     each slice's opacified share of the lung with the rule's cutoff. The current axial slice is
     marked. The SVG spans the full width so a click's x maps to a slice index.
     """
-    values = np.asarray(values, dtype=float)
-    count = max(len(values), 1)
+    heights = np.asarray(values, dtype=float)
+    count = max(len(heights), 1)
     step = width / count
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%"'
         f' height="{height}" preserveAspectRatio="none" style="display:block;background:#161616">'
     ]
-    for index, value in enumerate(values):
+    for index, value in enumerate(heights):
         bar = min(max(value / top, 0.0), 1.0) * (height - 4)
         colour = "#e8504a" if value > cutoff else "#5b8fd9"
         parts.append(

@@ -110,7 +110,7 @@ class DiagnosisLogic(BaseLogic[RunState]):
         self._slicer_app.segmentation_editor.deactivate_effect()
         scene_logic = self.session.scene_logic
         try:
-            job = scene_logic.quantificationJob(self.session.result.segmentationNode)
+            job = scene_logic.quantificationJob(self.session.current_result().segmentationNode)
             quantification = await asyncio.to_thread(job.run)
             updated = scene_logic.applyQuantification(job, quantification)
         except Exception as exc:  # noqa: BLE001 - reported on the page, details in the log

@@ -56,7 +56,7 @@ class DisplayLogic(BaseLogic[DisplayState]):
         """Lesion and lung surfaces and the slice planes in the 3-D view as the toggles say; rendered now
         (trame-slicer renders a view only when one of its own setters asks). `frame`: fit the camera."""
         display.showSegments3D(
-            self.session.result.segmentationNode,
+            self.session.current_result().segmentationNode,
             lesions=bool(self.data.lesions_3d),
             lungs=bool(self.data.lungs_3d),
         )

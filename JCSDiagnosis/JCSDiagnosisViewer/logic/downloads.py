@@ -52,28 +52,28 @@ class DownloadLogic(BaseLogic[None]):
         if key == "json":
             return json.dumps(self.results_json(), indent=2, allow_nan=False).encode()
         tables = folder / "tables"
-        self.session.result.results.tablesCase().write_tables(tables)
+        self.session.current_result().results.tablesCase().write_tables(tables)
         return (tables / FILE_NAMES[key]).read_bytes()
 
     def _dicom_bytes(self, key: str, folder: Path) -> bytes:
         written = self.session.scene_logic.exportDicomSeg(
-            self.session.result.segmentationNode,
+            self.session.current_result().segmentationNode,
             folder / "dicom",
-            sourceDicomDir=self.session.input.dicom_dir,
+            sourceDicomDir=self.session.current_input().dicom_dir,
         )
         return (written.seg_path if key == "seg" else written.sr_path).read_bytes()
 
     def _labelmap_bytes(self, path: Path) -> bytes:
-        mask = self.session.scene_logic.lesionMask(self.session.result.segmentationNode)
+        mask = self.session.scene_logic.lesionMask(self.session.current_result().segmentationNode)
         sitk.WriteImage(imageFromVolume(self.session.volume_node, mask), str(path), useCompression=True)
         return path.read_bytes()
 
     def results_json(self) -> dict[str, Any]:
         """results.json of the current result (the CLI's layout) with the case's name, the smallest
         lesion listed and whether the segmentation the tables describe was edited."""
-        result = self.session.result
+        result = self.session.current_result()
         data = result.results.tablesCase().to_json()
-        data["case"] = {"name": self.session.input.name, **data["case"]}
+        data["case"] = {"name": self.session.current_input().name, **data["case"]}
         edited = self.session.scene_logic.isEdited(result.segmentationNode)
         data["segmentation"] = "edited" if edited else "automatic"
         data["min_lesion_ml_shown"] = self.session.min_lesion_ml

@@ -58,8 +58,8 @@ class ReadingLogic(BaseLogic[ReadingState]):
 
     def show_update(self, results: DiagnosisResults) -> None:
         """After 'Update results': the figures of the edit and the rule's reading of it (the AI's stays)."""
-        edited = results.edited and results.reading is not None
-        self.data.current_reading = edited_reading(results.reading) if edited else ""
+        reading = results.reading if results.edited else None
+        self.data.current_reading = edited_reading(reading) if reading is not None else ""
         self.show_values(results)
 
     def show_values(self, results: DiagnosisResults) -> None:

@@ -40,6 +40,18 @@ class ViewerSession:
     #: Row of the full lesion table behind each lesion row the page shows (for jumps).
     lesion_rows: list[int] = field(default_factory=list)
 
+    def current_result(self) -> DiagnosisNodes:
+        """The result shown; a clear error before Diagnose."""
+        if self.result is None:
+            raise ValueError("no result yet: run Diagnose first")
+        return self.result
+
+    def current_input(self) -> ViewerInput:
+        """The case shown; a clear error before one is loaded."""
+        if self.input is None:
+            raise ValueError("no case loaded")
+        return self.input
+
     def render_views(self) -> None:
         """Schedule a render of every view: node edits made through the scene logic do not trigger one
         in trame-slicer (its own setters call `schedule_render`)."""
