@@ -53,8 +53,10 @@ class JCSDiagnosisSceneLogic:
         self.engine = EngineRunner(python)
         self.exporter = DicomExporter(self.scene)
         self.navigator = Navigator(appLogic)
-        #: Typed values of the results diagnosed or updated in this session, by segmentation node ID.
+        #: Typed values of the results diagnosed or updated in this session, by segmentation node ID
+        #: (forgotten when the scene closes: a new scene reuses node IDs).
         self._values: dict[str, DiagnosisResults] = {}
+        self.scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, self._forgetValues)
 
     @property
     def dicomFileForInstance(self) -> Callable[[str], str] | None:
@@ -129,6 +131,9 @@ class JCSDiagnosisSceneLogic:
     def applyQuantification(self, job: QuantificationJob, quantification: Quantification) -> DiagnosisNodes:
         """Write a finished :class:`QuantificationJob`'s figures into the result tables."""
         return self._remember(update.applyQuantification(job, quantification))
+
+    def _forgetValues(self, *_: object) -> None:
+        self._values.clear()
 
     def _remember(self, result: DiagnosisNodes) -> DiagnosisNodes:
         self._values[result.segmentationNode.GetID()] = result.results

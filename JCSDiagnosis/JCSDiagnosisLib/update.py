@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -109,8 +109,9 @@ def applyQuantification(job: QuantificationJob, quantification: Quantification) 
     """Write a finished :class:`QuantificationJob`'s figures into the result tables: the engine's reading
     re-measured on the current segmentation (its decision kept) and the segmenter rule's reading of it."""
     engine = job.nodes.results.case
+    measured = engine.with_quantification(quantification, job.lesion)
     values = nodes.DiagnosisResults(
-        engine.with_quantification(quantification, job.lesion),
+        replace(measured, lesion_mask=None),  # the mask lives in the segmentation, not twice in memory
         edited=nodes.isEdited(job.segmentationNode),
         reading=currentReading(engine, quantification.slices),
     )
