@@ -265,8 +265,8 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.stop()
             return
         self.ui.progressBar.value = int(100 * run.process.fraction)
-        if run.process.stage:
-            self.ui.statusLabel.text = run.process.stage
+        if run.process.stage:  # the engine's stage name (classify, segment, quantify, ...)
+            self.ui.statusLabel.text = _(run.process.stage)
         code = run.process.poll()
         if code is None:
             return
