@@ -11,16 +11,18 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
 import slicer
 from jcs.options import DiagnosisOptions, ProgressStyle
-from jcs.pipeline import CaseResult
 
 from . import display, nodes, volumes
 from .process import EngineError, EngineProcess
+
+if TYPE_CHECKING:
+    from jcs.pipeline import CaseResult
 
 
 class InputVolumeError(ValueError):
@@ -150,6 +152,8 @@ class EngineRunner:
 
 
 def _readCase(path: Path) -> CaseResult:
+    from jcs.pipeline import CaseResult
+
     try:
         return CaseResult.read(path)
     except (KeyError, TypeError, ValueError) as exc:

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import slicer
 from jcs.options import DecisionRule
-from jcs.pipeline import CaseResult
 from jcs.terminology import SegmentSpec, lesion_spec, lung_specs
 
 from . import display, tables, volumes
 
 if TYPE_CHECKING:
     from jcs.decision import SegmenterReading
+    from jcs.pipeline import CaseResult
 
 ATTRIBUTE_PREFIX = "JCSDiagnosis."
 #: The engine's reading (results.json without the arrays), kept on the segmentation so a result can be
@@ -120,6 +120,8 @@ def engineReading(segmentationNode: slicer.vtkMRMLSegmentationNode) -> CaseResul
             f"'{segmentationNode.GetName()}' holds no engine reading (made by an earlier version of JCS "
             "Diagnosis?): run Diagnose again"
         )
+    from jcs.pipeline import CaseResult
+
     return CaseResult.from_json(json.loads(text))
 
 

@@ -8,11 +8,14 @@ labels, so no cell is filled by hand.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import slicer
 import vtk
-from jcs.pipeline import SliceRow
+
+if TYPE_CHECKING:
+    from jcs.pipeline import SliceRow
 
 #: Unit token in a jcs.quantify field name -> unit label shown in Slicer's table view.
 UNIT_TOKENS = {
@@ -155,6 +158,8 @@ def sliceRecords(slices: Sequence[SliceRow], evidence: str | None = None) -> lis
 
     The columns are slices.csv's (:class:`jcs.pipeline.SliceRow`, named as the quantification names them).
     """
+    from jcs.pipeline import SliceRow
+
     names = SliceRow.SLICES_CSV_NAMES
     rows = []
     for slice_ in slices:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,26 @@ def _ct_node(scene, shape=(12, 40, 48), direction=(0, 1, 0, -1, 0, 0, 0, 0, 1), 
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     volumes.setVolumeArray(node, hu, volumes.ijkToRasFromImage(image))
     return node, image
+
+
+def test_lib_imports_without_the_engine_dependencies():
+    """The module's GUI imports the Lib before 'Diagnose' installs the engine's packages (a fresh Slicer
+    has no PyTorch, scipy, scikit-image, highdicom or safetensors): nothing of these at import time."""
+    blocked = ("torch", "scipy", "skimage", "highdicom", "safetensors")
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}:\n"
+        "            raise ImportError(f'{name} is not installed')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import JCSDiagnosisLib.logic, JCSDiagnosisLib.reading\n"
+        "from JCSDiagnosisLib.engine import inputProblem\n"
+        "print(inputProblem(None))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("Select a CT volume.")
 
 
 def test_volume_geometry_round_trip(scene_logic):
