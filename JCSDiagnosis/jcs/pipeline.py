@@ -152,7 +152,7 @@ class CaseDecision:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CaseDecision:
-        values = {f.name: data.get(f.name) for f in fields(cls)}
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
         values["decision"] = DecisionRule(values["decision"])
         values["segment_policy"] = SegmentPolicy(values["segment_policy"])
         return cls(**values)
@@ -231,7 +231,8 @@ class LesionRow:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LesionRow:
-        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
+        return cls(**values)
 
 
 @dataclass
