@@ -577,15 +577,16 @@ def run_case(
     source: str | Path | CTVolume,
     *,
     engine: DiagnosisEngine | None = None,
-    progress: RunProgress | None = None,
+    on_progress: RunProgress | None = None,
     should_cancel: CancelCallback | None = None,
     **options: Any,
 ) -> CaseResult:
     """Read one case (a CT file, DICOM folder, 2-D slice or a :class:`jcs.io.CTVolume`) as ``jcs
     diagnose`` does; ``options`` are :class:`jcs.options.DiagnosisOptions` fields (the CLI's defaults).
 
-    ``engine`` reuses loaded models (its options then stand for the engine's); ``progress(stage,
+    ``engine`` reuses loaded models (its options then stand for the engine's); ``on_progress(stage,
     fraction)`` reports the fraction of the whole reading; ``should_cancel()`` is polled between batches.
+    (The ``progress`` option is the command line's report style and does nothing here.)
     """
     from jcs.io import CTVolume, read_ct
 
@@ -603,7 +604,7 @@ def run_case(
         engine,
         ct,
         lesion_margin_mm=chosen.lesion_margin_mm,
-        progress=progress,
+        progress=on_progress,
         should_cancel=should_cancel,
         read_s=read_s,
     )

@@ -167,7 +167,7 @@ def test_run_case_finds_the_lungs_once(
     seen: list[tuple[str, float]] = []
     result = run_case(
         source, decision=decision, segment_policy="always", precision="fp32", device="cpu",
-        progress=lambda stage, fraction: seen.append((stage, fraction)), **tiny_weights,
+        on_progress=lambda stage, fraction: seen.append((stage, fraction)), **tiny_weights,
     )  # fmt: skip
     assert len(calls) == 1
     assert result.case.decision == decision and result.case.segmented
