@@ -591,6 +591,10 @@ def run_case(
     from jcs.io import CTVolume, read_ct
 
     chosen = DiagnosisOptions(**options)
+    engine_options = sorted(set(options) & {"classifier", "segmenter", *chosen.engine_kwargs()})
+    if engine is not None and engine_options:
+        given = ", ".join(engine_options)
+        raise ValueError(f"{given}: options of a new engine; the given engine has its own")
     t0 = time.perf_counter()
     ct = source if isinstance(source, CTVolume) else read_ct(source)
     if chosen.dicom_seg:

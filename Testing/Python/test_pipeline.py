@@ -147,6 +147,8 @@ def test_options_take_strings_and_refuse_unknown_ones() -> None:
         DiagnosisOptions(segment_policy="sometimes")
     with pytest.raises(ValueError, match="device"):
         DiagnosisOptions(device="tpu")
+    with pytest.raises(ValueError, match="decision: options of a new engine"):
+        run_case(sample_path(), engine=object(), decision="segmenter")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("decision", ["classifier", "segmenter"])
