@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from jcs.inference import PRECISIONS, cpu_supports_bf16
 from torch import nn
 
 
@@ -73,14 +74,14 @@ def shutdown(runtime: Runtime) -> None:
         dist.destroy_process_group()
 
 
-def cpu_bf16_supported() -> bool:
-    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 / AMX)."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: fp16 autocast on CUDA (bf16 where supported), bf16 on capable CPUs, else fp32."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
+    """``auto``: bf16 autocast on CUDA where supported (else fp16), bf16 on CPUs with native bf16
+    (the engine's :func:`jcs.inference.cpu_supports_bf16`), else fp32.
+
+    Training's own default differs from the engine's on CUDA (bf16 there, for its wider range in
+    gradients; the engine infers in fp16), and an explicit bf16 is allowed on any CPU (emulated).
+    """
+    if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
     if precision != "auto":
         if precision == "fp16" and device.type != "cuda":
@@ -88,7 +89,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
 
 
 def default_device() -> torch.device:
