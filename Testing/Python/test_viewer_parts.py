@@ -13,7 +13,6 @@ import SimpleITK as sitk
 
 pytest.importorskip("trame_slicer")
 from phantoms import make_chest_phantom  # noqa: E402
-from tiny_weights import tiny_weights_dir  # noqa: E402, F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +206,7 @@ def test_viewer_offers_dicom_seg_only_for_a_series_it_can_reference(monkeypatch,
     assert notes["chest.nrrd"] == (False, viewer_module.NO_DICOM_NOTE)
 
 
-def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_dir):  # noqa: F811
+def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_dir):
     """The page stays served while the edited segmentation is quantified: the event loop keeps
     running during the quantification, which runs in another thread, and the tables follow."""
     from jcs.io import CTVolume
