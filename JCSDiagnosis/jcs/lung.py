@@ -434,12 +434,12 @@ def near_lungs(lungs: np.ndarray, spacing_zyx: tuple[float, float, float], margi
     inside = lungs > 0
     if not inside.any():
         return near
-    box = []
+    sides = []
     for axis, step in enumerate(spacing_zyx):
         idx = np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
         grow = math.ceil(margin_mm / step)
-        box.append(slice(max(int(idx[0]) - grow, 0), min(int(idx[-1]) + grow + 1, inside.shape[axis])))
-    box = tuple(box)
+        sides.append(slice(max(int(idx[0]) - grow, 0), min(int(idx[-1]) + grow + 1, inside.shape[axis])))
+    box = tuple(sides)
     near[box] = ndi.distance_transform_edt(~inside[box], sampling=spacing_zyx) <= margin_mm
     return near
 

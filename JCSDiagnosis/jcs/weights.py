@@ -262,8 +262,9 @@ def save_weights(model: nn.Module, card: Mapping[str, Any], directory: Path | st
     ``card_version`` are filled in when absent.
     """
     data = dict(card)
-    if "architecture" not in data and isinstance(getattr(model, "architecture", None), dict):
-        data["architecture"] = dict(model.architecture)
+    architecture = getattr(model, "architecture", None)
+    if "architecture" not in data and isinstance(architecture, dict):
+        data["architecture"] = dict(architecture)
     for key in ("name", "kind", "architecture"):
         if key not in data:
             raise WeightsError(f"model card needs {key!r}")
@@ -367,7 +368,7 @@ def _import_locked(path: Path, name: str, target: Path) -> WeightsCard:
     kind, architecture = models.OFFICIAL_FORMATS[fmt]
     model = models.model_from_state_dict(kind, state, source=f"checkpoint {path}", **architecture)
     flush_subnormals(model)
-    card = {
+    card: dict[str, Any] = {
         "name": name,
         "kind": kind,
         "architecture": architecture,
