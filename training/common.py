@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from jcs.inference import PRECISIONS, cpu_supports_bf16
+from jcs.inference import autocast as engine_autocast
+from jcs.inference import cpu_supports_bf16
+from jcs.options import Precision
 from torch import nn
 
 
@@ -81,7 +83,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     Training's own default differs from the engine's on CUDA (bf16 there, for its wider range in
     gradients; the engine infers in fp16), and an explicit bf16 is allowed on any CPU (emulated).
     """
-    if precision not in PRECISIONS:
+    if precision not in Precision.values():
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
     if precision != "auto":
         if precision == "fp16" and device.type != "cuda":
@@ -105,11 +107,8 @@ def inference_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """Autocast context for a resolved precision (a no-op for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    """Autocast context for a resolved precision: `jcs.inference.autocast` (a no-op for fp32)."""
+    return engine_autocast(precision, device)
 
 
 class LogitsModel(nn.Module):
