@@ -583,7 +583,8 @@ def find_lungs(ct: Any) -> FoundLungs:
     segmented (...)"`` or ``"no lungs were found"``).
     """
     array = ct.axial_array()
-    spacing_zyx = tuple(float(v) for v in reversed(ct.axial_image().GetSpacing()))
+    sx, sy, sz = (float(v) for v in ct.axial_image().GetSpacing())
+    spacing_zyx = (sz, sy, sx)
     try:
         lungs = segment_lungs(array, spacing_zyx, is_hu=ct.is_hu)
     except InputError as exc:
