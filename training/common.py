@@ -74,8 +74,10 @@ def shutdown(runtime: Runtime) -> None:
 
 
 def cpu_bf16_supported() -> bool:
-    """True when oneDNN has native bf16 kernels on this CPU (AVX512-BF16 / AMX)."""
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """True when this CPU has native bf16 (the engine's one detection, `jcs.inference.cpu_supports_bf16`)."""
+    from jcs.inference import cpu_supports_bf16
+
+    return cpu_supports_bf16()
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -104,11 +106,10 @@ def inference_precision(precision: str, device: torch.device) -> str:
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    """Autocast context for a resolved precision (a no-op for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device.type, dtype=dtype)
+    """Autocast context for a resolved precision: `jcs.inference.autocast` (a no-op for fp32)."""
+    from jcs.inference import autocast as engine_autocast
+
+    return engine_autocast(precision, device)
 
 
 class LogitsModel(nn.Module):

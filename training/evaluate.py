@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 import torch
-import torch.nn.functional as F
 from jcs.decision import OPACIFIED_LUNG_FRACTION, SegmenterReading, scaled_threshold, slice_lung_fraction
 from jcs.gradcam import GRADCAM_SCORES
-from jcs.inference import ClassifierSpec
+from jcs.inference import ClassifierSpec, classify_batch, segment_batch, to_model_device
 from jcs.io import CTVolume
 from jcs.lung import segment_lungs
 from jcs.preprocess import axial_slices_uint8, classifier_input, segmenter_input
@@ -46,7 +45,6 @@ def _batched(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-@torch.no_grad()
 def predict_lesions(
     net: torch.nn.Module,
     images: Sequence[np.ndarray],
@@ -55,8 +53,9 @@ def predict_lesions(
     precision: str,
     batch_size: int = 8,
 ) -> list[np.ndarray]:
-    """Lesion probability maps at each image's own size, computed like the engine's segment stage
-    (input size, per-image standardisation and the mirrored second pass as the config says)."""
+    """Lesion probability maps at each image's own size, by the engine's segment stage
+    (:func:`jcs.inference.segment_batch`: input size, per-image standardisation and the mirrored second
+    pass as the config says)."""
     net.eval()
     out = []
     for chunk in _batched(list(images), batch_size):
@@ -64,17 +63,12 @@ def predict_lesions(
         groups = [[im] for im in chunk] if len(shapes) > 1 else [list(chunk)]
         for group in groups:
             x = segmenter_input(np.stack(group), size=config.size, standardize=config.per_image_norm)
-            x = x.to(device).contiguous(memory_format=torch.channels_last)
-            with common.autocast(precision, device):
-                prob = net(x)[:, :1].float()
-                if config.test_time_flip:
-                    prob = (prob + net(x.flip(-1))[:, :1].float().flip(-1)) / 2
-            prob = F.interpolate(prob, size=group[0].shape, mode="bilinear", align_corners=False)
-            out += [p[0].clamp(0, 1).cpu().numpy() for p in prob]
+            x = to_model_device(x, device)
+            prob = segment_batch(net, x, group[0].shape, precision, config.test_time_flip)
+            out += [p.cpu().numpy() for p in prob]
     return out
 
 
-@torch.no_grad()
 def predict_covid(
     net: torch.nn.Module,
     images: Sequence[np.ndarray],
@@ -84,16 +78,14 @@ def predict_covid(
     standardize: bool = False,
     whole_slice: int = 0,
 ) -> np.ndarray:
-    """COVID-19 probability per slice (softmax class 1) with the engine's classifier input."""
+    """COVID-19 probability per slice with the engine's classifier input and scores
+    (:func:`jcs.inference.classify_batch`, without Grad-CAM)."""
     net.eval()
     probs = []
     for chunk in _batched(list(images), batch_size):
         # Every slice is preprocessed on its own (sizes differ between sources), then batched.
         x = torch.cat([classifier_input(im[None], standardize, whole_slice) for im in chunk])
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        with common.autocast(precision, device):
-            logits = net(x).float()
-        probs.append(torch.softmax(logits, dim=1)[:, 1].cpu().numpy())
+        probs.append(classify_batch(net, to_model_device(x, device), precision))
     return np.concatenate(probs) if probs else np.zeros(0)
 
 

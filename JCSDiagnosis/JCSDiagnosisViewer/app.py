@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jcs.options import add_diagnosis_arguments
+
 if TYPE_CHECKING:
     from jcs.io import CTVolume
 
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
 DEFAULT_PORT = 8080
 DEFAULT_MIN_LESION_ML = 0.1  # jcs.wording.DEFAULT_MIN_LESION_ML (imported lazily: the CLI starts fast)
 DEFAULT_HOST = "127.0.0.1"
+#: The engine options the viewer passes on (`jcs.options`; the scene logic takes these).
+VIEWER_ENGINE_OPTIONS = ("classifier", "segmenter", "threshold", "device", "segment_policy", "decision")
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -45,30 +49,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--host", default=DEFAULT_HOST, help=f"interface to listen on (default {DEFAULT_HOST}, loopback only)"
     )
-    parser.add_argument("--classifier", help="classifier weights name (default: the bundled default)")
-    parser.add_argument("--segmenter", help="segmenter weights name (default: the bundled default)")
-    parser.add_argument(
-        "--threshold", type=int, help="positive-slice count threshold (default: the model card's)"
-    )
-    parser.add_argument(
-        "--device",
-        choices=("auto", "cpu", "cuda", "mps"),
-        default="auto",
-        help="engine device (default auto)",
-    )
-    parser.add_argument(
-        "--segment",
-        choices=("positive-only", "always"),
-        default="positive-only",
-        help="segment lesions only in positive cases (default) or always",
-    )
-    parser.add_argument(
-        "--decision",
-        choices=("auto", "classifier", "segmenter"),
-        default="auto",
-        help="which slices count as positive: the classifier card's recommendation (default), the "
-        "classifier's (paper) or the segmenter's opacified-lung rule",
-    )
+    add_diagnosis_arguments(parser, VIEWER_ENGINE_OPTIONS)
     parser.add_argument(
         "--min-lesion-ml",
         type=float,
@@ -136,7 +117,7 @@ def describe(ct: CTVolume) -> str:
 
 def engine_options(args: argparse.Namespace) -> dict:
     """Options passed to `JCSDiagnosisSceneLogic.startDiagnosis`."""
-    options = {"device": args.device, "policy": args.segment, "decision": args.decision}
+    options = {"device": args.device, "policy": args.segment_policy, "decision": args.decision}
     for key in ("classifier", "segmenter", "threshold"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DECISIONS = ("classifier", "segmenter")
 SLICE_THRESHOLD = 0.5
 """A slice is positive when its COVID-19 probability exceeds this; lesion pixels likewise (paper §III)."""
 DEFAULT_THRESHOLD = 25

@@ -262,6 +262,43 @@ def build_segmentation(
     )
 
 
+def _report_measurements(
+    segment_volume_ml: float, values: ReportValues, algorithm: hd.sr.AlgorithmIdentification
+) -> list[hd.sr.Measurement]:
+    """The report's numeric measurements; values that are unknown are left out."""
+    # (concept, value, UCUM unit code, unit meaning)
+    quantities = [
+        (codes.SCT.Volume, float(segment_volume_ml), "ml", "milliliter"),
+        (LESION_VOLUME_IN_LUNGS, values.lesion_volume_in_lungs_ml, "ml", "milliliter"),
+        (PERCENT_OF_LUNG, None if values.percent_of_lung is None else float(values.percent_of_lung),
+         "%", "percent"),
+        (LESION_COUNT, int(values.lesion_count), "{lesions}", "lesions"),
+        (SLICE_COUNT, None if values.positive_slice_count is None else int(values.positive_slice_count),
+         "{slices}", "slices"),
+        (SLICE_THRESHOLD, None if values.threshold is None else int(values.threshold), "{slices}", "slices"),
+        (REVIEWED_SLICE_COUNT, values.reviewed_positive_slice_count, "{slices}", "slices"),
+    ]
+    return [
+        hd.sr.Measurement(
+            name=name, value=value, unit=hd.sr.CodedConcept(unit, "UCUM", meaning), algorithm_id=algorithm
+        )
+        for name, value, unit, meaning in quantities
+        if value is not None
+    ]
+
+
+def _report_readings(values: ReportValues) -> list[hd.sr.QualitativeEvaluation]:
+    """The case readings (the engine's, and the segmenter rule's of an edit) that are known."""
+    return [
+        hd.sr.QualitativeEvaluation(name, POSITIVE if positive else NEGATIVE)
+        for name, positive in (
+            (CASE_READING, values.case_positive),
+            (REVIEWED_CASE_READING, values.reviewed_case_positive),
+        )
+        if positive is not None
+    ]
+
+
 def build_report(
     datasets: list[pydicom.Dataset],
     segmentation: hd.seg.Segmentation,
@@ -277,33 +314,7 @@ def build_report(
     algorithm = hd.sr.AlgorithmIdentification(
         name="JCS Diagnosis", version=str(engine.get("engine_version") or "unknown")
     )
-    # (concept, value, UCUM unit code, unit meaning); values that are unknown are left out
-    quantities = [
-        (codes.SCT.Volume, float(segment_volume_ml), "ml", "milliliter"),
-        (LESION_VOLUME_IN_LUNGS, values.lesion_volume_in_lungs_ml, "ml", "milliliter"),
-        (PERCENT_OF_LUNG, None if values.percent_of_lung is None else float(values.percent_of_lung),
-         "%", "percent"),
-        (LESION_COUNT, int(values.lesion_count), "{lesions}", "lesions"),
-        (SLICE_COUNT, None if values.positive_slice_count is None else int(values.positive_slice_count),
-         "{slices}", "slices"),
-        (SLICE_THRESHOLD, None if values.threshold is None else int(values.threshold), "{slices}", "slices"),
-        (REVIEWED_SLICE_COUNT, values.reviewed_positive_slice_count, "{slices}", "slices"),
-    ]
-    measurements = [
-        hd.sr.Measurement(
-            name=name, value=value, unit=hd.sr.CodedConcept(unit, "UCUM", meaning), algorithm_id=algorithm
-        )
-        for name, value, unit, meaning in quantities
-        if value is not None
-    ]
-    readings = [
-        hd.sr.QualitativeEvaluation(name, POSITIVE if positive else NEGATIVE)
-        for name, positive in (
-            (CASE_READING, values.case_positive),
-            (REVIEWED_CASE_READING, values.reviewed_case_positive),
-        )
-        if positive is not None
-    ]
+    readings = _report_readings(values)
     group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(), identifier=spec.name),
         referenced_segment=hd.sr.ReferencedSegment(
@@ -314,7 +325,7 @@ def build_report(
         ),
         finding_type=_concept(spec.type),
         finding_sites=[hd.sr.FindingSite(_concept(spec.region))] if spec.region else None,
-        measurements=measurements,
+        measurements=_report_measurements(segment_volume_ml, values, algorithm),
         qualitative_evaluations=readings or None,
     )
     observer = hd.sr.ObserverContext(

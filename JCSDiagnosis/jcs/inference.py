@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -37,22 +37,21 @@ from torch import nn
 
 from jcs.decision import (
     CHECKED_SLICE_SPACING_MM,
-    DECISIONS,
     DEFAULT_THRESHOLD,
     OPACIFIED_LUNG_FRACTION,
     SLICE_THRESHOLD,
-    SegmenterReading,
     scaled_threshold,
     segmenter_reading,
 )
-from jcs.errors import CancelledError, InputError, JCSError, WeightsError
+from jcs.errors import CancelledError, JCSError, WeightsError
 from jcs.gradcam import COVID_CLASS, GRADCAM_SCORES, cam_to_slices, grad_cam
 from jcs.io import CTVolume
+from jcs.options import AUTO, DecisionRule, Device, Precision, SegmentPolicy, parse_choice
 from jcs.preprocess import SEGMENTER_SIZE, axial_slices_uint8, classifier_input, segmenter_input
 from jcs.weights import WeightsCard, default_weights, load_model
 
-SEGMENT_POLICIES = ("positive-only", "always")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+if TYPE_CHECKING:
+    from jcs.lung import FoundLungs
 
 NO_WEIGHTS_MESSAGE = (
     "no classifier weights were named and none are bundled with this installation. Get weights with "
@@ -86,9 +85,9 @@ class DiagnosisResult:
     timings_s: dict[str, float]
     weights: dict[str, dict[str, str]]
     device: str
-    precision: str
+    precision: Precision
     notes: list[str] = field(default_factory=list)
-    decision: str = "classifier"
+    decision: DecisionRule = DecisionRule.CLASSIFIER
     min_lung_fraction: float = OPACIFIED_LUNG_FRACTION
     lungs: np.ndarray | None = None
     slice_lung_fraction: np.ndarray | None = None
@@ -96,7 +95,7 @@ class DiagnosisResult:
     @property
     def slice_positive(self) -> np.ndarray:
         """Boolean (Z,) per-slice decisions of the decision rule the case was decided by."""
-        if self.decision == "segmenter" and self.slice_lung_fraction is not None:
+        if self.decision == DecisionRule.SEGMENTER and self.slice_lung_fraction is not None:
             return self.slice_lung_fraction > self.min_lung_fraction
         return self.slice_probabilities > SLICE_THRESHOLD
 
@@ -111,10 +110,10 @@ def classifier_threshold(card: WeightsCard | None) -> int:
     return card.threshold if card is not None and card.threshold is not None else DEFAULT_THRESHOLD
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
+def resolve_device(device: Device | str | torch.device = Device.AUTO) -> torch.device:
     """``auto`` picks CUDA, then Apple MPS, then CPU; an explicit device must be available."""
     name = str(device)
-    if name == "auto":
+    if name == Device.AUTO:
         if torch.cuda.is_available():
             return torch.device("cuda")
         if torch.backends.mps.is_available():
@@ -128,7 +127,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise JCSError("device 'cuda' was requested but no CUDA GPU is available to PyTorch")
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         raise JCSError("device 'mps' was requested but Apple MPS is not available to PyTorch")
-    if resolved.type not in ("cpu", "cuda", "mps"):
+    if resolved.type not in Device.values():
         raise JCSError(f"unsupported device {name!r}; use auto, cpu, cuda or mps")
     return resolved
 
@@ -147,19 +146,20 @@ def cpu_supports_bf16() -> bool:
     return re.search(r"\b(avx512_bf16|amx_bf16)\b", flags) is not None
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; explicit values are checked."""
-    if precision not in PRECISIONS:
-        raise JCSError(f"precision must be one of {PRECISIONS}, not {precision!r}")
-    if precision == "auto":
+def resolve_precision(precision: Precision | str, device: torch.device) -> Precision:
+    """``auto``: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; explicit values are checked.
+
+    The one precision detection of the project (training uses it too)."""
+    precision = _choice(Precision, precision, "precision")
+    if precision == Precision.AUTO:
         if device.type == "cuda":
-            return "fp16"
+            return Precision.FP16
         if device.type == "cpu" and cpu_supports_bf16():
-            return "bf16"
-        return "fp32"
-    if precision == "fp16" and device.type != "cuda":
+            return Precision.BF16
+        return Precision.FP32
+    if precision == Precision.FP16 and device.type != "cuda":
         raise JCSError(f"fp16 inference needs a CUDA device, not {device.type}")
-    if precision == "bf16":
+    if precision == Precision.BF16:
         if device.type == "cpu" and not cpu_supports_bf16():
             raise JCSError("bf16 inference was requested but this CPU has no native bf16 support")
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -167,6 +167,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         if device.type == "mps":
             raise JCSError("bf16 inference is not supported on Apple MPS; use fp32")
     return precision
+
+
+def _choice(kind: Any, value: Any, what: str) -> Any:
+    """``value`` as a member of the str-enum ``kind``; :class:`JCSError` naming the choices otherwise."""
+    try:
+        return parse_choice(kind, value, what)
+    except ValueError as exc:
+        raise JCSError(str(exc)) from None
+
+
+def autocast_dtype(precision: Precision | str) -> torch.dtype | None:
+    """The autocast dtype of a resolved precision (None: fp32, no autocast)."""
+    return {Precision.BF16: torch.bfloat16, Precision.FP16: torch.float16}.get(Precision(precision))
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -232,26 +245,24 @@ class DiagnosisEngine:
         classifier: nn.Module,
         segmenter: nn.Module | None = None,
         *,
-        device: str | torch.device = "auto",
+        device: Device | str | torch.device = Device.AUTO,
         threshold: int | None = DEFAULT_THRESHOLD,
-        segment_policy: str = "positive-only",
-        decision: str = "classifier",
+        segment_policy: SegmentPolicy | str = SegmentPolicy.POSITIVE_ONLY,
+        decision: DecisionRule | str = DecisionRule.CLASSIFIER,
         min_lung_fraction: float = OPACIFIED_LUNG_FRACTION,
-        precision: str = "auto",
+        precision: Precision | str = Precision.AUTO,
         batch_size: int | None = None,
         classifier_card: WeightsCard | None = None,
         segmenter_card: WeightsCard | None = None,
         segmenter_size: int | None = None,
         classifier_spec: ClassifierSpec | None = None,
     ) -> None:
-        if segment_policy not in SEGMENT_POLICIES:
-            raise JCSError(f"segment policy must be one of {SEGMENT_POLICIES}, not {segment_policy!r}")
+        segment_policy = _choice(SegmentPolicy, segment_policy, "segment policy")
+        decision = _choice(DecisionRule, decision, "decision rule")
         bad_threshold = isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0
         if threshold is not None and bad_threshold:
             raise JCSError(f"threshold must be a non-negative number of slices, not {threshold!r}")
-        if decision not in DECISIONS:
-            raise JCSError(f"decision rule must be one of {DECISIONS}, not {decision!r}")
-        if decision == "segmenter" and segmenter is None:
+        if decision == DecisionRule.SEGMENTER and segmenter is None:
             raise JCSError("the segmenter decision rule needs segmenter weights")
         if not 0.0 <= min_lung_fraction < 1.0:
             raise JCSError(f"minimum lung fraction must lie in [0, 1), not {min_lung_fraction!r}")
@@ -297,7 +308,7 @@ class DiagnosisEngine:
         each scan (:func:`scaled_threshold`), and the classifier's T again for a scan decided by the
         classifier rule because its lungs were not found.
         """
-        decision = kwargs.pop("decision", "auto")
+        decision = kwargs.pop("decision", AUTO)
         classifier = classifier or default_weights("classifier")
         if classifier is None:
             raise WeightsError(NO_WEIGHTS_MESSAGE)
@@ -318,13 +329,14 @@ class DiagnosisEngine:
                 )
         rule = classifier_card.data.get("decision")
         rule = rule if isinstance(rule, dict) else {}
-        if decision == "auto":
-            wanted = rule.get("rule") == "segmenter" and segmenter_model is not None
-            decision = "segmenter" if wanted else "classifier"
+        if decision == AUTO:
+            wanted = rule.get("rule") == DecisionRule.SEGMENTER and segmenter_model is not None
+            decision = DecisionRule.SEGMENTER if wanted else DecisionRule.CLASSIFIER
+        decision = _choice(DecisionRule, decision, "decision rule")
         kwargs["decision"] = decision
-        if decision == "classifier" and kwargs.get("threshold") is None:
+        if decision == DecisionRule.CLASSIFIER and kwargs.get("threshold") is None:
             kwargs["threshold"] = classifier_threshold(classifier_card)
-        if decision == "segmenter":
+        if decision == DecisionRule.SEGMENTER:
             share = float(rule.get("min_lung_fraction", OPACIFIED_LUNG_FRACTION))
             kwargs.setdefault("min_lung_fraction", share)
             if kwargs.get("threshold") is None:
@@ -341,10 +353,7 @@ class DiagnosisEngine:
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The autocast context of the engine's precision (a no-op for fp32)."""
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device)
 
     def initial_batch(self, stage: str) -> int:
         """Starting batch size of a stage ("classify" or "segment") on the current device."""
@@ -353,7 +362,7 @@ class DiagnosisEngine:
         if self.device.type == "cpu":
             return _CPU_CLASSIFIER_BATCH if stage == "classify" else _CPU_SEGMENTER_BATCH
         per_slice = _CLASSIFIER_BYTES_PER_SLICE if stage == "classify" else _SEGMENTER_BYTES_PER_SLICE
-        if self.precision != "fp32":
+        if self.precision != Precision.FP32:
             per_slice //= 2
         if self.device.type == "cuda":
             free, _total = torch.cuda.mem_get_info(self.device)
@@ -363,7 +372,7 @@ class DiagnosisEngine:
 
     def _move_to_cpu(self) -> None:
         self.device = torch.device("cpu")
-        self.precision = resolve_precision("auto", self.device)
+        self.precision = resolve_precision(Precision.AUTO, self.device)
         self.classifier = _prepare_model(self.classifier, self.device)
         if self.segmenter is not None:
             self.segmenter = _prepare_model(self.segmenter, self.device)
@@ -412,9 +421,6 @@ class DiagnosisEngine:
             if progress is not None:
                 progress(stage, stop / n)
 
-    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-
     # -- stages --------------------------------------------------------------------------------
 
     def classify_slices(
@@ -434,10 +440,10 @@ class DiagnosisEngine:
         def run(start: int, stop: int) -> None:
             with torch.no_grad():
                 x = classifier_input(slices[start:stop], spec.standardize, spec.whole_slice)
-                x = self._to_device(x)
+                x = to_model_device(x, self.device)
             with self.autocast():
                 logits, cam = grad_cam(self.classifier, x, target_class=COVID_CLASS, score=spec.gradcam_score)
-            probabilities[start:stop] = torch.softmax(logits.float(), dim=1)[:, COVID_CLASS].cpu().numpy()
+            probabilities[start:stop] = covid_probability(logits)
             heatmap[start:stop] = cam_to_slices(cam.cpu(), height, width, bool(spec.whole_slice))
 
         self._batches("classify", n, run, progress, should_cancel, [] if notes is None else notes)
@@ -454,21 +460,17 @@ class DiagnosisEngine:
         """Lesion probability (Z, H, W) float32 of uint8 slices (segmenter output 0, resized back)."""
         if self.segmenter is None:
             raise JCSError("no segmenter weights are loaded")
+        segmenter = self.segmenter
         n, height, width = slices.shape
         probability = np.zeros((n, height, width), dtype=np.float32)
 
         def run(start: int, stop: int) -> None:
-            with torch.inference_mode():
-                x = segmenter_input(
-                    slices[start:stop], size=self.segmenter_size, standardize=self.segmenter_standardize
-                )
-                x = self._to_device(x)
-                with self.autocast():
-                    maps = self.segmenter(x)[:, :1]
-                    if self.segmenter_flip:
-                        maps = (maps.float() + self.segmenter(x.flip(-1))[:, :1].float().flip(-1)) / 2
-                maps = F.interpolate(maps.float(), size=(height, width), mode="bilinear", align_corners=False)
-                probability[start:stop] = maps[:, 0].clamp_(0.0, 1.0).cpu().numpy()
+            x = segmenter_input(
+                slices[start:stop], size=self.segmenter_size, standardize=self.segmenter_standardize
+            )
+            x = to_model_device(x, self.device)
+            maps = segment_batch(segmenter, x, (height, width), self.precision, self.segmenter_flip)
+            probability[start:stop] = maps.cpu().numpy()
 
         self._batches("segment", n, run, progress, should_cancel, [] if notes is None else notes)
         return probability
@@ -478,128 +480,195 @@ class DiagnosisEngine:
         ct: CTVolume,
         progress: ProgressCallback | None = None,
         should_cancel: CancelCallback | None = None,
+        *,
+        lungs: FoundLungs | None = None,
     ) -> DiagnosisResult:
         """Diagnose ``ct``: per-slice probabilities, case decision, Grad-CAM and (policy) lesions.
 
         ``progress(stage, fraction)`` is called after each batch with stage ``"prepare"``,
         ``"classify"``, ``"segment"`` or ``"done"``; ``should_cancel()`` is polled before each batch
-        and a True answer raises :class:`jcs.errors.CancelledError`.
+        and a True answer raises :class:`jcs.errors.CancelledError`. ``lungs`` (:func:`jcs.lung.find_lungs`
+        of ``ct``) spares the segmenter rule finding them again; without them it finds them itself.
         """
         timings: dict[str, float] = {}
         notes: list[str] = []
         t_total = time.perf_counter()
-
-        def report(stage: str, fraction: float) -> None:
-            if progress is not None:
-                progress(stage, fraction)
-
+        report: ProgressCallback = progress if progress is not None else _no_progress
         if should_cancel is not None and should_cancel():
             raise CancelledError("diagnosis cancelled before it started")
         t0 = time.perf_counter()
         slices = axial_slices_uint8(ct)
         timings["prepare"] = time.perf_counter() - t0
         report("prepare", 1.0)
-        n_slices = slices.shape[0]
-
         t0 = time.perf_counter()
         probabilities, heatmap = self.classify_slices(
             slices, progress=report, should_cancel=should_cancel, notes=notes
         )
         timings["classify"] = time.perf_counter() - t0
-        spacing = slice_spacing_mm(ct) if ct.is_hu and n_slices > 1 else float("nan")
-        if n_slices == 1:
-            threshold = 0
-            notes.append("single slice: the case is positive when the slice is (threshold 0)")
-        elif self.threshold is None:
-            threshold = scaled_threshold(n_slices, spacing if spacing > 0 else None)
-        else:
-            threshold = self.threshold
-        decision = self.decision
         count = int((probabilities > SLICE_THRESHOLD).sum())
-        positive = count > threshold
-
-        lesion_probability = None
-        lesion_mask = np.zeros(slices.shape, dtype=np.uint8)
-        segmented = False
-        lungs = fractions = None
-        run_segmenter = self.segmenter is not None and (
-            decision == "segmenter" or self.segment_policy == "always" or positive
+        threshold = self._case_threshold(ct, slices.shape[0], notes)
+        reading = _CaseCount(self.decision, threshold, count, count > threshold)
+        lesion_probability = self._segment_case(
+            slices, reading.positive, report, should_cancel, notes, timings
         )
-        if self.segmenter is None:
-            notes.append("no segmenter weights: lesions were not segmented")
-        elif run_segmenter:
-            t0 = time.perf_counter()
-            lesion_probability = self.segment_slices(
-                slices, progress=report, should_cancel=should_cancel, notes=notes
-            )
+        if lesion_probability is None:
+            lesion_mask = np.zeros(slices.shape, dtype=np.uint8)
+        else:
             lesion_mask = (lesion_probability > SLICE_THRESHOLD).astype(np.uint8)
-            segmented = True
-            timings["segment"] = time.perf_counter() - t0
-        if decision == "segmenter":
+        if self.decision == DecisionRule.SEGMENTER:
             t0 = time.perf_counter()
-            lungs, reading = self._segmenter_rule(ct, lesion_mask, threshold, notes)
+            self._apply_segmenter_rule(ct, lesion_mask, reading, lungs, notes)
             timings["lungs"] = time.perf_counter() - t0
-            if reading is None:
-                decision = "classifier"
-                if self.threshold is None and n_slices > 1:
-                    threshold = self.classifier_threshold
-                    positive = count > threshold
-            else:
-                fractions = reading.slice_lung_fraction
-                count, positive = reading.positive_slice_count, reading.positive
-                if spacing > CHECKED_SLICE_SPACING_MM:
-                    notes.append(
-                        f"slices are {spacing:g} mm apart: the segmenter rule was checked on slices up to "
-                        f"{CHECKED_SLICE_SPACING_MM:g} mm; on thicker slices normal lungs can show more "
-                        "opacified slices than the threshold allows, so read a positive call with care "
-                        "(or pass a higher --threshold)"
-                    )
         timings["total"] = time.perf_counter() - t_total
         report("done", 1.0)
-
-        weights: dict[str, dict[str, str]] = {}
-        if self.classifier_card is not None:
-            weights["classifier"] = self.classifier_card.summary()
-        if self.segmenter_card is not None:
-            weights["segmenter"] = self.segmenter_card.summary()
         return DiagnosisResult(
             slice_probabilities=probabilities,
-            positive_slice_count=count,
-            threshold=threshold,
-            positive=positive,
+            positive_slice_count=reading.count,
+            threshold=reading.threshold,
+            positive=reading.positive,
             heatmap=heatmap,
             lesion_probability=lesion_probability,
             lesion_mask=lesion_mask,
-            segmented=segmented,
+            segmented=lesion_probability is not None,
             timings_s=timings,
-            weights=weights,
+            weights=self.weights_summary(),
             device=self.device.type,
             precision=self.precision,
             notes=notes,
-            decision=decision,
+            decision=reading.decision,
             min_lung_fraction=self.min_lung_fraction,
-            lungs=lungs,
-            slice_lung_fraction=fractions,
+            lungs=reading.lungs,
+            slice_lung_fraction=reading.fractions,
         )
 
-    def _segmenter_rule(
-        self, ct: CTVolume, lesion_mask: np.ndarray, threshold: int, notes: list[str]
-    ) -> tuple[np.ndarray | None, SegmenterReading | None]:
-        """(lung labels, the segmenter rule's reading); no reading and a note when the lungs cannot be
-        found, so the case falls back to the classifier rule."""
-        from jcs.lung import segment_lungs  # SciPy, imported only for this rule (start-up of the CLI)
+    def weights_summary(self) -> dict[str, dict[str, str]]:
+        """Name, source and checksum of the loaded weights (model cards), by kind."""
+        cards = {"classifier": self.classifier_card, "segmenter": self.segmenter_card}
+        return {kind: card.summary() for kind, card in cards.items() if card is not None}
 
-        spacing_xyz = ct.axial_image().GetSpacing()
-        fallback = "the case was decided by the classifier rule"
-        try:
-            lungs = segment_lungs(ct.axial_array(), tuple(reversed(spacing_xyz)), is_hu=ct.is_hu)
-        except InputError as exc:
-            notes.append(f"lungs could not be segmented ({exc}); {fallback}")
-            return None, None
-        if not lungs.any():
-            notes.append(f"no lungs were found; {fallback}")
-            return lungs, None
-        return lungs, segmenter_reading(lesion_mask, lungs, threshold, self.min_lung_fraction)
+    def _case_threshold(self, ct: CTVolume, n_slices: int, notes: list[str]) -> int:
+        """T of this scan: 0 for a single slice, the engine's, else scaled to the scan."""
+        if n_slices == 1:
+            notes.append("single slice: the case is positive when the slice is (threshold 0)")
+            return 0
+        if self.threshold is not None:
+            return self.threshold
+        spacing = slice_spacing_mm(ct) if ct.is_hu else float("nan")
+        return scaled_threshold(n_slices, spacing if spacing > 0 else None)
+
+    def _segment_case(
+        self,
+        slices: np.ndarray,
+        positive: bool,
+        report: ProgressCallback,
+        should_cancel: CancelCallback | None,
+        notes: list[str],
+        timings: dict[str, float],
+    ) -> np.ndarray | None:
+        """Lesion probability when the policy (or the segmenter rule) segments this case, else None."""
+        if self.segmenter is None:
+            notes.append("no segmenter weights: lesions were not segmented")
+            return None
+        wanted = (
+            self.decision == DecisionRule.SEGMENTER or self.segment_policy == SegmentPolicy.ALWAYS or positive
+        )
+        if not wanted:
+            return None
+        t0 = time.perf_counter()
+        probability = self.segment_slices(slices, progress=report, should_cancel=should_cancel, notes=notes)
+        timings["segment"] = time.perf_counter() - t0
+        return probability
+
+    def _apply_segmenter_rule(
+        self,
+        ct: CTVolume,
+        lesion_mask: np.ndarray,
+        reading: _CaseCount,
+        lungs: FoundLungs | None,
+        notes: list[str],
+    ) -> None:
+        """Count by the segmenter rule into ``reading``; when no lungs are found, a note and the classifier
+        rule (with the classifier's T unless one was given)."""
+        if lungs is None:
+            from jcs.lung import find_lungs  # SciPy, imported only for this rule (start-up of the CLI)
+
+            lungs = find_lungs(ct)
+        reading.lungs = lungs.labels
+        if lungs.problem is not None:
+            notes.append(f"{lungs.problem}; the case was decided by the classifier rule")
+            reading.decision = DecisionRule.CLASSIFIER
+            if self.threshold is None and lesion_mask.shape[0] > 1:
+                reading.threshold = self.classifier_threshold
+                reading.positive = reading.count > reading.threshold
+            return
+        rule = segmenter_reading(lesion_mask, lungs.labels, reading.threshold, self.min_lung_fraction)
+        reading.fractions = rule.slice_lung_fraction
+        reading.count, reading.positive = rule.positive_slice_count, rule.positive
+        spacing = slice_spacing_mm(ct) if ct.is_hu and lesion_mask.shape[0] > 1 else float("nan")
+        if spacing > CHECKED_SLICE_SPACING_MM:
+            notes.append(
+                f"slices are {spacing:g} mm apart: the segmenter rule was checked on slices up to "
+                f"{CHECKED_SLICE_SPACING_MM:g} mm; on thicker slices normal lungs can show more "
+                "opacified slices than the threshold allows, so read a positive call with care "
+                "(or pass a higher --threshold)"
+            )
+
+
+@dataclass
+class _CaseCount:
+    """The case count while :meth:`DiagnosisEngine.diagnose` decides it."""
+
+    decision: DecisionRule
+    threshold: int
+    count: int
+    positive: bool
+    lungs: np.ndarray | None = None
+    fractions: np.ndarray | None = None
+
+
+def _no_progress(stage: str, fraction: float) -> None:
+    """A progress callback that reports nothing."""
+
+
+def autocast(precision: Precision | str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context of a resolved precision on ``device`` (a no-op for fp32)."""
+    dtype = autocast_dtype(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_model_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A prepared batch on the models' device, channels-last as the models are."""
+    return x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
+
+def covid_probability(logits: torch.Tensor) -> np.ndarray:
+    """COVID-19 probability (softmax of class 1) per slice of classifier logits (N, 2)."""
+    return torch.softmax(logits.float(), dim=1)[:, COVID_CLASS].cpu().numpy()
+
+
+def classify_batch(classifier: nn.Module, x: torch.Tensor, precision: Precision | str) -> np.ndarray:
+    """COVID-19 probability per slice of a prepared batch (:func:`jcs.preprocess.classifier_input` on the
+    device), without Grad-CAM: the classify stage's scores, for evaluations."""
+    with torch.no_grad(), autocast(precision, x.device):
+        logits = classifier(x)
+    return covid_probability(logits)
+
+
+def segment_batch(
+    segmenter: nn.Module, x: torch.Tensor, size_hw: tuple[int, int], precision: Precision | str, flip: bool
+) -> torch.Tensor:
+    """The segment stage on one prepared batch (:func:`jcs.preprocess.segmenter_input` on the device):
+    lesion probability (N, H, W) of output channel 0, averaged with the left-right mirrored pass when
+    ``flip`` (card ``input.test_time_flip``), resized bilinearly to ``size_hw`` and clamped to [0, 1]."""
+    with torch.inference_mode():
+        with autocast(precision, x.device):
+            maps = segmenter(x)[:, :1]
+            if flip:
+                maps = (maps.float() + segmenter(x.flip(-1))[:, :1].float().flip(-1)) / 2
+        maps = F.interpolate(maps.float(), size=size_hw, mode="bilinear", align_corners=False)
+        return maps[:, 0].clamp_(0.0, 1.0)
 
 
 def slice_spacing_mm(ct: CTVolume) -> float:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -566,3 +567,27 @@ def _check_sides(lungs: np.ndarray, what: str) -> None:
     if len(xs) == 2 and xs[RIGHT_LUNG] >= xs[LEFT_LUNG]:
         raise InputError(f"{what}: the 'right' lung lies on the patient's left of the 'left' lung; "
                          "the label convention or orientation does not match")
+
+
+class FoundLungs(NamedTuple):
+    """Lung labels of a CT on its axial grid (0 outside, 1 right, 2 left) and why they are missing."""
+
+    labels: np.ndarray
+    problem: str | None = None
+
+
+def find_lungs(ct: Any) -> FoundLungs:
+    """The lungs of a :class:`jcs.io.CTVolume`: the one place a reading looks for them.
+
+    When they are not found the labels are all zero and ``problem`` says why (``"lungs could not be
+    segmented (...)"`` or ``"no lungs were found"``).
+    """
+    array = ct.axial_array()
+    spacing_zyx = tuple(float(v) for v in reversed(ct.axial_image().GetSpacing()))
+    try:
+        lungs = segment_lungs(array, spacing_zyx, is_hu=ct.is_hu)
+    except InputError as exc:
+        return FoundLungs(np.zeros(array.shape, dtype=np.uint8), f"lungs could not be segmented ({exc})")
+    if not lungs.any():
+        return FoundLungs(lungs, "no lungs were found")
+    return FoundLungs(lungs)

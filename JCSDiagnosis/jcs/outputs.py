@@ -19,13 +19,17 @@ Rules (``docs/input-validation.md``):
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import math
 import os
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from jcs.errors import OutputError
 
@@ -205,3 +209,45 @@ def write_text_atomic(path: Path, text: str) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+# -- tables ------------------------------------------------------------------------------------------
+#: Header of every summary table (summary.csv of `jcs diagnose`, `jcs quantify` and the viewer).
+SUMMARY_CSV_HEADER = ("quantity", "value", "unit")
+
+
+def csv_cell(value: Any) -> str:
+    """One CSV cell: empty for None (not measured), ``true``/``false``, floats exact (``repr``)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ""
+    return str(value)
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """CSV text (RFC 4180 line ends, as Python's csv module writes) of a header and rows of values."""
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows([csv_cell(value) for value in row] for row in rows)
+    return buffer.getvalue()
+
+
+def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Write a table of values (:func:`csv_cell`) as UTF-8 CSV."""
+    path.write_text(csv_text(header, rows), encoding="utf-8", newline="")
+
+
+def write_records_csv(path: Path, columns: Sequence[str], records: Iterable[Mapping[str, Any]]) -> None:
+    """Write records as CSV, one column per name in ``columns`` (a missing field is an empty cell)."""
+    write_csv(path, columns, ([record.get(column) for column in columns] for record in records))
+
+
+def write_summary_csv(path: Path, quantities: Mapping[str, Any]) -> None:
+    """The one summary format: ``quantity,value,unit`` rows (unit from the field name, jcs.wording)."""
+    from jcs.wording import unit_of
+
+    write_csv(path, SUMMARY_CSV_HEADER, ((key, value, unit_of(key)) for key, value in quantities.items()))

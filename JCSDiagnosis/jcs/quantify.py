@@ -31,7 +31,6 @@ radiology practice):
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 from collections.abc import Callable
@@ -59,7 +58,7 @@ from jcs.lung import (
     read_lung_labelmap,
     segment_lungs,
 )
-from jcs.outputs import FolderLock, check_out_dir, staged_folder
+from jcs.outputs import FolderLock, check_out_dir, staged_folder, write_records_csv, write_summary_csv
 
 GGO_HU = (-750.0, -300.0)            # [low, high)
 CONSOLIDATION_HU = (-300.0, 100.0)   # [low, high]
@@ -411,18 +410,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
 def write_tables(quantification: Quantification, out_dir: str | Path) -> dict[str, Any]:
-    """Write summary.csv (field,value rows), lesions.csv and slices.csv (one row each) into `out_dir`.
+    """Write summary.csv (``quantity,value,unit`` rows), lesions.csv and slices.csv (one row each) into
+    `out_dir`, in the table format of `jcs diagnose` (:mod:`jcs.outputs`).
 
     Returns the JSON-ready dict ({"summary", "lesions", "slices"}) for results.json; the CSVs carry the
     same field names (empty cell = unavailable).
@@ -430,18 +420,9 @@ def write_tables(quantification: Quantification, out_dir: str | Path) -> dict[st
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data = quantification.to_dict()
-    with open(out / "summary.csv", "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["field", "value"])
-        for key, value in data["summary"].items():
-            writer.writerow([key, _csv_cell(value)])
-    for name, fields in (("lesions", LESION_FIELDS), ("slices", SLICE_FIELDS)):
-        rows = data[name]
-        with open(out / f"{name}.csv", "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(fields)
-            for row in rows:
-                writer.writerow([_csv_cell(row[k]) for k in fields])
+    write_summary_csv(out / "summary.csv", data["summary"])
+    write_records_csv(out / "lesions.csv", LESION_FIELDS, data["lesions"])
+    write_records_csv(out / "slices.csv", SLICE_FIELDS, data["slices"])
     return data
 
 

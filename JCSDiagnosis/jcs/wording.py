@@ -23,19 +23,13 @@ from enum import Enum
 from typing import Any
 
 from jcs.decision import DEFAULT_THRESHOLD
+from jcs.options import AUTO, DecisionRule
 
 SLICE_PROBABILITY_CUTOFF = 0.5
 """The classifier rule's per-slice cutoff (paper §III; `jcs.decision.SLICE_THRESHOLD`)."""
 DEFAULT_MIN_LESION_ML = 0.1
 """Lesions smaller than this are left out of the lesion table a reader sees (kept in the downloads)."""
 NOT_MEASURED = "—"
-
-
-class DecisionRule(str, Enum):
-    """Which slices count as positive (`jcs.decision`)."""
-
-    CLASSIFIER = "classifier"
-    SEGMENTER = "segmenter"
 
 
 class Section(str, Enum):
@@ -70,7 +64,7 @@ class RuleWording:
         cls,
         card: Mapping[str, Any] | None,
         *,
-        decision: str = "auto",
+        decision: DecisionRule | str = AUTO,
         has_segmenter: bool = True,
         threshold: int | None = None,
     ) -> RuleWording:
@@ -78,7 +72,7 @@ class RuleWording:
         picks it: ``auto`` takes the classifier card's ``decision`` block when a segmenter is there."""
         card = card or {}
         block = card.get("decision") if isinstance(card.get("decision"), Mapping) else {}
-        if decision == "auto":
+        if decision == AUTO:
             wanted = block.get("rule") == DecisionRule.SEGMENTER and has_segmenter
             decision = DecisionRule.SEGMENTER if wanted else DecisionRule.CLASSIFIER
         rule = DecisionRule(decision)
@@ -171,6 +165,61 @@ class RuleWording:
             return None
         cutoff = self.min_lung_fraction if self.by_segmenter else SLICE_PROBABILITY_CUTOFF
         return float(value) > cutoff
+
+
+def rule_sentence(decision: DecisionRule | str, min_lung_fraction: float) -> str:
+    """The decision rule of a run in one sentence (results.json ``case.decision_rule``)."""
+    if decision == DecisionRule.SEGMENTER:
+        slice_rule = (
+            f"the segmenter's opacification covers more than {100 * min_lung_fraction:g} % of its lung area"
+        )
+    else:
+        slice_rule = f"its COVID-19 probability > {SLICE_PROBABILITY_CUTOFF}"
+    return f"positive when positive_slice_count > threshold; a slice is positive when {slice_rule}"
+
+
+def case_line(
+    case: Mapping[str, Any], slice_count: int, device: str, precision: str, seconds: float
+) -> str:
+    """The command line's one-line reading of a case (results.json ``case``): ``case: POSITIVE (...)``."""
+    verdict_word = "POSITIVE" if case["positive"] else "negative"
+    if case.get("decision") == DecisionRule.SEGMENTER:
+        share = 100 * float(case.get("min_lung_fraction") or 0.0)
+        counted = (
+            f"by the segmenter rule: {case['positive_slice_count']} of {slice_count} slices with "
+            f"opacification over {share:g} % of the lung, threshold {case['threshold']}; classifier: "
+            f"{case['classifier_positive_slice_count']} slices positive"
+        )
+    else:
+        counted = (
+            f"{case['positive_slice_count']} of {slice_count} slices positive, threshold {case['threshold']}"
+        )
+    return f"case: {verdict_word} ({counted}; {device} {precision}, {seconds:.1f} s)"
+
+
+def threshold_hint(case: Mapping[str, Any], slice_count: int) -> str:
+    """When the paper's T, scaled to this scan, differs from the T used: a note saying so ('' otherwise)."""
+    suggested = case.get("suggested_threshold")
+    if suggested is None or suggested == case.get("threshold"):
+        return ""
+    return (
+        f"for {slice_count} slices the paper's rule T=25 (about 300 slices of ~1 mm) scales to "
+        f"T={suggested}; pass --threshold to use it"
+    )
+
+
+#: Unit token in a field name (jcs.quantify's convention) -> the unit as tables show it.
+UNIT_TOKENS = {
+    "ml": "mL", "mm": "mm", "mm2": "mm2", "mm3": "mm3", "percent": "%", "hu": "HU", "px": "px", "s": "s",
+}
+
+
+def unit_of(field: str) -> str:
+    """Unit of a field from the unit token in its name ('' for counts, fractions, flags and names)."""
+    for token in reversed(field.lower().split("_")[1:]):
+        if token in UNIT_TOKENS:
+            return UNIT_TOKENS[token]
+    return ""
 
 
 def verdict(positive: bool) -> str:

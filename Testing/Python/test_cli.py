@@ -354,9 +354,10 @@ def test_console_script_error_is_one_line(tmp_path: Path) -> None:
 
 def test_predicted_lesions_far_from_the_lungs_are_dropped() -> None:
     """A blob in the lung is kept, one in the abdominal wall is dropped with a note; margin < 0 keeps all."""
-    from jcs.cli import _quantify
     from jcs.inference import DiagnosisResult
     from jcs.io import CTVolume
+    from jcs.lung import find_lungs
+    from jcs.pipeline import quantify_case
 
     phantom = make_chest_phantom(shape=(16, 96, 96), seed=5)
     ct = CTVolume(image=phantom.image, is_hu=True, path=Path("phantom.nrrd"))
@@ -371,9 +372,8 @@ def test_predicted_lesions_far_from_the_lungs_are_dropped() -> None:
             np.zeros(16), 0, 25, False, np.zeros(lesion.shape, np.float32), None, lesion.copy(), True, {}, {},
             "cpu", "fp32",
         )  # fmt: skip
-        notes: list[str] = []
-        _, quantification = _quantify(ct, result, notes, margin)
-        return result.lesion_mask, quantification.summary, notes
+        kept = quantify_case(ct, result, find_lungs(ct), margin)
+        return kept.lesion_mask, kept.quantification.summary, kept.notes
 
     kept_mask, kept, kept_notes = run(-1.0)
     dropped_mask, dropped, dropped_notes = run(10.0)

@@ -597,13 +597,13 @@ def test_interrupted_diagnosis_leaves_no_outputs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Ctrl-C while the outputs are written: exit 130, --out does not exist, no staging folder, no lock."""
-    from jcs import cli
+    from jcs.pipeline import CaseResult
 
     def interrupted(*args: object, **kwargs: object) -> None:
-        (args[2] / "heatmap.nrrd").write_bytes(b"half")  # the staging folder  # type: ignore[operator]
+        (args[1] / "heatmap.nrrd").write_bytes(b"half")  # the staging folder  # type: ignore[operator]
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_write_outputs", interrupted)
+    monkeypatch.setattr(CaseResult, "write_outputs", interrupted)
     code, _, stderr = _run(_diagnose(_write(tmp_path / "ct.nrrd", chest), tmp_path), capsys)
     assert code == 130 and "interrupted" in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.nrrd"]

@@ -363,7 +363,7 @@ def test_run_quantify_non_identity_geometry(tmp_path: Path) -> None:
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["summary"] == s and on_disk["lesions"] == result["lesions"]
     with open(out / "summary.csv", newline="") as f:
-        summary_rows = {k: v for k, v in list(csv.reader(f))[1:]}
+        summary_rows = {row[0]: row[1] for row in list(csv.reader(f))[1:]}  # quantity,value,unit
     assert list(summary_rows) == list(s)
     left_csv = float(summary_rows["opacification_volume_ml_left"])
     assert left_csv == pytest.approx(s["opacification_volume_ml_left"], rel=1e-5)
@@ -405,7 +405,7 @@ def test_run_quantify_real_8bit_slice(shared_data: Path, tmp_path: Path) -> None
     assert s["opacification_voxel_count"] > 0 and 0 < s["opacification_percent"] < 100
     assert s["lesion_count"] == len(result["lesions"]) > 0
     with open(tmp_path / "summary.csv", newline="") as f:
-        summary_rows = dict(list(csv.reader(f))[1:])
+        summary_rows = {row[0]: row[1] for row in list(csv.reader(f))[1:]}  # quantity,value,unit
     assert summary_rows["lesion_mean_hu"] == "" and summary_rows["lung_volume_ml"] == ""
 
 

@@ -277,9 +277,11 @@ def test_progress_lines_are_parsed():
 
 def test_cli_progress_bar_shows_no_rate_and_still_parses(capsys):
     from jcs.cli import _Progress
+    from jcs.options import ProgressStyle
+    from jcs.pipeline import stage_progress
 
-    bar = _Progress(True)
-    bar("classify", 0.5)
+    bar = _Progress(ProgressStyle.BAR)
+    stage_progress(bar)("classify", 0.5)  # half of the classify stage: 30 % of the run
     bar.close()
     lines = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if line.strip()]
     assert lines and not any("/s" in line for line in lines), lines

@@ -72,10 +72,10 @@ def engine_result(case: dict):
     """The engine's own result on the same series with the same options as the viewer (the segmenter
     decision rule, the bundled weights' default; `jcs diagnose`'s removal of predicted lesions far
     from the lungs)."""
-    from jcs.cli import LESION_MARGIN_MM
     from jcs.inference import DiagnosisEngine
     from jcs.io import read_ct
     from jcs.lung import drop_far_lesions, segment_lungs
+    from jcs.options import LESION_MARGIN_MM
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JCS_WEIGHTS_DIR", str(case["weights_dir"]))
