@@ -219,7 +219,8 @@ def _diagnose_locked(args: argparse.Namespace, inputs: list[Path], labels: dict[
     first = _read_case(inputs[0], args.dicom_seg) if len(inputs) == 1 else None
     read_s = time.perf_counter() - t0
     engine = load_engine(DiagnosisOptions.from_args(args))
-    print(_describe_weights("classifier", engine.classifier_card))
+    if engine.classifier_card is not None:
+        print(_describe_weights("classifier", engine.classifier_card))
     if engine.segmenter_card is not None:
         print(_describe_weights("segmenter", engine.segmenter_card))
     else:

@@ -150,23 +150,23 @@ def resolve_precision(precision: Precision | str, device: torch.device) -> Preci
     """``auto``: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32; explicit values are checked.
 
     The one precision detection of the project (training uses it too)."""
-    precision = _choice(Precision, precision, "precision")
-    if precision == Precision.AUTO:
+    chosen: Precision = _choice(Precision, precision, "precision")
+    if chosen == Precision.AUTO:
         if device.type == "cuda":
             return Precision.FP16
         if device.type == "cpu" and cpu_supports_bf16():
             return Precision.BF16
         return Precision.FP32
-    if precision == Precision.FP16 and device.type != "cuda":
+    if chosen == Precision.FP16 and device.type != "cuda":
         raise JCSError(f"fp16 inference needs a CUDA device, not {device.type}")
-    if precision == Precision.BF16:
+    if chosen == Precision.BF16:
         if device.type == "cpu" and not cpu_supports_bf16():
             raise JCSError("bf16 inference was requested but this CPU has no native bf16 support")
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
             raise JCSError("bf16 inference was requested but this GPU does not support bf16")
         if device.type == "mps":
             raise JCSError("bf16 inference is not supported on Apple MPS; use fp32")
-    return precision
+    return chosen
 
 
 def _choice(kind: Any, value: Any, what: str) -> Any:
@@ -257,12 +257,12 @@ class DiagnosisEngine:
         segmenter_size: int | None = None,
         classifier_spec: ClassifierSpec | None = None,
     ) -> None:
-        segment_policy = _choice(SegmentPolicy, segment_policy, "segment policy")
-        decision = _choice(DecisionRule, decision, "decision rule")
+        policy: SegmentPolicy = _choice(SegmentPolicy, segment_policy, "segment policy")
+        rule: DecisionRule = _choice(DecisionRule, decision, "decision rule")
         bad_threshold = isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 0
         if threshold is not None and bad_threshold:
             raise JCSError(f"threshold must be a non-negative number of slices, not {threshold!r}")
-        if decision == DecisionRule.SEGMENTER and segmenter is None:
+        if rule == DecisionRule.SEGMENTER and segmenter is None:
             raise JCSError("the segmenter decision rule needs segmenter weights")
         if not 0.0 <= min_lung_fraction < 1.0:
             raise JCSError(f"minimum lung fraction must lie in [0, 1), not {min_lung_fraction!r}")
@@ -271,8 +271,8 @@ class DiagnosisEngine:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.threshold = threshold
-        self.segment_policy = segment_policy
-        self.decision = decision
+        self.segment_policy = policy
+        self.decision = rule
         self.min_lung_fraction = float(min_lung_fraction)
         self.batch_size = batch_size
         self.classifier = _prepare_model(classifier, self.device)

@@ -217,13 +217,14 @@ SUMMARY_CSV_HEADER = ("quantity", "value", "unit")
 
 
 def csv_cell(value: Any) -> str:
-    """One CSV cell: empty for None (not measured), ``true``/``false``, floats exact (``repr``)."""
+    """One CSV cell: empty for None (not measured), ``true``/``false``, floats to 12 significant
+    digits (exact for what a reader compares, without float noise such as ``12.000000000000004``)."""
     if value is None:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return repr(value) if math.isfinite(value) else ""
+        return f"{value:.12g}" if math.isfinite(value) else ""
     return str(value)
 
 

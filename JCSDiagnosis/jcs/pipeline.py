@@ -152,7 +152,7 @@ class CaseDecision:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CaseDecision:
-        values = {f.name: data.get(f.name) for f in fields(cls)}
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
         values["decision"] = DecisionRule(values["decision"])
         values["segment_policy"] = SegmentPolicy(values["segment_policy"])
         return cls(**values)
@@ -231,7 +231,8 @@ class LesionRow:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> LesionRow:
-        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+        values: dict[str, Any] = {f.name: data.get(f.name) for f in fields(cls)}
+        return cls(**values)
 
 
 @dataclass
@@ -576,19 +577,24 @@ def run_case(
     source: str | Path | CTVolume,
     *,
     engine: DiagnosisEngine | None = None,
-    progress: RunProgress | None = None,
+    on_progress: RunProgress | None = None,
     should_cancel: CancelCallback | None = None,
     **options: Any,
 ) -> CaseResult:
     """Read one case (a CT file, DICOM folder, 2-D slice or a :class:`jcs.io.CTVolume`) as ``jcs
     diagnose`` does; ``options`` are :class:`jcs.options.DiagnosisOptions` fields (the CLI's defaults).
 
-    ``engine`` reuses loaded models (its options then stand for the engine's); ``progress(stage,
+    ``engine`` reuses loaded models (its options then stand for the engine's); ``on_progress(stage,
     fraction)`` reports the fraction of the whole reading; ``should_cancel()`` is polled between batches.
+    (The ``progress`` option is the command line's report style and does nothing here.)
     """
     from jcs.io import CTVolume, read_ct
 
     chosen = DiagnosisOptions(**options)
+    engine_options = sorted(set(options) & {"classifier", "segmenter", *chosen.engine_kwargs()})
+    if engine is not None and engine_options:
+        given = ", ".join(engine_options)
+        raise ValueError(f"{given}: options of a new engine; the given engine has its own")
     t0 = time.perf_counter()
     ct = source if isinstance(source, CTVolume) else read_ct(source)
     if chosen.dicom_seg:
@@ -602,7 +608,7 @@ def run_case(
         engine,
         ct,
         lesion_margin_mm=chosen.lesion_margin_mm,
-        progress=progress,
+        progress=on_progress,
         should_cancel=should_cancel,
         read_s=read_s,
     )

@@ -147,6 +147,8 @@ def test_options_take_strings_and_refuse_unknown_ones() -> None:
         DiagnosisOptions(segment_policy="sometimes")
     with pytest.raises(ValueError, match="device"):
         DiagnosisOptions(device="tpu")
+    with pytest.raises(ValueError, match="decision: options of a new engine"):
+        run_case(sample_path(), engine=object(), decision="segmenter")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("decision", ["classifier", "segmenter"])
@@ -167,7 +169,7 @@ def test_run_case_finds_the_lungs_once(
     seen: list[tuple[str, float]] = []
     result = run_case(
         source, decision=decision, segment_policy="always", precision="fp32", device="cpu",
-        progress=lambda stage, fraction: seen.append((stage, fraction)), **tiny_weights,
+        on_progress=lambda stage, fraction: seen.append((stage, fraction)), **tiny_weights,
     )  # fmt: skip
     assert len(calls) == 1
     assert result.case.decision == decision and result.case.segmented

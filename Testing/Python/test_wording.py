@@ -221,3 +221,27 @@ def test_engine_notes_are_worded_for_a_clinician():
         "No lungs"
     )
     json.dumps(worded)
+
+
+def test_the_command_lines_reading_and_units_are_worded_here():
+    from jcs.wording import case_line, rule_sentence, threshold_hint, unit_of
+
+    case = {"positive": True, "decision": "segmenter", "positive_slice_count": 30, "threshold": 12,
+            "classifier_positive_slice_count": 43, "min_lung_fraction": 0.02, "suggested_threshold": 12}
+    assert case_line(case, 48, "cpu", "fp32", 49.24) == (
+        "case: POSITIVE (by the segmenter rule: 30 of 48 slices with opacification over 2 % of the lung, "
+        "threshold 12; classifier: 43 slices positive; cpu fp32, 49.2 s)"
+    )
+    paper = {**case, "positive": False, "decision": "classifier", "threshold": 25}
+    assert case_line(paper, 48, "cuda", "fp16", 3.0) == (
+        "case: negative (30 of 48 slices positive, threshold 25; cuda fp16, 3.0 s)"
+    )
+    assert threshold_hint(case, 48) == ""
+    assert threshold_hint(paper, 48).startswith("for 48 slices the paper's rule T=25") and "T=12" in (
+        threshold_hint(paper, 48)
+    )
+    assert rule_sentence("classifier", 0.02).endswith("its COVID-19 probability > 0.5")
+    assert "covers more than 2 % of its lung area" in rule_sentence("segmenter", 0.02)
+    fields = ("opacification_volume_ml", "lung_area_mm2", "mean_hu", "lesion_count", "opacification_percent",
+              "largest_axial_area_px", "peripheral_fraction")
+    assert [unit_of(k) for k in fields] == ["mL", "mm2", "HU", "", "%", "px", ""]
