@@ -15,6 +15,7 @@ from typing import Annotated
 import qt
 import slicer
 import vtk
+from jcs.options import AUTO, DecisionRule, Device, SegmentPolicy
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -27,13 +28,13 @@ from slicer.ScriptedLoadableModule import (
 )
 from slicer.util import VTKObservationMixin
 
-#: Packages the engine needs besides what Slicer bundles (import name, pip requirement).
+#: Packages the engine needs besides what Slicer bundles (import name, pip requirement). No tqdm: the
+#: module runs the engine with `--progress json`, which draws no bar.
 REQUIREMENTS = [
     ("safetensors", "safetensors>=0.4"),
     ("skimage", "scikit-image>=0.21"),
     ("scipy", "scipy>=1.10"),
     ("highdicom", "highdicom>=0.23"),
-    ("tqdm", "tqdm>=4.60"),
 ]
 #: Packages Slicer ships; pip is constrained to their installed versions so it never replaces them.
 PROTECTED = ["numpy", "SimpleITK", "pydicom", "vtk", "torch", "pillow", "requests"]
@@ -86,11 +87,11 @@ class JCSDiagnosisParameterNode:
     """Parameters of the module, saved with the scene."""
 
     inputVolume: vtkMRMLScalarVolumeNode
-    device: Annotated[str, Choice(["auto", "cpu", "cuda", "mps"])] = "auto"
+    device: Annotated[str, Choice(list(Device.values()))] = str(Device.AUTO)
     useCardThreshold: bool = True
     threshold: Annotated[int, Minimum(0)] = 25
-    policy: Annotated[str, Choice(["positive-only", "always"])] = "positive-only"
-    decision: Annotated[str, Choice(["auto", "classifier", "segmenter"])] = "auto"
+    segmentPolicy: Annotated[str, Choice(list(SegmentPolicy.values()))] = str(SegmentPolicy.POSITIVE_ONLY)
+    decision: Annotated[str, Choice([AUTO, *DecisionRule.values()])] = AUTO
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
     minLesionMl: Annotated[float, Minimum(0.0)] = 0.1
     resultSegmentation: vtkMRMLSegmentationNode
@@ -179,7 +180,8 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _updateGui(self, caller=None, event=None) -> None:
         """Enable actions only when they can run; the tooltip says why not."""
-        from JCSDiagnosisLib.logic import inputProblem, isDiagnosisResult
+        from JCSDiagnosisLib.engine import inputProblem
+        from JCSDiagnosisLib.nodes import isDiagnosisResult
 
         running = self._run is not None or self._update is not None
         problem = (
@@ -206,7 +208,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _showPlannedRule(self) -> None:
         """Name the decision rule the loaded weights' card makes count, before Diagnose (read again only
         when the CT, the rule choice or the threshold change)."""
-        from JCSDiagnosisLib.logic import plannedRule
+        from JCSDiagnosisLib.reading import plannedRule
 
         parameters = self._parameterNode
         if parameters is None:
@@ -247,7 +249,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 parameters.inputVolume,
                 device=parameters.device,
                 threshold=None if parameters.useCardThreshold else parameters.threshold,
-                policy=parameters.policy,
+                segment_policy=parameters.segmentPolicy,
                 decision=parameters.decision,
             )
             self.ui.progressBar.value = 0
@@ -263,8 +265,8 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._timer.stop()
             return
         self.ui.progressBar.value = int(100 * run.process.fraction)
-        if run.process.stage:
-            self.ui.statusLabel.text = run.process.stage
+        if run.process.stage:  # the engine's stage name (classify, segment, quantify, ...)
+            self.ui.statusLabel.text = _(run.process.stage)
         code = run.process.poll()
         if code is None:
             return
@@ -346,7 +348,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.sceneLogic.setHeatmapOpacity(value)
 
     def _currentTable(self):
-        from JCSDiagnosisLib.logic import isDiagnosisResult
+        from JCSDiagnosisLib.nodes import isDiagnosisResult
 
         segmentation = self._parameterNode.resultSegmentation if self._parameterNode else None
         if not isDiagnosisResult(segmentation):
@@ -363,7 +365,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onShowTable(self, index: int = 0) -> None:
         """Show the chosen table as a reader needs it: the summary without its field names and exact
         values (kept in the node), lesions under the minimum size hidden."""
-        from JCSDiagnosisLib.logic import lesionRowsShown
+        from JCSDiagnosisLib.reading import lesionRowsShown
 
         kind, table = self._currentTable()
         view = self.ui.tableView
@@ -488,9 +490,9 @@ class JCSDiagnosisLogic(ScriptedLoadableModuleLogic):
     def decisionText(nodes) -> str:
         """The AI reading (engine's case), how its slices were counted and, after an edit under the
         segmenter rule, what that rule says of the edited segmentation."""
-        from JCSDiagnosisLib.logic import readingText
+        from JCSDiagnosisLib.reading import readingLines
 
-        lines = readingText(nodes.results)
+        lines = readingLines(nodes.results)
         if not lines:
             return _("Done.")
         return "\n".join([*(_(line) for line in lines), _("Not for clinical use.")])
@@ -515,7 +517,7 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
     def test_DiagnoseEditUpdate(self) -> None:
         import numpy as np
         from JCSDiagnosisLib import tables, volumes
-        from JCSDiagnosisLib.logic import inputProblem
+        from JCSDiagnosisLib.engine import inputProblem
 
         self.delayDisplay(_("Building a synthetic chest CT"))
         volumeNode = _syntheticChest()
@@ -524,7 +526,7 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
         self.assertIsNone(inputProblem(volumeNode))
 
         self.delayDisplay(_("Diagnosing (engine in a background process)"))
-        nodes = logic.sceneLogic.diagnose(volumeNode, device="cpu", policy="always")
+        nodes = logic.sceneLogic.diagnose(volumeNode, device="cpu", segment_policy="always")
         heatmapMatrix = volumes.ijkToRasMatrix(nodes.heatmapNode)
         self.assertTrue(np.allclose(heatmapMatrix, volumes.ijkToRasMatrix(volumeNode)))
         heat = volumes.arrayFromVolume(nodes.heatmapNode)
@@ -544,12 +546,12 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
         self.assertAlmostEqual(float(summary["opacification_volume_ml"]), 256 * voxelMl, places=3)
         self.assertEqual(summary["lesion_count"], "1")
         # the bundled weights decide by the segmenter rule, which is read again on the edit
-        engine = logic.sceneLogic.engineInfo(nodes.segmentationNode)
-        self.assertEqual(engine["decision"], "segmenter")
+        engine = logic.sceneLogic.engineReading(nodes.segmentationNode).case
+        self.assertEqual(engine.decision, "segmenter")
         shares = tables.columnValues(nodes.sliceTableNode, "opacified_lung_fraction")
-        counted = sum(share > engine["min_lung_fraction"] for share in shares)
+        counted = sum(share > engine.min_lung_fraction for share in shares)
         self.assertEqual(int(summary["current_positive_slice_count"]), counted)
-        self.assertEqual(summary["current_positive"], "yes" if counted > engine["threshold"] else "no")
+        self.assertEqual(summary["current_positive"], "yes" if counted > engine.threshold else "no")
         self.delayDisplay(_("Test passed"))
 
     def test_DiagnoseSampleAndExport(self) -> None:
@@ -563,7 +565,7 @@ class JCSDiagnosisTest(ScriptedLoadableModuleTest):
         volumeNode = slicer.util.loadVolume(str(files[0]), {"singleFile": False})
         logic = JCSDiagnosisLogic()
         self.assertTrue(logic.ensureDependencies())
-        nodes = logic.sceneLogic.diagnose(volumeNode, device="auto", policy="always")
+        nodes = logic.sceneLogic.diagnose(volumeNode, device="auto", segment_policy="always")
         self.delayDisplay(_("Exporting DICOM-SEG and SR"))
         outputDir = Path(slicer.app.temporaryPath) / "JCSDiagnosisTest"
         exported = logic.sceneLogic.exportDicomSeg(

@@ -1,15 +1,15 @@
 """The engine in a background process, so the GUI never freezes (as SlicerMONAIAuto3DSeg does).
 
-`EngineProcess` starts `python -m jcs.cli diagnose ...` (PythonSlicer inside Slicer), reads its
-output on a thread, turns progress lines into (stage, fraction) and kills the whole process tree on
-cancel. The GUI polls `poll()`; scripts call `wait()`.
+`EngineProcess` starts `python -m jcs.cli diagnose --progress json ...` (PythonSlicer inside Slicer),
+reads its output on a thread, turns the engine's JSON progress lines into (stage, fraction) and kills
+the whole process tree on cancel. The GUI polls `poll()`; scripts call `wait()`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -21,9 +21,9 @@ from pathlib import Path
 #: Folder holding the `jcs` package (it ships beside this package in the extension).
 ENGINE_PARENT = Path(__file__).resolve().parents[1]
 
-# The CLI's progress bar (tqdm on stderr): "classify:  42%|####      | 42/100 [...]", redrawn after
-# a carriage return; the percent is of the whole run.
-_PROGRESS = re.compile(r"^\s*(?P<stage>[\w\-]+):\s+(?P<percent>\d{1,3})%\|")
+#: Event name of a progress line of `jcs diagnose --progress json`:
+#: ``{"event": "progress", "stage": "classify", "fraction": 0.42}`` (fraction of the whole run).
+PROGRESS_EVENT = "progress"
 
 
 def pythonExecutable() -> str:
@@ -32,11 +32,20 @@ def pythonExecutable() -> str:
 
 
 def parseProgress(line: str) -> tuple[str, float] | None:
-    """(stage, fraction of the whole run in 0..1) of a progress-bar line, else None."""
-    match = _PROGRESS.match(line)
-    if match is None:
+    """(stage, fraction of the whole run in 0..1) of a JSON progress line, else None (other output)."""
+    text = line.strip()
+    if not text.startswith("{"):
         return None
-    return match["stage"], min(int(match["percent"]), 100) / 100.0
+    try:
+        event = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("event") != PROGRESS_EVENT:
+        return None
+    stage, fraction = event.get("stage"), event.get("fraction")
+    if not isinstance(stage, str) or not isinstance(fraction, (int, float)) or isinstance(fraction, bool):
+        return None
+    return stage, min(max(float(fraction), 0.0), 1.0)
 
 
 class EngineError(RuntimeError):
@@ -71,7 +80,7 @@ class EngineProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ENGINE_PARENT), env.get("PYTHONPATH", "")) if p)
         env["PYTHONUNBUFFERED"] = "1"
         kwargs: dict = {}
-        if os.name == "nt":
+        if sys.platform == "win32":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         else:
             kwargs["start_new_session"] = True
@@ -88,16 +97,11 @@ class EngineProcess:
         self._reader.start()
 
     def _readOutput(self) -> None:
-        """Split the output on newlines and carriage returns (progress bars redraw with \\r)."""
+        """Hand every output line to :meth:`_handleLine` as it arrives."""
         assert self._process is not None and self._process.stdout is not None
-        pending = b""
-        while chunk := self._process.stdout.read1(4096):
-            *complete, pending = re.split(rb"[\r\n]", pending + chunk)
-            for raw in complete:
-                if raw.strip():
-                    self._handleLine(raw.decode("utf-8", errors="replace"))
-        if pending.strip():
-            self._handleLine(pending.decode("utf-8", errors="replace"))
+        for raw in self._process.stdout:
+            if raw.strip():
+                self._handleLine(raw.decode("utf-8", errors="replace").rstrip("\r\n"))
 
     def _handleLine(self, line: str) -> None:
         progress = parseProgress(line)
@@ -126,7 +130,7 @@ class EngineProcess:
         process = self._process
         if process is None or process.poll() is not None:
             return
-        if os.name == "nt":
+        if sys.platform == "win32":
             subprocess.run(
                 ["taskkill", "/F", "/T", "/PID", str(process.pid)], capture_output=True, check=False
             )

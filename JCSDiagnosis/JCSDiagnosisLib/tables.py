@@ -8,10 +8,14 @@ labels, so no cell is filled by hand.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import slicer
 import vtk
+
+if TYPE_CHECKING:
+    from jcs.pipeline import SliceRow
 
 #: Unit token in a jcs.quantify field name -> unit label shown in Slicer's table view.
 UNIT_TOKENS = {
@@ -27,6 +31,8 @@ UNIT_TOKENS = {
 
 SLICE_COLUMN = "slice_index"
 PROBABILITY_COLUMN = "classifier_probability"
+#: Slice-table column of the segmenter rule's evidence (jcs.quantify / results.json).
+SHARE_COLUMN = "opacified_lung_fraction"
 
 
 def unitOf(field: str) -> str:
@@ -146,22 +152,25 @@ def lesionRecords(lesions: Sequence[Mapping]) -> list[dict]:
     ]
 
 
-def summaryDict(tableNode: slicer.vtkMRMLTableNode) -> dict:
-    """The summary table back as {field: value}: yes/no as bool, numbers as int/float, "" as None."""
-    return {row["quantity"]: _parseValue(row["value"]) for row in readTable(tableNode)}
+def sliceRecords(slices: Sequence[SliceRow], evidence: str | None = None) -> list[dict]:
+    """Slice-table rows: `slice_index`, then the column the decision rule counts by (`evidence`, e.g.
+    the segmenter rule's `opacified_lung_fraction`), then `classifier_probability` and the rest.
 
+    The columns are slices.csv's (:class:`jcs.pipeline.SliceRow`, named as the quantification names them).
+    """
+    from jcs.pipeline import SliceRow
 
-def _parseValue(text: str):
-    if text == "":
-        return None
-    if text in ("yes", "no"):
-        return text == "yes"
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
+    names = SliceRow.SLICES_CSV_NAMES
+    rows = []
+    for slice_ in slices:
+        data = slice_.to_json()
+        row = {SLICE_COLUMN: data.pop(names[SLICE_COLUMN])}
+        if evidence and evidence in data:
+            row[evidence] = data.pop(evidence)
+        row[PROBABILITY_COLUMN] = data.pop(names[PROBABILITY_COLUMN])
+        row.update(data)
+        rows.append(row)
+    return rows
 
 
 def _formatValue(value) -> str:

@@ -6,11 +6,17 @@ stores geometry in RAS, SimpleITK and DICOM in LPS: the first two axes flip betw
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
 from vtk.util import numpy_support
+
+if TYPE_CHECKING:
+    from jcs.io import CTVolume
 
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
 
@@ -20,6 +26,16 @@ def ijkToRasMatrix(volumeNode: slicer.vtkMRMLVolumeNode) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     volumeNode.GetIJKToRASMatrix(matrix)
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def superiorAxis(volumeNode: slicer.vtkMRMLVolumeNode) -> int:
+    """The IJK axis closest to the patient's superior direction (the axial slice axis)."""
+    return int(np.argmax(np.abs(ijkToRasMatrix(volumeNode)[2, :3])))
+
+
+def axialSliceCount(volumeNode: slicer.vtkMRMLVolumeNode) -> int:
+    """Number of axial slices of the volume (voxels along :func:`superiorAxis`)."""
+    return int(volumeNode.GetImageData().GetDimensions()[superiorAxis(volumeNode)])
 
 
 def arrayFromVolume(volumeNode: slicer.vtkMRMLVolumeNode) -> np.ndarray:
@@ -143,3 +159,27 @@ def setSegmentArray(
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     if not logic.SetBinaryLabelmapToSegment(oriented, segmentationNode, segmentId, logic.MODE_REPLACE):
         raise RuntimeError(f"could not write segment '{segmentId}' of '{segmentationNode.GetName()}'")
+
+
+def ctVolume(volumeNode: slicer.vtkMRMLScalarVolumeNode) -> CTVolume:
+    """The volume as the engine reads a CT (`jcs.io.CTVolume`, Hounsfield units)."""
+    from jcs.io import CTVolume
+
+    return CTVolume(image=imageFromVolume(volumeNode), is_hu=True, path=Path(volumeNode.GetName()))
+
+
+def toAxial(volumeNode: slicer.vtkMRMLScalarVolumeNode, array: np.ndarray) -> np.ndarray:
+    """A (K, J, I) array on the volume's grid resampled to the engine's axial (Z, Y, X) grid."""
+    from jcs.io import AXIAL_ORIENTATION
+
+    image = sitk.DICOMOrient(imageFromVolume(volumeNode, array), AXIAL_ORIENTATION)
+    return sitk.GetArrayFromImage(image)
+
+
+def segmentLungs(volumeNode: slicer.vtkMRMLScalarVolumeNode) -> np.ndarray:
+    """Lung labels (0, 1 right, 2 left) of the CT by jcs.lung, on the volume's (K, J, I) grid."""
+    from jcs.lung import segment_lungs
+
+    ct = ctVolume(volumeNode)
+    axial = segment_lungs(ct.axial_array(), tuple(reversed(ct.axial_image().GetSpacing())))
+    return sitk.GetArrayFromImage(ct.from_axial(axial.astype(np.uint8)))

@@ -117,7 +117,7 @@ def describe(ct: CTVolume) -> str:
 
 def engine_options(args: argparse.Namespace) -> dict:
     """Options passed to `JCSDiagnosisSceneLogic.startDiagnosis`."""
-    options = {"device": args.device, "policy": args.segment_policy, "decision": args.decision}
+    options = {"device": args.device, "segment_policy": args.segment_policy, "decision": args.decision}
     for key in ("classifier", "segmenter", "threshold"):
         if getattr(args, key) is not None:
             options[key] = getattr(args, key)

@@ -1,16 +1,16 @@
-"""MRML helpers of the viewer: CT volume node from a `jcs.io.CTVolume`, table nodes to rows, chart SVG."""
+"""MRML helpers of the viewer: CT volume node from a `jcs.io.CTVolume`, window presets, chart SVG."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 from jcs.io import CTVolume
 from jcs.wording import RuleWording
 from JCSDiagnosisLib.volumes import ijkToRasFromImage, setVolumeArray
+from numpy.typing import ArrayLike
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLScene
 
 # Display windows (width, level) in HU; "Lung" is the engine's own window (jcs.preprocess.LUNG_WINDOW).
@@ -49,27 +49,6 @@ def set_window(volume_node: vtkMRMLScalarVolumeNode, preset: str) -> None:
     display.SetWindowLevel(width, level)
 
 
-def planned_rule(options: dict[str, Any], slice_count: int, slice_spacing_mm: float | None) -> RuleWording:
-    """The decision rule a Diagnose with these options will use, from the classifier's model card (as
-    `jcs.inference.DiagnosisEngine.from_registry` picks it), with T as the engine sets it for this scan."""
-    from jcs.decision import scaled_threshold
-    from jcs.weights import default_weights, find_weights
-
-    classifier = options.get("classifier") or default_weights("classifier")
-    segmenter = options.get("segmenter") or default_weights("segmenter")
-    card = find_weights(classifier).data if classifier else None
-    rule = RuleWording.from_card(
-        card,
-        decision=options.get("decision", "auto"),
-        has_segmenter=segmenter is not None,
-        threshold=options.get("threshold"),
-    )
-    if rule.threshold is None and slice_count > 0:
-        spacing = slice_spacing_mm if slice_spacing_mm and slice_spacing_mm > 0 else None
-        rule = replace(rule, threshold=scaled_threshold(slice_count, spacing))
-    return rule
-
-
 @dataclass(frozen=True)
 class SliceChart:
     """What the per-slice chart plots: the evidence of the rule that decides the case."""
@@ -99,7 +78,7 @@ class SliceChart:
         )
 
 
-def slice_chart(case: dict, slices: Sequence[dict], probabilities: Sequence[float]) -> SliceChart:
+def slice_chart(case: dict, slices: Sequence[dict], probabilities: ArrayLike) -> SliceChart:
     """Classifier probabilities (paper rule), or under the segmenter rule each slice's opacified share
     of the lung (results.json ``slices[].opacified_lung_fraction``), drawn up to 5x its cutoff."""
     rule = RuleWording.from_case(case)
@@ -111,7 +90,7 @@ def slice_chart(case: dict, slices: Sequence[dict], probabilities: Sequence[floa
 
 
 def slice_chart_svg(
-    values: Sequence[float],
+    values: ArrayLike,
     *,
     current: int | None = None,
     cutoff: float = 0.5,
@@ -127,14 +106,14 @@ def slice_chart_svg(
     each slice's opacified share of the lung with the rule's cutoff. The current axial slice is
     marked. The SVG spans the full width so a click's x maps to a slice index.
     """
-    values = np.asarray(values, dtype=float)
-    count = max(len(values), 1)
+    heights = np.asarray(values, dtype=float)
+    count = max(len(heights), 1)
     step = width / count
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%"'
         f' height="{height}" preserveAspectRatio="none" style="display:block;background:#161616">'
     ]
-    for index, value in enumerate(values):
+    for index, value in enumerate(heights):
         bar = min(max(value / top, 0.0), 1.0) * (height - 4)
         colour = "#e8504a" if value > cutoff else "#5b8fd9"
         parts.append(

@@ -1,12 +1,13 @@
 """Page layout of the viewer: Slicer views in the middle, the JCS panel left, results right.
 
-The layout only binds widgets to state names and controller triggers; `viewer.JCSViewer` owns the logic.
-Elements the browser test drives carry a stable `id`.
+The layout only binds widgets to the typed state names of the feature logics (:class:`PanelNames`) and to
+their triggers; the logic lives in :mod:`.logic`. Elements the browser test drives carry a stable `id`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from trame.ui.vuetify3 import VAppLayout
 from trame.widgets import client, html
@@ -57,7 +58,9 @@ from trame_slicer.segmentation import (
 )
 from trame_slicer.views import SliceView
 
+from .logic.downloads import DOWNLOADS
 from .scene import WINDOW_PRESETS
+from .state import CaseState, ChartState, DisplayState, ReadingState, RunState, TablesState
 
 CSS = """
 html { overflow-y: hidden; }
@@ -71,19 +74,23 @@ html { overflow-y: hidden; }
 details > summary { cursor: pointer; }
 """
 
+
+@dataclass(frozen=True)
+class PanelNames:
+    """State names of the feature logics' typed states (``logic.name``), which the widgets bind to."""
+
+    case: CaseState
+    run: RunState
+    reading: ReadingState
+    tables: TablesState
+    display: DisplayState
+    chart: ChartState
+
+
+#: The segment editor is the active tool.
+EDITING = (f"active_tool === '{SegmentEditorUI.__name__}'",)
 VIEW_NAMES = {"Red": "Axial", "Green": "Coronal", "Yellow": "Sagittal"}
 VIEW_COLOURS = {"Red": "#F34A33", "Green": "#6DAD4A", "Yellow": "#EFD64D"}
-
-#: Files the download menu offers: (key, file name, label, MIME type, needs DICOM input).
-DOWNLOADS: tuple[tuple[str, str, str, str, bool], ...] = (
-    ("seg", "lesions_seg.dcm", "DICOM-SEG", "application/dicom", True),
-    ("sr", "report_sr.dcm", "DICOM SR report", "application/dicom", True),
-    ("summary", "summary.csv", "Summary CSV", "text/csv", False),
-    ("lesions", "lesions.csv", "Lesions CSV", "text/csv", False),
-    ("slices", "slices.csv", "Slices CSV", "text/csv", False),
-    ("json", "results.json", "Results JSON", "application/json", False),
-    ("labelmap", "lesions_labelmap.nrrd", "Lesion labelmap", "application/octet-stream", False),
-)
 
 
 #: Paint/erase brush at start: a 2-D disc of this diameter (mm) on the slice shown, as Slicer's editor.
@@ -143,6 +150,7 @@ class EditorUI(SegmentEditorUI):
 def build_layout(
     server: Server,
     layout_manager: LayoutManager,
+    n: PanelNames,
     *,
     diagnose: Callable,
     cancel: Callable,
@@ -154,88 +162,94 @@ def build_layout(
     """Build the page; return it and the segment editor panel (its logic is wired by the caller)."""
     with VAppLayout(server, template_name="main", theme="dark") as layout:
         client.Style(CSS)
-        with VAppBar(density="compact", elevation=1):
-            VIcon("mdi-lungs", classes="ml-4 mr-2", color="#e8504a")
-            VToolbarTitle("JCS Diagnosis", style="flex: none;", classes="mr-4")
-            VChip("{{ jcs_case_name }}", id="jcs-case", size="small", variant="outlined", classes="mr-4")
-            html.Span("Window", classes="text-caption mr-2")
-            with VBtnToggle(v_model=("jcs_window",), mandatory=True, density="compact", variant="outlined"):
-                for preset in WINDOW_PRESETS:
-                    VBtn(preset, value=preset, size="small", id=f"jcs-window-{preset.lower()}")
-            VSpacer()
-            VChip(
-                "Research use only, not for clinical diagnosis",
-                color="warning",
-                size="small",
-                variant="tonal",
-                prepend_icon="mdi-alert-outline",
-                classes="mr-4",
-            )
-
-        with (
-            VNavigationDrawer(permanent=True, location="left", width=44, disable_resize_watcher=True),
-            FlexContainer(fill_height=True, align="center", classes="py-2"),
-        ):
-            ControlButton(
-                name="JCS diagnosis panel",
-                icon="mdi-stethoscope",
-                click="active_tool = 'jcs'",
-                active=("active_tool === 'jcs'",),
-                id="jcs-tool-diagnosis",
-            )
-            ControlButton(
-                name="Edit lesion segmentation",
-                icon="mdi-brush",
-                click=f"active_tool = '{SegmentEditorUI.__name__}'",
-                active=(f"active_tool === '{SegmentEditorUI.__name__}'",),
-                disabled=("!jcs_has_results",),
-                id="jcs-tool-editor",
-            )
-            LayoutButton(classes="mt-1")
-            editor_toolbar_slot = FlexContainer(align="center", classes="mt-2")
-            VSpacer()
-            undo_redo_slot = FlexContainer(align="center")
-
+        _app_bar(n)
+        editor_toolbar_slot, undo_redo_slot = _tool_bar(n)
         with VNavigationDrawer(permanent=True, location="left", width=340, disable_resize_watcher=True):
             with html.Div(v_show=("active_tool === 'jcs'",), classes="pa-3"):
-                _diagnosis_panel(diagnose, cancel, update_results)
-            with html.Div(v_if=(f"active_tool === '{SegmentEditorUI.__name__}'",), classes="px-3 pt-3"):
-                VBtn(
-                    "Update results",
-                    id="jcs-update-editor",
-                    block=True,
-                    color="primary",
-                    prepend_icon="mdi-refresh",
-                    disabled=("!jcs_has_results || jcs_busy",),
-                    click=update_results,
-                )
-                html.Div(
-                    "Edit the lesion segment (paint, erase, scissors, islands), then update the results. "
-                    "The brush paints the slice shown only unless the sphere brush is switched on.",
-                    classes="text-caption mt-1",
-                    style="opacity: 0.7;",
-                )
-            editor = EditorUI(
-                v_if=(f"active_tool === '{SegmentEditorUI.__name__}'",),
-                style="height: calc(100% - 90px);",
-            )
-
+                _diagnosis_panel(n, diagnose, cancel, update_results)
+            editor = _editor_panel(n, update_results)
         with VNavigationDrawer(permanent=True, location="right", width=470, disable_resize_watcher=True):
-            _results_panel(server, chart_click, row_click, download)
-
+            _results_panel(server, n, chart_click, row_click, download)
         with VMain(), FlexContainer(row=True, fill_height=True):
             layout_manager.initialize_layout_grid(layout)
-
         with VFooter(app=True, border=True, classes="py-0 text-caption"):
             VProgressCircular(indeterminate=("!!trame__busy",), size=14, width=2, classes="mr-2")
-            html.Span("{{ jcs_footer }}")
-
-        editing = (f"active_tool === '{SegmentEditorUI.__name__}'",)
+            html.Span(shown(n.case.footer))
         with editor_toolbar_slot:
-            SegmentEditorToolbarUI(editor_ui=editor, v_if=editing)
+            SegmentEditorToolbarUI(editor_ui=editor, v_if=EDITING)
         with undo_redo_slot:
-            SegmentEditorUndoRedoUI(editor_ui=editor, v_if=editing)
+            SegmentEditorUndoRedoUI(editor_ui=editor, v_if=EDITING)
     return layout, editor
+
+
+def _app_bar(n: PanelNames) -> None:
+    """Title, case name, window presets and the research-use notice."""
+    with VAppBar(density="compact", elevation=1):
+        VIcon("mdi-lungs", classes="ml-4 mr-2", color="#e8504a")
+        VToolbarTitle("JCS Diagnosis", style="flex: none;", classes="mr-4")
+        VChip(shown(n.case.name), id="jcs-case", size="small", variant="outlined", classes="mr-4")
+        html.Span("Window", classes="text-caption mr-2")
+        with VBtnToggle(v_model=(n.case.window,), mandatory=True, density="compact", variant="outlined"):
+            for preset in WINDOW_PRESETS:
+                VBtn(preset, value=preset, size="small", id=f"jcs-window-{preset.lower()}")
+        VSpacer()
+        VChip(
+            "Research use only, not for clinical diagnosis",
+            color="warning",
+            size="small",
+            variant="tonal",
+            prepend_icon="mdi-alert-outline",
+            classes="mr-4",
+        )
+
+
+def _tool_bar(n: PanelNames) -> tuple[FlexContainer, FlexContainer]:
+    """The narrow left bar: panel and editor buttons, layouts; returns the editor toolbar's slots."""
+    with (
+        VNavigationDrawer(permanent=True, location="left", width=44, disable_resize_watcher=True),
+        FlexContainer(fill_height=True, align="center", classes="py-2"),
+    ):
+        ControlButton(
+            name="JCS diagnosis panel",
+            icon="mdi-stethoscope",
+            click="active_tool = 'jcs'",
+            active=("active_tool === 'jcs'",),
+            id="jcs-tool-diagnosis",
+        )
+        ControlButton(
+            name="Edit lesion segmentation",
+            icon="mdi-brush",
+            click=f"active_tool = '{SegmentEditorUI.__name__}'",
+            active=EDITING,
+            disabled=(f"!{n.reading.has_results}",),
+            id="jcs-tool-editor",
+        )
+        LayoutButton(classes="mt-1")
+        editor_toolbar_slot = FlexContainer(align="center", classes="mt-2")
+        VSpacer()
+        undo_redo_slot = FlexContainer(align="center")
+    return editor_toolbar_slot, undo_redo_slot
+
+
+def _editor_panel(n: PanelNames, update_results: Callable) -> SegmentEditorUI:
+    """trame-slicer's segment editor with an 'Update results' button above it."""
+    with html.Div(v_if=EDITING, classes="px-3 pt-3"):
+        VBtn(
+            "Update results",
+            id="jcs-update-editor",
+            block=True,
+            color="primary",
+            prepend_icon="mdi-refresh",
+            disabled=(f"!{n.reading.has_results} || {n.run.busy}",),
+            click=update_results,
+        )
+        html.Div(
+            "Edit the lesion segment (paint, erase, scissors, islands), then update the results. "
+            "The brush paints the slice shown only unless the sphere brush is switched on.",
+            classes="text-caption mt-1",
+            style="opacity: 0.7;",
+        )
+    return EditorUI(v_if=EDITING, style="height: calc(100% - 90px);")
 
 
 def threed_view_overlay(server: Server, view_id: str, view) -> None:
@@ -263,12 +277,17 @@ def slice_view_overlay(server: Server, view_id: str, view: SliceView) -> None:
     )
 
 
-def _state_alert(state: str, kind: str) -> None:
-    """A compact alert showing the text of state variable ``state`` (element id: its name with dashes)."""
+def shown(name: str) -> str:
+    """Template text showing the state variable ``name``."""
+    return "{{ " + name + " }}"
+
+
+def _state_alert(state: str, element_id: str, kind: str) -> None:
+    """A compact alert showing the text of state variable ``state``."""
     VAlert(
         v_if=(state,),
         text=(state,),
-        id=state.replace("_", "-"),
+        id=element_id,
         type=kind,
         variant="tonal",
         density="compact",
@@ -276,11 +295,20 @@ def _state_alert(state: str, kind: str) -> None:
     )
 
 
-def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Callable) -> None:
+def _diagnosis_panel(n: PanelNames, diagnose: Callable, cancel: Callable, update_results: Callable) -> None:
+    """The left panel: the case, Diagnose and its progress, the rule, the decision card, the display
+    controls and 'Update results'."""
+    _run_controls(n, diagnose, cancel)
+    _rule_text(n)
+    _decision_card(n)
+    with html.Div(v_if=(n.reading.has_results,), classes="mt-5"):
+        _display_controls(n)
+        _update_controls(n, update_results)
+
+
+def _run_controls(n: PanelNames, diagnose: Callable, cancel: Callable) -> None:
     html.Div("Case", classes="jcs-section mb-1")
-    html.Div(
-        "{{ jcs_case_details }}", id="jcs-case-details", classes="text-body-2 mb-4", style="opacity: 0.85;"
-    )
+    html.Div(shown(n.case.details), id="jcs-case-details", classes="text-body-2 mb-4", style="opacity: 0.85;")
     html.Div("Diagnosis", classes="jcs-section mb-2")
     with html.Div(classes="d-flex ga-2"):
         VBtn(
@@ -288,130 +316,147 @@ def _diagnosis_panel(diagnose: Callable, cancel: Callable, update_results: Calla
             id="jcs-diagnose",
             color="primary",
             prepend_icon="mdi-play",
-            disabled=("jcs_busy || !jcs_volume_loaded || !!jcs_blocker",),
+            disabled=(f"{n.run.busy} || !{n.case.loaded} || !!{n.case.blocker}",),
             click=diagnose,
             classes="flex-grow-1",
         )
-        VBtn("Cancel", id="jcs-cancel", variant="outlined", disabled=("!jcs_running",), click=cancel)
-    _state_alert("jcs_blocker", "warning")
-    with html.Div(v_if=("jcs_running",), classes="mt-3"):
-        html.Div("{{ jcs_stage }}", id="jcs-stage", classes="text-caption mb-1")
+        VBtn("Cancel", id="jcs-cancel", variant="outlined", disabled=(f"!{n.run.running}",), click=cancel)
+    _state_alert(n.case.blocker, "jcs-blocker", "warning")
+    with html.Div(v_if=(n.run.running,), classes="mt-3"):
+        html.Div(shown(n.run.stage), id="jcs-stage", classes="text-caption mb-1")
         VProgressLinear(
-            model_value=("jcs_progress",),
-            indeterminate=("jcs_progress === 0",),
+            model_value=(n.run.progress,),
+            indeterminate=(f"{n.run.progress} === 0",),
             color="primary",
             height=8,
             rounded=True,
         )
-    _state_alert("jcs_error", "error")
+    _state_alert(n.run.error, "jcs-error", "error")
 
-    _rule_text()
-    with VCard(v_if=("jcs_has_results",), variant="tonal", classes="mt-4", id="jcs-decision-card"):
+
+def _decision_card(n: PanelNames) -> None:
+    """Verdict, what was counted, the opacification, the edit's reading, the classifier's aside, notes."""
+    with VCard(v_if=(n.reading.has_results,), variant="tonal", classes="mt-4", id="jcs-decision-card"):
         with VCardText():
             html.Div(
-                "{{ jcs_decision }}",
+                shown(n.reading.decision),
                 id="jcs-decision",
                 classes="jcs-decision",
-                style=("{ color: jcs_positive ? '#ff6b63' : '#6fcf7f' }",),
+                style=(f"{{ color: {n.reading.positive} ? '#ff6b63' : '#6fcf7f' }}",),
             )
-            html.Div("{{ jcs_reading_line }}", id="jcs-positive-slices", classes="text-body-2 mt-1")
+            html.Div(shown(n.reading.reading_line), id="jcs-positive-slices", classes="text-body-2 mt-1")
             html.Div(
-                "Opacification {{ jcs_lesion_ml }} mL ({{ jcs_lesion_pct }} % of lung volume), "
-                "{{ jcs_segmentation }} segmentation",
+                f"Opacification {shown(n.reading.lesion_ml)} mL ({shown(n.reading.lesion_pct)} % of lung "
+                f"volume), {shown(n.reading.segmentation)} segmentation",
                 id="jcs-lesion-ml",
                 classes="text-body-2 mt-1",
             )
             html.Div(
-                "{{ jcs_current_reading }}",
-                v_if=("jcs_current_reading",),
+                shown(n.reading.current_reading),
+                v_if=(n.reading.current_reading,),
                 id="jcs-current-reading",
                 classes="text-caption mt-1",
             )
             html.Div(
-                "{{ jcs_decision_basis }}",
-                v_if=("jcs_decision_basis",),
+                shown(n.reading.decision_basis),
+                v_if=(n.reading.decision_basis,),
                 id="jcs-decision-basis",
                 classes="text-caption mt-1",
                 style="opacity: 0.75;",
             )
+            notes = n.reading.notes
             with html.Details(id="jcs-details", classes="text-caption mt-2", style="opacity: 0.8;"):
                 html.Summary(
-                    "Details: {{ jcs_notes.length ? jcs_notes.length + ' technical note' + "
-                    "(jcs_notes.length > 1 ? 's' : '') + ', ' : '' }}weights"
+                    "Details: "
+                    + shown(
+                        f"{notes}.length ? {notes}.length + ' technical note' + "
+                        f"({notes}.length > 1 ? 's' : '') + ', ' : ''"
+                    )
+                    + "weights"
                 )
                 html.Div(
-                    "{{ note }}", v_for="(note, index) in jcs_notes", key="index", classes="jcs-note mt-1"
+                    "{{ note }}",
+                    v_for=f"(note, index) in {n.reading.notes}",
+                    key="index",
+                    classes="jcs-note mt-1",
                 )
-                html.Div("{{ jcs_weights }}", classes="mt-1", style="opacity: 0.75;")
+                html.Div(shown(n.reading.weights), classes="mt-1", style="opacity: 0.75;")
 
-    with html.Div(v_if=("jcs_has_results",), classes="mt-5"):
-        html.Div("Explanation overlay", classes="jcs-section")
+
+def _display_controls(n: PanelNames) -> None:
+    """The heatmap overlay and the 3-D view's surfaces and planes."""
+    html.Div("Explanation overlay", classes="jcs-section")
+    VSwitch(
+        v_model=(n.display.heatmap_visible,),
+        label="Grad-CAM heatmap",
+        id="jcs-heatmap-toggle",
+        color="primary",
+        density="compact",
+        hide_details=True,
+    )
+    VSlider(
+        v_model=(n.display.heatmap_opacity,),
+        min=0,
+        max=1,
+        step=0.05,
+        label="Opacity",
+        id="jcs-heatmap-opacity",
+        disabled=(f"!{n.display.heatmap_visible}",),
+        density="compact",
+        hide_details=True,
+        thumb_label=True,
+    )
+    html.Div("3-D view", classes="jcs-section mt-4")
+    for key, label in (
+        ("lesions", "Lesion surfaces"),
+        ("lungs", "Lung surfaces (translucent)"),
+        ("planes", "Slice planes"),
+    ):
         VSwitch(
-            v_model=("jcs_heatmap_visible",),
-            label="Grad-CAM heatmap",
-            id="jcs-heatmap-toggle",
+            v_model=(getattr(n.display, f"{key}_3d"),),
+            label=label,
+            id=f"jcs-3d-{key}",
             color="primary",
             density="compact",
             hide_details=True,
         )
-        VSlider(
-            v_model=("jcs_heatmap_opacity",),
-            min=0,
-            max=1,
-            step=0.05,
-            label="Opacity",
-            id="jcs-heatmap-opacity",
-            disabled=("!jcs_heatmap_visible",),
-            density="compact",
-            hide_details=True,
-            thumb_label=True,
-        )
-        html.Div("3-D view", classes="jcs-section mt-4")
-        for key, label in (
-            ("lesions", "Lesion surfaces"),
-            ("lungs", "Lung surfaces (translucent)"),
-            ("planes", "Slice planes"),
-        ):
-            VSwitch(
-                v_model=(f"jcs_3d_{key}",),
-                label=label,
-                id=f"jcs-3d-{key}",
-                color="primary",
-                density="compact",
-                hide_details=True,
-            )
-        html.Div("Lesion segmentation", classes="jcs-section mt-4")
-        html.Div(
-            "Correct the lesions with the segment editor (brush icon: paint, erase, scissors, islands), "
-            "then update the results.",
-            classes="text-caption mb-2",
-        )
-        VBtn(
-            "Update results",
-            id="jcs-update",
-            block=True,
-            variant="outlined",
-            prepend_icon="mdi-refresh",
-            disabled=("jcs_busy",),
-            click=update_results,
-        )
-        html.Div("{{ jcs_edit_note }}", id="jcs-edit-note", classes="text-caption mt-1")
 
 
-def _rule_text() -> None:
+def _update_controls(n: PanelNames, update_results: Callable) -> None:
+    html.Div("Lesion segmentation", classes="jcs-section mt-4")
+    html.Div(
+        "Correct the lesions with the segment editor (brush icon: paint, erase, scissors, islands), "
+        "then update the results.",
+        classes="text-caption mb-2",
+    )
+    VBtn(
+        "Update results",
+        id="jcs-update",
+        block=True,
+        variant="outlined",
+        prepend_icon="mdi-refresh",
+        disabled=(n.run.busy,),
+        click=update_results,
+    )
+    html.Div(shown(n.run.edit_note), id="jcs-edit-note", classes="text-caption mt-1")
+
+
+def _rule_text(n: PanelNames) -> None:
     """The decision rule of the loaded weights (from their card), before and after Diagnose."""
     html.Div(
-        "{{ jcs_rule_text }}",
-        v_if=("jcs_rule_text && !jcs_running",),
+        shown(n.reading.rule_text),
+        v_if=(f"{n.reading.rule_text} && !{n.run.running}",),
         id="jcs-rule",
         classes="text-caption mt-4",
         style="opacity: 0.8;",
     )
     with html.Details(
-        v_if=("jcs_rule_why && !jcs_running",), classes="text-caption mt-1", style="opacity: 0.7;"
+        v_if=(f"{n.reading.rule_why} && !{n.run.running}",),
+        classes="text-caption mt-1",
+        style="opacity: 0.7;",
     ):
         html.Summary("Why this rule")
-        html.Div("{{ jcs_rule_why }}", id="jcs-rule-why")
+        html.Div(shown(n.reading.rule_why), id="jcs-rule-why")
     html.Div(
         "One case per viewer: every browser that opens this address sees and edits the same case.",
         id="jcs-shared-case",
@@ -420,11 +465,11 @@ def _rule_text() -> None:
     )
 
 
-def _summary_table() -> None:
+def _summary_table(n: PanelNames) -> None:
     """The summary in sections (reading, lungs, opacification, zones, scores, density); the technical
     section is folded away."""
     with html.Div(id="jcs-table-summary", style="height: 430px; overflow-y: auto;", classes="jcs-table"):
-        with html.Template(v_for="section in jcs_summary_sections", key="section.title"):
+        with html.Template(v_for=f"section in {n.tables.summary_sections}", key="section.title"):
             with html.Details(open=("section.title !== 'Technical'",), classes="jcs-summary-section mb-1"):
                 html.Summary("{{ section.title }}", classes="jcs-section mt-2")
                 with html.Table(style="width: 100%; border-collapse: collapse;"), html.Tbody():
@@ -437,77 +482,93 @@ def _summary_table() -> None:
                         html.Td("{{ row.unit }}", style="padding: 1px 4px; opacity: 0.7;")
 
 
-def _results_panel(server: Server, chart_click: Callable, row_click: Callable, download: Callable) -> None:
-    ctrl = server.controller
+def _results_panel(
+    server: Server, n: PanelNames, chart_click: Callable, row_click: Callable, download: Callable
+) -> None:
+    """The right panel: the per-slice chart, the tables and the downloads."""
     with html.Div(classes="pa-3", style="height: 100%; overflow-y: auto;"):
-        html.Div("{{ jcs_chart_title }}", id="jcs-chart-title", classes="jcs-section mb-1")
-        html.Div(
-            v_html=("jcs_chart_svg",),
-            id="jcs-chart",
-            classes="jcs-chart",
-            click=(chart_click, "[$event.offsetX / $event.currentTarget.clientWidth]"),
-        )
-        with html.Div(classes="d-flex justify-space-between text-caption", style="opacity: 0.6;"):
-            html.Span("inferior")
-            html.Span("{{ jcs_chart_legend }}", id="jcs-chart-legend")
-            html.Span("superior")
+        _chart(n, chart_click)
+        _tables(server, n, row_click)
+        _downloads(server, n, download)
 
-        html.Div("Results", classes="jcs-section mt-4")
-        html.Div(
-            "Run Diagnose to fill the tables.",
-            v_if=("!jcs_has_results",),
-            classes="text-caption mt-1",
-            style="opacity: 0.6;",
-        )
-        with VTabs(v_model=("jcs_table_tab", "summary"), density="compact"):
-            VTab("Summary", value="summary", id="jcs-tab-summary")
-            VTab("Lesions", value="lesions", id="jcs-tab-lesions")
-            VTab("Slices", value="slices", id="jcs-tab-slices")
-        with VWindow(v_model=("jcs_table_tab",)):
-            with VWindowItem(value="summary"):
-                _summary_table()
-            for key in ("lesions", "slices"):
-                with VWindowItem(value=key):
-                    if key == "lesions":
-                        html.Div("{{ jcs_lesion_caption }}", id="jcs-lesion-caption", classes="text-caption")
-                    VDataTable(
-                        id=f"jcs-table-{key}",
-                        headers=(f"jcs_{key}_headers",),
-                        items=(f"jcs_{key}_items",),
-                        density="compact",
-                        items_per_page=-1,
-                        hide_default_footer=True,
-                        fixed_header=True,
-                        height=400,
-                        hover=True,
-                        classes="jcs-table",
-                        click_row=(
-                            f"(event, row) => trigger('{ctrl.trigger_name(row_click)}', ['{key}', row.index])"
-                        ),
-                        __events=[("click_row", "click:row")],  # not in trame-vuetify's event list
-                    )
 
-        html.Div("Downloads", classes="jcs-section mt-4 mb-2")
-        with html.Div(style="display: grid; grid-template-columns: 1fr 1fr; gap: 6px;"):
-            for key, filename, label, mime, needs_dicom in DOWNLOADS:
-                VBtn(
-                    label,
-                    id=f"jcs-download-{key}",
-                    size="small",
-                    variant="tonal",
-                    prepend_icon="mdi-download",
-                    title=filename,
-                    classes="text-none justify-start",
-                    disabled=("!jcs_has_results || jcs_busy" + (" || !jcs_is_dicom" if needs_dicom else ""),),
-                    click=(
-                        f"utils.download('{filename}', trigger('{ctrl.trigger_name(download)}', ['{key}']), "
-                        f"'{mime}')"
+def _chart(n: PanelNames, chart_click: Callable) -> None:
+    html.Div(shown(n.chart.title), id="jcs-chart-title", classes="jcs-section mb-1")
+    html.Div(
+        v_html=(n.chart.svg,),
+        id="jcs-chart",
+        classes="jcs-chart",
+        click=(chart_click, "[$event.offsetX / $event.currentTarget.clientWidth]"),
+    )
+    with html.Div(classes="d-flex justify-space-between text-caption", style="opacity: 0.6;"):
+        html.Span("inferior")
+        html.Span(shown(n.chart.legend), id="jcs-chart-legend")
+        html.Span("superior")
+
+
+def _tables(server: Server, n: PanelNames, row_click: Callable) -> None:
+    """Summary, lesion and slice tables in tabs; a click on a lesion or slice row opens it."""
+    html.Div("Results", classes="jcs-section mt-4")
+    html.Div(
+        "Run Diagnose to fill the tables.",
+        v_if=(f"!{n.reading.has_results}",),
+        classes="text-caption mt-1",
+        style="opacity: 0.6;",
+    )
+    with VTabs(v_model=(n.tables.tab, "summary"), density="compact"):
+        VTab("Summary", value="summary", id="jcs-tab-summary")
+        VTab("Lesions", value="lesions", id="jcs-tab-lesions")
+        VTab("Slices", value="slices", id="jcs-tab-slices")
+    with VWindow(v_model=(n.tables.tab,)):
+        with VWindowItem(value="summary"):
+            _summary_table(n)
+        for key in ("lesions", "slices"):
+            with VWindowItem(value=key):
+                if key == "lesions":
+                    html.Div(shown(n.tables.lesion_caption), id="jcs-lesion-caption", classes="text-caption")
+                VDataTable(
+                    id=f"jcs-table-{key}",
+                    headers=(getattr(n.tables, f"{key}_headers"),),
+                    items=(getattr(n.tables, f"{key}_items"),),
+                    density="compact",
+                    items_per_page=-1,
+                    hide_default_footer=True,
+                    fixed_header=True,
+                    height=400,
+                    hover=True,
+                    classes="jcs-table",
+                    click_row=(
+                        f"(event, row) => trigger('{server.controller.trigger_name(row_click)}', "
+                        f"['{key}', row.index])"
                     ),
+                    __events=[("click_row", "click:row")],  # not in trame-vuetify's event list
                 )
-        html.Div(
-            "{{ jcs_dicom_note }}",
-            id="jcs-dicom-note",
-            v_if=("!jcs_is_dicom",),
-            classes="text-caption",
-            style="opacity: 0.6;",
-        )
+
+
+def _downloads(server: Server, n: PanelNames, download: Callable) -> None:
+    """One button per download; DICOM-SEG and SR only for a DICOM series they can reference."""
+    trigger = server.controller.trigger_name(download)
+    html.Div("Downloads", classes="jcs-section mt-4 mb-2")
+    with html.Div(style="display: grid; grid-template-columns: 1fr 1fr; gap: 6px;"):
+        for key, filename, label, mime, needs_dicom in DOWNLOADS:
+            VBtn(
+                label,
+                id=f"jcs-download-{key}",
+                size="small",
+                variant="tonal",
+                prepend_icon="mdi-download",
+                title=filename,
+                classes="text-none justify-start",
+                disabled=(
+                    f"!{n.reading.has_results} || {n.run.busy}"
+                    + (f" || !{n.case.is_dicom}" if needs_dicom else ""),
+                ),
+                click=f"utils.download('{filename}', trigger('{trigger}', ['{key}']), '{mime}')",
+            )
+    html.Div(
+        shown(n.case.dicom_note),
+        id="jcs-dicom-note",
+        v_if=(f"!{n.case.is_dicom}",),
+        classes="text-caption",
+        style="opacity: 0.6;",
+    )

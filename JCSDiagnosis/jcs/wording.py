@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from jcs.decision import DEFAULT_THRESHOLD
+from jcs.decision import DEFAULT_THRESHOLD, SegmenterReading
 from jcs.options import AUTO, DecisionRule
 
 SLICE_PROBABILITY_CUTOFF = 0.5
@@ -246,6 +246,15 @@ def classifier_aside(case: Mapping[str, Any]) -> str:
     return (
         f"The classifier alone scores {count} slices over p = {SLICE_PROBABILITY_CUTOFF:g}; with these "
         "weights it explains but does not decide."
+    )
+
+
+def edited_reading(reading: SegmenterReading) -> str:
+    """What the segmenter rule says of a segmentation the reader edited (the AI's reading stands)."""
+    return (
+        f"Edited segmentation: {reading.positive_slice_count} slices over "
+        f"{100 * reading.min_lung_fraction:g} % of the lung (threshold {reading.threshold}), "
+        f"{verdict(reading.positive)} by the same rule. The reading above is the AI's and is kept."
     )
 
 

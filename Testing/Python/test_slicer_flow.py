@@ -91,7 +91,7 @@ def dicom_case(app, logic, weights, dicom_files):
     nodes = logic.diagnose(
         volume,
         device="cpu",
-        policy="always",
+        segment_policy="always",
         onProgress=lambda s, f: progress.append((s, f)),
         timeout=300,
         **weights,
@@ -143,7 +143,7 @@ def test_diagnosis_creates_linked_nodes_on_the_input_grid(app, logic, dicom_case
     assert [row[tables.SLICE_COLUMN] for row in slices] == list(range(phantom.lungs.shape[0]))
     probabilities = np.array([row[tables.PROBABILITY_COLUMN] for row in slices])
     assert np.all((probabilities >= 0) & (probabilities <= 1))
-    assert probabilities == pytest.approx([row["probability"] for row in nodes.results["slices"]], abs=1e-5)
+    assert probabilities == pytest.approx([row.probability for row in nodes.results.case.slices], abs=1e-5)
     series = nodes.plotChartNode.GetNthPlotSeriesNode(0)
     assert series.GetTableNodeID() == nodes.sliceTableNode.GetID()
     assert series.GetYColumnName() == tables.PROBABILITY_COLUMN
@@ -202,7 +202,7 @@ def test_edit_then_update_recomputes_every_table(app, logic, dicom_case, phantom
     expected_percent = 100.0 * float(summary["opacification_volume_ml"]) / lung_ml
     assert float(summary["opacification_percent"]) == pytest.approx(expected_percent, rel=1e-3)
     # the engine's per-slice probabilities survive the update (results.json rows: index, probability)
-    engine_probabilities = [row["probability"] for row in nodes.results["slices"]]
+    engine_probabilities = [row.probability for row in nodes.results.case.slices]
     assert tables.columnValues(nodes.sliceTableNode, tables.PROBABILITY_COLUMN) == pytest.approx(
         engine_probabilities, abs=1e-5
     )
@@ -259,7 +259,8 @@ def test_export_seg_and_sr_validates_and_reads_back(logic, dicom_case, dicom_fil
     voxel_ml = float(np.prod(phantom.image.GetSpacing())) / 1000
     assert measurements["Volume"] == (pytest.approx(phantom.lesion_mask.sum() * voxel_ml), "ml")
     assert measurements["Lesion volume within the lungs"] == (
-        pytest.approx(float(summary["opacification_volume_ml"]), rel=1e-5), "ml"
+        pytest.approx(float(summary["opacification_volume_ml"]), rel=1e-5),
+        "ml",
     )
     percent = measurements["Lesion volume as percentage of lung volume"]
     assert percent == (pytest.approx(float(summary["opacification_percent"]), rel=1e-5), "%")
@@ -283,9 +284,15 @@ def test_nrrd_input_export_needs_sources_and_rerun_keeps_edits(app, logic, weigh
     volume = app.volumes_logic.AddArchetypeVolume(str(path), "phantom CT (NRRD)")
     assert np.array_equal(volumes.arrayFromVolume(volume), sitk.GetArrayFromImage(thin.image))
     # classification only (no positive case below 1000 positive slices): the segmenter is skipped
-    options = {"device": "cpu", "policy": "positive-only", "threshold": 1000, "timeout": 300, **weights}
+    options = {
+        "device": "cpu",
+        "segment_policy": "positive-only",
+        "threshold": 1000,
+        "timeout": 300,
+        **weights,
+    }
     nodes = logic.diagnose(volume, **options)
-    assert nodes.results["case"]["segmented"] is False and not logic.lesionMask(nodes.segmentationNode).any()
+    assert nodes.results.case.case.segmented is False and not logic.lesionMask(nodes.segmentationNode).any()
     assert np.allclose(volumes.ijkToRasMatrix(nodes.heatmapNode), volumes.ijkToRasMatrix(volume))
     assert nodes.sliceTableNode.GetNumberOfRows() == 8  # axial slices, whatever the stored orientation
     with pytest.raises(ValueError, match="not loaded from DICOM"):
@@ -378,18 +385,28 @@ def test_segmenter_rule_is_read_again_on_the_edited_segmentation(
     """Under the segmenter rule an edit changes the evidence: Update results re-applies the rule to the
     edited segmentation (summary and scene), and the AI's reading is kept beside it."""
     from jcs.decision import slice_lung_fraction
-    from JCSDiagnosisLib.logic import currentReadingText, engineNotes
+    from jcs.wording import edited_reading
 
     volume = _load_dicom(app, dicom_files)
     nodes = logic.diagnose(
-        volume, device="cpu", policy="always", decision="segmenter", threshold=2, timeout=300, **weights
+        volume,
+        device="cpu",
+        segment_policy="always",
+        decision="segmenter",
+        threshold=2,
+        timeout=300,
+        **weights,
     )
     segmentation = nodes.segmentationNode
-    engine = logic.engineInfo(segmentation)
-    assert (engine["decision"], engine["min_lung_fraction"], engine["threshold"]) == ("segmenter", 0.02, 2)
-    assert engine["positive_slice_count"] == nodes.results["case"]["positive_slice_count"]
-    assert engine["notes"] == nodes.results["notes"]  # kept with the segmentation for later updates
-    ai_positive = nodes.results["case"]["positive"]
+    engine = logic.engineReading(segmentation)
+    assert (engine.case.decision, engine.case.min_lung_fraction, engine.case.threshold) == (
+        "segmenter",
+        0.02,
+        2,
+    )
+    assert engine.case.positive_slice_count == nodes.results.case.case.positive_slice_count
+    assert engine.notes == nodes.results.case.notes  # kept with the segmentation for later updates
+    ai_positive = nodes.results.case.case.positive
     # the chart also plots the rule's evidence, from the slice table (so it follows each update)
     share = nodes.plotChartNode.GetNthPlotSeriesNode(1)
     assert (share.GetTableNodeID(), share.GetYColumnName()) == (
@@ -403,7 +420,7 @@ def test_segmenter_rule_is_read_again_on_the_edited_segmentation(
     fractions = np.array(tables.columnValues(nodes.sliceTableNode, "opacified_lung_fraction"))
     truth = slice_lung_fraction(phantom.lesion_mask, phantom.lungs)  # jcs.lung's lungs are close to these
     assert fractions == pytest.approx(truth, abs=0.01)
-    reading = updated.results["reading"]
+    reading = updated.results.reading
     assert reading.positive_slice_count == int((fractions > 0.02).sum())
     assert abs(reading.positive_slice_count - int((truth > 0.02).sum())) <= 1
     assert reading.positive == (reading.positive_slice_count > 2) and reading.positive
@@ -411,10 +428,9 @@ def test_segmenter_rule_is_read_again_on_the_edited_segmentation(
     assert summary["current_positive_slice_count"] == str(reading.positive_slice_count)
     assert summary["current_positive"] == "yes"
     assert summary["positive"] == ("yes" if ai_positive else "no")  # the AI's reading is not rewritten
-    assert f"Edited segmentation: {reading.positive_slice_count} slices over 2 %" in currentReadingText(
-        reading, updated.results["edited"]
-    )
-    assert engineNotes(updated.results) == nodes.results["notes"]
+    assert updated.results.edited
+    assert f"Edited segmentation: {reading.positive_slice_count} slices over 2 %" in edited_reading(reading)
+    assert updated.results.case.notes == engine.notes
 
     # the SR of the edited segmentation carries both readings, the AI's and the rule's on the edit
     exported = logic.exportDicomSeg(segmentation, tmp_path / "edited")
@@ -424,11 +440,11 @@ def test_segmenter_rule_is_read_again_on_the_edited_segmentation(
     assert readings == {"CASEREAD": "Positive" if ai_positive else "Negative", "CASEREADREV": "Positive"}
     counts = {m.name.value: m.value for m in group.get_measurements()}
     assert counts["NPOSSLICEREV"] == reading.positive_slice_count
-    assert counts["NPOSSLICE"] == engine["positive_slice_count"]
+    assert counts["NPOSSLICE"] == engine.case.positive_slice_count
 
     # everything erased: no slice counts, negative by the rule; the AI's reading still stands
     _paint(logic, segmentation, np.zeros_like(logic.lesionMask(segmentation)))
-    cleared = logic.updateResults(segmentation).results["reading"]
+    cleared = logic.updateResults(segmentation).results.reading
     assert (cleared.positive_slice_count, cleared.positive) == (0, False)
     summary = {row["quantity"]: row["value"] for row in tables.readTable(nodes.summaryTableNode)}
     assert (summary["current_positive_slice_count"], summary["current_positive"]) == ("0", "no")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,24 +23,16 @@ SlicerApp = pytest.importorskip("trame_slicer.core", reason="trame-slicer is not
 import slicer  # noqa: E402
 import vtk  # noqa: E402
 from jcs import terminology  # noqa: E402
+from jcs.pipeline import CaseResult, SliceRow  # noqa: E402
+from jcs.wording import classifier_aside, edited_reading  # noqa: E402
 from JCSDiagnosisLib import display, tables, volumes  # noqa: E402
-from JCSDiagnosisLib.logic import (  # noqa: E402
-    BackgroundQuantification,
-    DiagnosisRun,
-    JCSDiagnosisSceneLogic,
-    currentReading,
-    currentReadingText,
-    decisionBasis,
-    engineNotes,
-    inputProblem,
-    isDiagnosisResult,
-    lesionRowsShown,
-    maskSha256,
-    plannedRule,
-    readingText,
-    sliceRecords,
-)
+from JCSDiagnosisLib.engine import DiagnosisRun, inputProblem  # noqa: E402
+from JCSDiagnosisLib.logic import JCSDiagnosisSceneLogic  # noqa: E402
+from JCSDiagnosisLib.nodes import DiagnosisResults, isDiagnosisResult, maskSha256  # noqa: E402
 from JCSDiagnosisLib.process import EngineError, EngineProcess, parseProgress  # noqa: E402
+from JCSDiagnosisLib.reading import lesionRowsShown, plannedRule, readingLines  # noqa: E402
+from JCSDiagnosisLib.tables import sliceRecords  # noqa: E402
+from JCSDiagnosisLib.update import BackgroundQuantification, currentReading  # noqa: E402
 
 pytestmark = pytest.mark.slicer
 REFERENCE_TERMINOLOGY = Path(__file__).resolve().parents[3] / "shared" / "reference" / "terminology.md"
@@ -68,6 +61,26 @@ def _ct_node(scene, shape=(12, 40, 48), direction=(0, 1, 0, -1, 0, 0, 0, 0, 1), 
     node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
     volumes.setVolumeArray(node, hu, volumes.ijkToRasFromImage(image))
     return node, image
+
+
+def test_lib_imports_without_the_engine_dependencies():
+    """The module's GUI imports the Lib before 'Diagnose' installs the engine's packages (a fresh Slicer
+    has no PyTorch, scipy, scikit-image, highdicom or safetensors): nothing of these at import time."""
+    blocked = ("torch", "scipy", "skimage", "highdicom", "safetensors")
+    script = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.split('.')[0] in {blocked!r}:\n"
+        "            raise ImportError(f'{name} is not installed')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "import JCSDiagnosisLib.logic, JCSDiagnosisLib.reading\n"
+        "from JCSDiagnosisLib.engine import inputProblem\n"
+        "print(inputProblem(None))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("Select a CT volume.")
 
 
 def test_volume_geometry_round_trip(scene_logic):
@@ -164,7 +177,10 @@ def test_fill_table_units_and_plot(scene_logic):
     assert tables.readTable(node) == records
     slices = scene.AddNewNodeByClass("vtkMRMLTableNode", "slices")
     records = sliceRecords(
-        [{"slice_index": 0, "classifier_probability": 0.2}, {"slice_index": 1, "classifier_probability": 0.9}]
+        [
+            SliceRow(index=0, probability=0.2, positive=False),
+            SliceRow(index=1, probability=0.9, positive=True),
+        ]
     )
     tables.fillTable(slices, records)
     assert np.allclose(tables.columnValues(slices, tables.PROBABILITY_COLUMN), [0.2, 0.9])
@@ -184,17 +200,55 @@ def _fake_engine_outputs(out: Path, image: sitk.Image, lesion: np.ndarray, lungs
         written = sitk.GetImageFromArray(array)
         written.CopyInformation(image)
         sitk.WriteImage(written, str(out / f"{name}.nrrd"))
-    results = {
-        "case": {"positive": True, "positive_slice_count": 3, "threshold": 2},
-        "device": "cpu",
-        "slices": [{"index": z, "probability": z / 12, "positive": z > 6} for z in range(12)],
-        "summary": {"lesion_volume_ml": 0.5, "lesion_count": 1},
-        "lesions": [{"label": 1, "volume_ml": 0.5}],
-        "weights": {"classifier": {"name": "c", "sha256": "ab" * 32}},
-        "engine_version": "0.1.0",
-    }
+    results = _case_result(
+        {"positive": True, "positive_slice_count": 3, "threshold": 2},
+        summary={"lesion_volume_ml": 0.5, "lesion_count": 1},
+        lesions=[{"lesion_id": 1, "volume_ml": 0.5, "voxel_count": 40, "first_slice": 4, "last_slice": 5}],
+    ).to_json()
     (out / "results.json").write_text(json.dumps(results))
     return results
+
+
+def _case_result(
+    case: dict, slice_count: int = 12, notes: tuple[str, ...] = (), summary: dict | None = None, lesions=()
+) -> CaseResult:
+    """A reading in the results.json layout (`jcs.pipeline.CaseResult`) with these case fields."""
+    decision = {
+        "decision": "classifier",
+        "decision_rule": "positive when positive_slice_count > threshold",
+        "classifier_positive_slice_count": case.get("positive_slice_count", 0),
+        "suggested_threshold": 2,
+        "segmented": True,
+        "segment_policy": "always",
+        **case,
+    }
+    return CaseResult.from_json(
+        {
+            "engine_version": "0.1.0",
+            "input": {
+                "path": "ct.nrrd",
+                "is_hu": True,
+                "size": [48, 40, slice_count],
+                "spacing_mm": [0.8, 0.7, 2.5],
+                "origin_mm": [-20.0, 15.0, -40.0],
+                "direction": [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+                "series_instance_uid": None,
+                "skipped_series": [],
+                "axial_slices": slice_count,
+            },
+            "case": decision,
+            "slices": [
+                {"index": z, "probability": z / slice_count, "positive": z > slice_count // 2}
+                for z in range(slice_count)
+            ],
+            "weights": {"classifier": {"name": "c", "sha256": "ab" * 32}},
+            "device": "cpu",
+            "precision": "fp32",
+            "notes": list(notes),
+            "summary": summary or {},
+            "lesions": list(lesions),
+        }
+    )
 
 
 class _FinishedProcess:
@@ -243,6 +297,7 @@ def test_load_results_builds_linked_nodes(scene_logic, tmp_path):
     assert summary["lesion_volume_ml"] == "0.5" and summary["positive"] == "yes"
     assert nodes.plotChartNode.GetNthPlotSeriesNode(0).GetTableNodeID() == nodes.sliceTableNode.GetID()
     assert isDiagnosisResult(segmentation) and not isDiagnosisResult(None)
+    assert scene_logic.engineReading(segmentation).to_json() == results  # kept for updates and reloads
     assert not isDiagnosisResult(scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "hand-made"))
     again = scene_logic.resultNodes(segmentation)
     assert again.heatmapNode is nodes.heatmapNode and again.lesionTableNode is nodes.lesionTableNode
@@ -270,12 +325,16 @@ def test_axial_slice_centre_follows_inferior_to_superior(scene_logic):
 
 
 def test_progress_lines_are_parsed():
-    assert parseProgress("classify:  42%|####2     | 42/100 [00:01<00:02, 30.1%/s]") == ("classify", 0.42)
-    assert parseProgress("segment: 100%|##########| 100/100") == ("segment", 1.0)
+    assert parseProgress('{"event": "progress", "stage": "classify", "fraction": 0.42}') == ("classify", 0.42)
+    assert parseProgress('{"event": "progress", "stage": "segment", "fraction": 1.0}\r') == ("segment", 1.0)
     assert parseProgress("classifier: tiny-classifier (sha256 ba6f72f4b86c4b79, ...)") is None
+    assert parseProgress('{"event": "note", "stage": "classify", "fraction": 0.5}') is None
+    assert parseProgress('{"event": "progress", "stage": "classify", "fraction": "half"}') is None
+    assert parseProgress('{"event": "progress", "stage": "classify"') is None  # cut short
+    assert parseProgress("classify:  42%|####2     | 42/100") is None  # no more scraping of bar text
 
 
-def test_cli_progress_bar_shows_no_rate_and_still_parses(capsys):
+def test_cli_progress_bar_shows_no_rate_and_json_lines_parse(capsys):
     from jcs.cli import _Progress
     from jcs.options import ProgressStyle
     from jcs.pipeline import stage_progress
@@ -285,7 +344,13 @@ def test_cli_progress_bar_shows_no_rate_and_still_parses(capsys):
     bar.close()
     lines = [line for line in re.split(r"[\r\n]", capsys.readouterr().err) if line.strip()]
     assert lines and not any("/s" in line for line in lines), lines
-    assert ("classify", 0.3) in [parseProgress(line) for line in lines]
+    # what the module reads: `--progress json`, one JSON object per line on stdout, no bar on stderr
+    json_lines = _Progress(ProgressStyle.JSON)
+    stage_progress(json_lines)("classify", 0.5)
+    json_lines.close()
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert ("classify", 0.3) in [parseProgress(line) for line in captured.out.splitlines()]
 
 
 def test_cancel_kills_the_engine_process_tree(tmp_path):
@@ -296,8 +361,7 @@ def test_cancel_kills_the_engine_process_tree(tmp_path):
         "import subprocess, sys, time\n"
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
         f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
-        "sys.stderr.write('classify:  10%|#         | 10/100\\r')\n"
-        "sys.stderr.flush()\n"
+        'print(\'{"event": "progress", "stage": "classify", "fraction": 0.1}\', flush=True)\n'
         "time.sleep(60)\n"
     )
     process = EngineProcess([], python=sys.executable)
@@ -332,9 +396,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_decision_basis_names_the_segmenter_rule() -> None:
-    assert decisionBasis({"decision": "classifier", "positive_slice_count": 3}) == ""
-    assert decisionBasis({}) == ""
-    line = decisionBasis(
+    assert classifier_aside({"decision": "classifier", "positive_slice_count": 3}) == ""
+    assert classifier_aside({}) == ""
+    line = classifier_aside(
         {"decision": "segmenter", "min_lung_fraction": 0.02, "classifier_positive_slice_count": 7}
     )
     assert line == (
@@ -353,7 +417,7 @@ def test_reading_text_says_what_matters_and_words_notes_for_a_clinician() -> Non
         "positive_slice_count": 2,
         "classifier_positive_slice_count": 40,
     }
-    lines = readingText({"case": case, "slices": [{}] * 154, "notes": [note]})
+    lines = readingLines(DiagnosisResults(_case_result(case, slice_count=154, notes=(note,))))
     assert lines[0] == (
         "COVID-19 negative. 2 of 154 slices show opacification over 2 % of the lung; positive when more "
         "than 12 do."
@@ -361,9 +425,9 @@ def test_reading_text_says_what_matters_and_words_notes_for_a_clinician() -> Non
     assert lines[1].startswith("The classifier alone scores 40 slices")
     assert "dropped" not in lines[2] and "not lung lesions" in lines[2]
     # after a scene reload the engine info kept on the segmentation carries the same reading
-    kept = readingText({"engine": {**case, "slice_count": 154, "notes": [note]}})
+    reading = _case_result(case, slice_count=154, notes=(note,))
+    kept = readingLines(DiagnosisResults(CaseResult.from_json(reading.to_json())))
     assert kept == lines
-    assert readingText({"engine": {}}) == []
 
 
 def test_planned_rule_reads_the_bundled_card_before_diagnose(scene_logic) -> None:
@@ -428,7 +492,11 @@ def test_results_show_lesion_surfaces_and_readable_lesion_rows(scene_logic, tmp_
 
 
 def test_slice_table_puts_the_rule_evidence_first() -> None:
-    rows = [{"index": 0, "probability": 0.55, "positive": False, "opacified_lung_fraction": 0.001}]
+    rows = [
+        SliceRow.from_json(
+            {"index": 0, "probability": 0.55, "positive": False, "opacified_lung_fraction": 0.001}
+        )
+    ]
     ruled = sliceRecords(rows, evidence="opacified_lung_fraction")
     assert list(ruled[0])[:3] == ["slice_index", "opacified_lung_fraction", "classifier_probability"]
     assert list(sliceRecords(rows)[0])[:2] == ["slice_index", "classifier_probability"]
@@ -437,14 +505,17 @@ def test_slice_table_puts_the_rule_evidence_first() -> None:
 def test_current_reading_reapplies_the_segmenter_rule() -> None:
     rows = [{"opacified_lung_fraction": f} for f in (0.0, 0.05, 0.021, 0.02, 0.3)]
     engine = {"decision": "segmenter", "min_lung_fraction": 0.02, "threshold": 2, "positive": False}
-    reading = currentReading(engine, rows)
+    reading = currentReading(_case_result(engine), rows)
     # 0.02 itself is not over the share
     assert (reading.positive_slice_count, reading.threshold, reading.positive) == (3, 2, True)
-    assert currentReading({**engine, "min_lung_fraction": 0.1}, rows).positive_slice_count == 1
-    assert currentReading({**engine, "decision": "classifier"}, rows) is None  # an edit leaves its evidence
-    assert currentReading({"threshold": 2}, rows) is None  # a result saved before the rule existed
-    assert currentReadingText(reading, edited=False) == ""
-    assert currentReadingText(reading, edited=True) == (
+    assert currentReading(_case_result({**engine, "min_lung_fraction": 0.1}), rows).positive_slice_count == 1
+    # an edit leaves the classifier rule's evidence alone
+    assert currentReading(_case_result({**engine, "decision": "classifier"}), rows) is None
+    unedited = readingLines(DiagnosisResults(_case_result(engine), edited=False, reading=reading))
+    assert not any("Edited segmentation" in line for line in unedited)
+    edited = readingLines(DiagnosisResults(_case_result(engine), edited=True, reading=reading))
+    assert edited_reading(reading) in edited
+    assert edited_reading(reading) == (
         "Edited segmentation: 3 slices over 2 % of the lung (threshold 2), COVID-19 positive by the same "
         "rule. The reading above is the AI's and is kept."
     )
@@ -452,9 +523,10 @@ def test_current_reading_reapplies_the_segmenter_rule() -> None:
 
 def test_engine_notes_from_results_or_the_kept_engine_info() -> None:
     note = "12.0 mL of predicted opacification lay more than 10 mm from the lungs and was dropped"
-    assert engineNotes({"notes": [note], "engine": {"notes": ["older"]}}) == [note]
-    assert engineNotes({"engine": {"notes": [note]}}) == [note]  # after Update results / scene reload
-    assert engineNotes({"engine": {}}) == [] and engineNotes({}) == []
+    assert _case_result({}, notes=(note,)).notes == [note]
+    kept = CaseResult.from_json(_case_result({}, notes=(note,)).to_json())  # kept on the segmentation
+    assert kept.notes == [note]
+    assert _case_result({}).notes == []
 
 
 def test_background_quantification_hands_back_result_or_error() -> None:

@@ -30,7 +30,7 @@ def test_cli_defaults_to_loopback_and_rejects_conflicts(capsys):
     assert (args.host, args.port, args.input, args.sample) == ("127.0.0.1", 8080, None, False)
     assert engine_options(parse_args(["--threshold", "10", "--segment", "always"])) == {
         "device": "auto",
-        "policy": "always",
+        "segment_policy": "always",
         "decision": "auto",
         "threshold": 10,
     }
@@ -91,7 +91,7 @@ def test_volume_node_keeps_voxels_and_geometry(scene):
 
 
 def test_summary_table_node_is_readable_and_keeps_exact_values(scene):
-    from JCSDiagnosisLib.tables import fillTable, readTable, summaryDict, summaryRecords
+    from JCSDiagnosisLib.tables import fillTable, readTable, summaryRecords
 
     node = scene.AddNewNodeByClass("vtkMRMLTableNode", "summary")
     summary = {
@@ -113,7 +113,13 @@ def test_summary_table_node_is_readable_and_keeps_exact_values(scene):
     volume = next(row for row in rows if row["quantity"] == "opacification_volume_ml")
     assert (volume["label"], volume["shown"], volume["unit"]) == ("Opacification in the lungs", "77.8", "mL")
     assert volume["value"] == "77.78416112518312"  # exact, for scripts, the SR and the downloads
-    assert summaryDict(node) == summary  # back with its types
+    assert {row["quantity"]: row["value"] for row in rows} == {  # every exact value, typed values as text
+        "slice_count": "48",
+        "opacification_volume_ml": "77.78416112518312",
+        "bilateral": "yes",
+        "positive": "yes",
+        "severity_score_5lobe": "",
+    }
     titles = [node.GetColumnTitle(node.GetTable().GetColumnName(c)) for c in range(6)]
     assert titles == ["Section", "Measure", "Value", "Unit", "Field", "Exact value"]
 
@@ -156,25 +162,27 @@ def test_chart_plots_the_evidence_of_the_decision_rule():
 def test_viewer_loads_a_case_and_says_why_diagnose_is_blocked(monkeypatch):
     from jcs.io import CTVolume
     from JCSDiagnosisViewer import viewer as viewer_module
+    from JCSDiagnosisViewer.logic import case as case_logic
     from trame.app import get_server
 
-    monkeypatch.setattr(viewer_module, "default_weights", lambda kind: None)
+    monkeypatch.setattr(case_logic, "default_weights", lambda kind: None)
     phantom = make_chest_phantom(shape=(16, 48, 48))
     ct = CTVolume(image=phantom.image, is_hu=True, path=None, dicom_files=None)
     app = viewer_module.JCSViewer(get_server("viewer-parts-no-weights"))
     app.load(viewer_module.ViewerInput(ct=ct, name="chest", details="chest phantom"))
-    state = app.state
-    assert (state.jcs_case_name, state.jcs_volume_loaded, state.jcs_is_dicom) == ("chest", True, False)
-    assert "48 x 48 x 16 voxels" in state.jcs_footer
-    assert state.jcs_blocker.startswith("No classifier weights were named")
-    assert len(app.slice_positions) == 16 and np.all(np.diff(app.slice_positions) > 0)
+    case = app.case.data
+    assert (case.name, case.loaded, case.is_dicom) == ("chest", True, False)
+    assert "48 x 48 x 16 voxels" in case.footer
+    assert case.blocker.startswith("No classifier weights were named")
+    positions = app.navigation.slice_positions
+    assert len(positions) == 16 and np.all(np.diff(positions) > 0)
 
     named = viewer_module.JCSViewer(get_server("viewer-parts-named"), options={"classifier": "tiny"})
     named.load(viewer_module.ViewerInput(ct=ct, name="chest"))
-    assert named.state.jcs_blocker == ""
+    assert named.case.data.blocker == ""
     flat = CTVolume(image=sitk.Image(48, 48, 4, sitk.sitkInt16), is_hu=True, path=None, dicom_files=None)
     named.load(viewer_module.ViewerInput(ct=flat, name="flat"))
-    assert "constant" in named.state.jcs_blocker
+    assert "constant" in named.case.data.blocker
 
 
 def test_viewer_offers_dicom_seg_only_for_a_series_it_can_reference(monkeypatch, tmp_path):
@@ -182,9 +190,10 @@ def test_viewer_offers_dicom_seg_only_for_a_series_it_can_reference(monkeypatch,
     from dicom_writer import write_image_series
     from JCSDiagnosisViewer import viewer as viewer_module
     from JCSDiagnosisViewer.app import parse_args, resolve_input
+    from JCSDiagnosisViewer.logic import case as case_logic
     from trame.app import get_server
 
-    monkeypatch.setattr(viewer_module, "default_weights", lambda kind: None)
+    monkeypatch.setattr(case_logic, "default_weights", lambda kind: None)
     phantom = make_chest_phantom(shape=(6, 48, 48))
     write_image_series(phantom.image, tmp_path / "series")
     blanked = write_image_series(phantom.image, tmp_path / "blanked")
@@ -198,7 +207,7 @@ def test_viewer_offers_dicom_seg_only_for_a_series_it_can_reference(monkeypatch,
     notes = {}
     for name in ("series", "blanked", "chest.nrrd"):
         app.load(resolve_input(parse_args([str(tmp_path / name)])))
-        notes[name] = (app.state.jcs_is_dicom, app.state.jcs_dicom_note)
+        notes[name] = (app.case.data.is_dicom, app.case.data.dicom_note)
     assert notes["series"] == (True, "")
     details = resolve_input(parse_args([str(tmp_path / "blanked")])).details
     assert details == "Patient JCS-PHANTOM, series Synthetic chest CT, 6 DICOM images"  # no empty fields
@@ -212,7 +221,7 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
     running during the quantification, which runs in another thread, and the tables follow."""
     from jcs.io import CTVolume
     from jcs.terminology import lesion_spec
-    from JCSDiagnosisLib import logic as logic_module
+    from JCSDiagnosisLib import update as update_module
     from JCSDiagnosisLib import volumes
     from JCSDiagnosisLib.tables import readTable
     from JCSDiagnosisViewer import viewer as viewer_module
@@ -221,26 +230,26 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
     monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
     phantom = make_chest_phantom(shape=(12, 64, 64), seed=5)
     ct = CTVolume(image=phantom.image, is_hu=True, path=None, dicom_files=None)
-    options = {"classifier": "tiny-classifier", "segmenter": "tiny-segmenter", "policy": "always"}
+    options = {"classifier": "tiny-classifier", "segmenter": "tiny-segmenter", "segment_policy": "always"}
     app = viewer_module.JCSViewer(get_server("viewer-parts-update"), options=options)
     app.load(viewer_module.ViewerInput(ct=ct, name="chest"))
     quantify_threads: list[int] = []
-    original_run = logic_module.QuantificationJob.run
+    original_run = update_module.QuantificationJob.run
 
     def slow_run(job):
         quantify_threads.append(threading.get_ident())
         time.sleep(0.5)
         return original_run(job)
 
-    monkeypatch.setattr(logic_module.QuantificationJob, "run", slow_run)
+    monkeypatch.setattr(update_module.QuantificationJob, "run", slow_run)
 
     # the tiny classifier's card has no decision block: the paper's rule, said before Diagnose
-    assert app.state.jcs_rule_text.startswith("These weights decide by the classifier rule (the paper's)")
-    assert "COVID-19 probability" in app.state.jcs_chart_title
+    assert app.reading.data.rule_text.startswith("These weights decide by the classifier rule (the paper's)")
+    assert "COVID-19 probability" in app.navigation.data.title
 
     async def scenario() -> int:
-        await app._run_diagnosis()
-        assert app.result is not None, app.state.jcs_error
+        await app.diagnosis.run_diagnosis()
+        assert app.result is not None, app.diagnosis.data.error
         # surfaces in 3-D: lesions (and translucent lungs), the slice planes off
         segmentation_display = app.result.segmentationNode.GetDisplayNode()
         assert app.result.segmentationNode.GetSegmentation().ContainsRepresentation("Closed surface")
@@ -248,18 +257,18 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
         assert segmentation_display.GetSegmentVisibility3D("right_lung")
         assert not segmentation_display.GetSegmentVisibility2DFill("right_lung")
         assert not any(view.is_visible_in_3d() for view in app.slicer_app.view_manager.get_slice_views())
-        app.state.jcs_3d_lesions = False
-        app._on_3d_changed()
+        app.display.data.lesions_3d = False
+        app.display.show_3d()
         assert not segmentation_display.GetSegmentVisibility3D(lesion_spec().segment_id)
-        app.state.jcs_3d_lesions = True
-        app._on_3d_changed()
-        assert [h["key"] for h in app.state.jcs_slices_headers][:3] == [
+        app.display.data.lesions_3d = True
+        app.display.show_3d()
+        assert [h["key"] for h in app.tables.data.slices_headers][:3] == [
             "slice_index",
             "classifier_probability",
             "counted",
         ]
         segmentation = app.result.segmentationNode
-        logic = app.scene_logic
+        logic = app.session.scene_logic
         edit = np.zeros_like(logic.lesionMask(segmentation))
         edit[5:7] = logic.lungLabels(segmentation)[5:7] > 0  # the "edit": two slices of lung
         painted.append(int(edit.sum()))
@@ -267,15 +276,15 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
             segmentation, lesion_spec().segment_id, edit, logic.sourceVolume(segmentation)
         )
         ticks = 0
-        app.update_results()
-        first = app._task
-        app.update_results()  # a second click while busy starts nothing
-        assert app._task is first
-        while not app._task.done():
+        app.diagnosis.update_results()
+        first = app.diagnosis.task
+        app.diagnosis.update_results()  # a second click while busy starts nothing
+        assert app.diagnosis.task is first
+        while not app.diagnosis.task.done():
             await asyncio.sleep(0.01)
             ticks += 1
-            busy.append(bool(app.state.jcs_busy))
-        await app._task
+            busy.append(bool(app.diagnosis.data.busy))
+        await app.diagnosis.task
         return ticks
 
     painted: list[int] = []
@@ -283,19 +292,54 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
     ticks = asyncio.run(scenario())
     assert ticks >= 20 and busy[0]  # the loop ran on through the half-second quantification
     assert quantify_threads and quantify_threads[-1] != threading.get_ident()
-    assert not app.state.jcs_busy and app.state.jcs_error == ""
-    assert app.state.jcs_edit_note == "Results recomputed from the edited segmentation."
-    assert app.state.jcs_segmentation == "edited"
+    assert not app.diagnosis.data.busy and app.diagnosis.data.error == ""
+    assert app.diagnosis.data.edit_note == "Results recomputed from the edited segmentation."
+    assert app.reading.data.segmentation == "edited"
     voxel_ml = np.prod(phantom.image.GetSpacing()) / 1000
     assert painted[0] > 100
     # the card rounds (one decimal, two below 1 mL); the summary table keeps the full value
     summary = {row["quantity"]: row["value"] for row in readTable(app.result.summaryTableNode)}
     assert float(summary["opacification_volume_ml"]) == pytest.approx(painted[0] * voxel_ml, rel=1e-3)
-    assert float(app.state.jcs_lesion_ml) == pytest.approx(painted[0] * voxel_ml, abs=0.05)
+    assert float(app.reading.data.lesion_ml) == pytest.approx(painted[0] * voxel_ml, abs=0.05)
+
+
+@pytest.mark.slow  # two engine runs on the 48-slice sample (about a minute on two CPU cores)
+def test_downloaded_tables_are_the_clis_files_on_the_sample(monkeypatch, tmp_path, tiny_weights_dir):  # noqa: F811
+    """The viewer's summary, lesion and slice CSVs are `jcs diagnose`'s files, byte for byte (one
+    writer: `jcs.pipeline.CaseResult.write_tables`), on the bundled sample with the same options."""
+    from jcs.cli import main as jcs_main
+    from jcs.sample import sample_path
+    from JCSDiagnosisViewer import viewer as viewer_module
+    from JCSDiagnosisViewer.app import engine_options, parse_args, resolve_input
+    from trame.app import get_server
+
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
+    names = [
+        "--classifier",
+        "tiny-classifier",
+        "--segmenter",
+        "tiny-segmenter",
+        "--device",
+        "cpu",
+        "--segment",
+        "always",
+    ]
+    cli_out = tmp_path / "cli"
+    assert (
+        jcs_main(["diagnose", str(sample_path()), "--out", str(cli_out), "--progress", "none", *names]) == 0
+    )
+    args = parse_args(["--sample", *names])
+    app = viewer_module.JCSViewer(get_server("viewer-parts-tables"), options=engine_options(args))
+    app.load(resolve_input(args))
+    asyncio.run(app.diagnosis.run_diagnosis())
+    assert app.result is not None, app.diagnosis.data.error
+    for key, name in (("summary", "summary.csv"), ("lesions", "lesions.csv"), ("slices", "slices.csv")):
+        assert app.downloads.file_bytes(key) == (cli_out / name).read_bytes(), name
+        assert len((cli_out / name).read_text().splitlines()) > 1, f"{name} holds no rows"  # not vacuous
 
 
 def test_decision_card_rounds_readings():
-    from JCSDiagnosisViewer.viewer import _reading
+    from JCSDiagnosisViewer.logic.results import rounded as _reading
 
     assert [_reading(v) for v in ("77.9643", "2.27594", "0.0417", "0", "", "n/a")] == [
         "78.0",
