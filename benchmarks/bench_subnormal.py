@@ -16,9 +16,10 @@ import time
 
 import torch
 from jcs.io import read_ct
+from jcs.models import model_from_state_dict
 from jcs.preprocess import axial_slices_uint8, segmenter_input
 from jcs.sample import sample_path
-from jcs.weights import build_model, default_weights, find_weights, flush_subnormals, load_model
+from jcs.weights import default_weights, find_weights, flush_subnormals, load_model
 from safetensors.torch import load_file
 
 
@@ -38,9 +39,8 @@ def main() -> None:
     args = parser.parse_args()
     name = default_weights("segmenter")
     flushed, card = load_model(name)
-    stored = build_model(card.kind, card.architecture)
-    stored.load_state_dict(load_file(str(find_weights(name).path)), strict=True)  # as stored, no flush
-    stored.eval()
+    # as stored, no flush
+    stored = model_from_state_dict(card.kind, load_file(str(find_weights(name).path)), **card.architecture)
     smallest = torch.finfo(torch.float32).tiny
     count = sum(int(((t != 0) & (t.abs() < smallest)).sum()) for t in stored.state_dict().values())
     slices = axial_slices_uint8(read_ct(sample_path()))[: args.slices]

@@ -16,6 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from jcs.inference import autocast as engine_autocast
+from jcs.inference import cpu_supports_bf16
+from jcs.options import Precision
 from torch import nn
 
 
@@ -73,16 +76,14 @@ def shutdown(runtime: Runtime) -> None:
         dist.destroy_process_group()
 
 
-def cpu_bf16_supported() -> bool:
-    """True when this CPU has native bf16 (the engine's one detection, `jcs.inference.cpu_supports_bf16`)."""
-    from jcs.inference import cpu_supports_bf16
-
-    return cpu_supports_bf16()
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: fp16 autocast on CUDA (bf16 where supported), bf16 on capable CPUs, else fp32."""
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
+    """``auto``: bf16 autocast on CUDA where supported (else fp16), bf16 on CPUs with native bf16
+    (the engine's :func:`jcs.inference.cpu_supports_bf16`), else fp32.
+
+    Training's own default differs from the engine's on CUDA (bf16 there, for its wider range in
+    gradients; the engine infers in fp16), and an explicit bf16 is allowed on any CPU (emulated).
+    """
+    if precision not in Precision.values():
         raise ValueError(f"precision must be auto, fp32, bf16 or fp16, not {precision!r}")
     if precision != "auto":
         if precision == "fp16" and device.type != "cuda":
@@ -90,7 +91,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_bf16_supported() else "fp32"
+    return "bf16" if cpu_supports_bf16() else "fp32"
 
 
 def default_device() -> torch.device:
@@ -107,8 +108,6 @@ def inference_precision(precision: str, device: torch.device) -> str:
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """Autocast context for a resolved precision: `jcs.inference.autocast` (a no-op for fp32)."""
-    from jcs.inference import autocast as engine_autocast
-
     return engine_autocast(precision, device)
 
 

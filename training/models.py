@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from jcs.models import build_classifier, build_segmenter
 from torch import nn
 
@@ -101,10 +100,6 @@ def build_classification_model(config: ClassifierConfig) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def to_channels_last(model: nn.Module, device: torch.device) -> nn.Module:
-    return model.to(device).to(memory_format=torch.channels_last)
 
 
 def config_from_dict(kind: str, values: dict[str, Any]) -> SegmenterConfig | ClassifierConfig:

@@ -11,17 +11,17 @@ CSV log and a held-out report as for the segmenter.
 
 from __future__ import annotations
 
-import json
-import sys
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from torch import nn
 
 from training import common, evaluate
-from training.config import ClassifierConfig, run_training_command, to_dict
-from training.data import ClassificationDataset, load_records, split_by_patient
+from training.config import ClassifierConfig, run_training_command
+from training.data import ClassificationDataset
+from training.loop import TrainingLoop, every
 from training.losses import (
     attention_loss,
     class_activation_map,
@@ -30,7 +30,7 @@ from training.losses import (
     sample_mixing_lambda,
     soft_cross_entropy,
 )
-from training.models import build_classification_model, count_parameters, load_initial_weights
+from training.models import build_classification_model, count_parameters
 from training.schedules import step_lr, warmup
 
 
@@ -78,133 +78,89 @@ def classifier_step_losses(
     }
 
 
-def train(config: ClassifierConfig, resume: str | None = None) -> Path:
-    """Train for ``config.epochs`` (or the time limit); returns the last checkpoint's path."""
-    if config.attention_map not in ("covid", "log-odds"):
-        raise ValueError(f"attention_map must be 'covid' or 'log-odds', not {config.attention_map!r}")
-    runtime = common.init_runtime(config.threads, config.device)
-    common.seed_all(config.seed, runtime.rank)
-    out_dir = Path(config.out_dir)
-    records = load_records(config.data)
-    train_records, val_records = split_by_patient(
-        records, config.data.val_patients, config.data.val_count, config.data.split_seed
-    )
-    dataset = ClassificationDataset(
-        train_records,
-        config.size,
-        config.resize,
-        config.augment or None,
-        config.seed,
-        config.data.feature_key,
-        config.per_image_norm,
-        config.whole_slice,
-        config.lesion_free_crops,
-    )
-    net = build_classification_model(config)
-    if config.init_from and not resume:
-        load_initial_weights(net, config.init_from)
-    net = net.to(runtime.device).to(memory_format=torch.channels_last)
-    model = common.wrap_ddp(net, runtime)
-    optimizer = torch.optim.SGD(
-        [p for p in net.parameters() if p.requires_grad],
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
-    per_epoch = common.iterations_per_epoch(len(dataset), config.batch_size, runtime)
-    total = config.epochs * per_epoch
-    checkpoint_path = out_dir / "last.pt"
-    start, spent_s = common.resume_training(resume, checkpoint_path, net, optimizer)
-    precision = common.resolve_precision(config.precision, runtime.device)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    log = common.MetricLog(out_dir / "train_log.csv", enabled=runtime.is_main)
-    timer = common.Timer(config.time_limit_min, spent_s, config.time_limit_clock)
-    if runtime.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n", encoding="utf-8")
-        positives = sum(r.label for r in train_records)
-        print(
-            f"classifier Res2Net-{config.depth} ×{config.width_mult}: {count_parameters(net) / 1e6:.2f} M "
-            f"parameters; {len(train_records)} training slices ({positives} COVID-19), {len(val_records)} "
-            f"held out; {precision}; {per_epoch} iterations/epoch",
-            flush=True,
+class ClassifierTraining(TrainingLoop):
+    """Image mixing and activation-map supervision with SGD and step decay, by epochs."""
+
+    kind = "classifier"
+    config: ClassifierConfig
+
+    def build_dataset(self) -> ClassificationDataset:
+        config = self.config
+        return ClassificationDataset(
+            self.train_records,
+            config.size,
+            config.resize,
+            config.augment or None,
+            config.seed,
+            config.data.feature_key,
+            config.per_image_norm,
+            config.whole_slice,
+            config.lesion_free_crops,
         )
-    model.train()
-    iteration = start
-    progress = tqdm(
-        total=total,
-        initial=start,
-        disable=not runtime.is_main,
-        desc="classifier",
-        dynamic_ncols=True,
-        file=sys.stdout,
-        mininterval=1.0 if sys.stdout.isatty() else 30.0,
-    )
-    stream = common.batch_stream(dataset, config.batch_size, config.seed, runtime, start, config.workers)
-    while iteration < total:
-        iteration, epoch, batch = next(stream)
-        lr = warmup(
-            step_lr(config.lr, iteration / per_epoch, config.step_epochs, config.step_gamma),
+
+    def build_network(self) -> nn.Module:
+        return build_classification_model(self.config)
+
+    def build_optimizer(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+        config = self.config
+        return torch.optim.SGD(
+            parameters, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+
+    @functools.cached_property
+    def per_epoch(self) -> int:
+        """Iterations of one epoch (full batches on every rank)."""
+        return common.iterations_per_epoch(len(self.dataset), self.config.batch_size, self.runtime)
+
+    def total_iterations(self) -> int:
+        return self.config.epochs * self.per_epoch
+
+    def describe(self) -> str:
+        config = self.config
+        positives = sum(r.label for r in self.train_records)
+        return (
+            f"classifier Res2Net-{config.depth} ×{config.width_mult}: "
+            f"{count_parameters(self.net) / 1e6:.2f} M parameters; "
+            f"{len(self.train_records)} training slices ({positives} COVID-19), "
+            f"{len(self.val_records)} held out; {self.precision}; {self.per_epoch} iterations/epoch"
+        )
+
+    def learning_rate(self, iteration: int) -> float:
+        config = self.config
+        return warmup(
+            step_lr(config.lr, iteration / self.per_epoch, config.step_epochs, config.step_gamma),
             iteration,
             config.warmup_iterations,
         )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        loss, parts = classifier_step_losses(net, model, batch, config, iteration, precision, runtime.device)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        iteration += 1
-        progress.update(1)
-        if iteration % config.log_every == 0 or iteration == total:
-            log.log(
-                {
-                    "iteration": iteration,
-                    "epoch": epoch,
-                    "lr": lr,
-                    **parts,
-                    "elapsed_s": round(timer.elapsed(), 1),
-                }
-            )
-            progress.set_postfix(loss=f"{parts['loss']:.3f}", att=f"{parts['att']:.3f}", lr=f"{lr:.1e}")
-        stop = common.agree(timer.expired(), runtime)
-        epoch_end = iteration % per_epoch == 0
-        if runtime.is_main and (
-            stop
-            or iteration == total
-            or (epoch_end and (iteration // per_epoch) % config.checkpoint_every_epochs == 0)
-        ):
-            common.save_checkpoint(
-                checkpoint_path,
-                model,
-                optimizer,
-                iteration,
-                to_dict(config),
-                {
-                    "kind": "classifier",
-                    "elapsed_s": timer.elapsed(),
-                    "stopped_early": stop and iteration < total,
-                },
-                keep=config.keep_checkpoints,
-            )
-        if stop:
-            if runtime.is_main:
-                tqdm.write(f"time limit of {config.time_limit_min} min reached at iteration {iteration}")
-            break
-    progress.close()
-    log.close()
-    common.check_replicas(model, runtime)
-    if runtime.is_main and val_records:
-        report = evaluate.classifier_report(
-            evaluate.classifier_predictions(net, config, runtime.device), out_dir / "eval", "classifier"
+
+    def step_losses(self, iteration: int, batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        return classifier_step_losses(
+            self.net, self.model, batch, self.config, iteration, self.precision, self.runtime.device
         )
+
+    def progress_postfix(self, parts: dict[str, float], lr: float) -> dict[str, str]:
+        return {"loss": f"{parts['loss']:.3f}", "att": f"{parts['att']:.3f}", "lr": f"{lr:.1e}"}
+
+    def checkpoint_due(self, iteration: int) -> bool:
+        return every(iteration, self.per_epoch * self.config.checkpoint_every_epochs)
+
+    def after_step(self, iteration: int) -> None:
+        """Nothing: the classifier is evaluated once, at the end (:meth:`report`)."""
+
+    def report(self) -> None:
+        predictions = evaluate.classifier_predictions(self.net, self.config, self.runtime.device)
+        report = evaluate.classifier_report(predictions, self.out_dir / "eval", "classifier")
         if "slice_auc" in report:
             print(f"held-out slice AUC {report['slice_auc']:.4f}", flush=True)
         for patient, row in report.get("patients", {}).items():
             print(f"  {patient}: {row['positive_slices']} of {row['slices']} slices positive", flush=True)
-    common.shutdown(runtime)
-    return checkpoint_path
+
+
+def train(config: ClassifierConfig, resume: str | None = None) -> Path:
+    """Train for ``config.epochs`` (or the time limit); returns the last checkpoint's path."""
+    if config.attention_map not in ("covid", "log-odds"):
+        raise ValueError(f"attention_map must be 'covid' or 'log-odds', not {config.attention_map!r}")
+    return ClassifierTraining(config, resume).run()
 
 
 def main(argv: list[str] | None = None) -> int:

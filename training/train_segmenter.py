@@ -10,149 +10,111 @@ autocast, checkpoints to ``out_dir/last.pt`` (``--resume auto`` continues from i
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from training import common, evaluate
-from training.config import SegmenterConfig, run_training_command, to_dict
-from training.data import SegmentationDataset, load_records, split_by_patient
+from training.config import SegmenterConfig, run_training_command
+from training.data import SegmentationDataset
+from training.loop import TrainingLoop, every
 from training.losses import deep_supervision_loss
-from training.models import build_segmentation_model, count_parameters, load_initial_weights
+from training.models import build_segmentation_model, count_parameters
 from training.schedules import poly_lr, warmup
 
 
-def train(config: SegmenterConfig, resume: str | None = None) -> Path:
-    """Train to ``config.iterations`` (or the time limit); returns the path of the last checkpoint."""
-    runtime = common.init_runtime(config.threads, config.device)
-    common.seed_all(config.seed, runtime.rank)
-    out_dir = Path(config.out_dir)
-    records = load_records(config.data)
-    train_records, val_records = split_by_patient(
-        records, config.data.val_patients, config.data.val_count, config.data.split_seed
-    )
-    dataset = SegmentationDataset(
-        train_records,
-        config.size,
-        config.augment or None,
-        config.seed,
-        config.per_image_norm,
-        config.data.feature_key,
-        config.crop,
-    )
-    net = build_segmentation_model(config)
-    if config.init_from and not resume:
-        load_initial_weights(net, config.init_from)
-    net = net.to(runtime.device).to(memory_format=torch.channels_last)
-    model = common.wrap_ddp(common.LogitsModel(net), runtime)
-    optimizer = torch.optim.Adam(
-        [p for p in net.parameters() if p.requires_grad],
-        lr=config.lr,
-        betas=tuple(config.betas),
-        weight_decay=config.weight_decay,
-    )
-    checkpoint_path = out_dir / "last.pt"
-    start, spent_s = common.resume_training(resume, checkpoint_path, net, optimizer)
-    precision = common.resolve_precision(config.precision, runtime.device)
-    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
-    log = common.MetricLog(out_dir / "train_log.csv", enabled=runtime.is_main)
-    timer = common.Timer(config.time_limit_min, spent_s, config.time_limit_clock)
-    if runtime.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2) + "\n", encoding="utf-8")
-        print(
-            f"segmenter {config.arch}: {count_parameters(net) / 1e6:.2f} M parameters, {len(train_records)} "
-            f"training / {len(val_records)} validation slices, {precision}, "
-            f"{runtime.world_size} process(es), "
-            f"iterations {start}→{config.iterations}",
-            flush=True,
+class SegmenterTraining(TrainingLoop):
+    """Deep supervision (eq. 6) with Adam and poly decay; optional validation Dice every few iterations."""
+
+    kind = "segmenter"
+    config: SegmenterConfig
+
+    def build_dataset(self) -> SegmentationDataset:
+        config = self.config
+        return SegmentationDataset(
+            self.train_records,
+            config.size,
+            config.augment or None,
+            config.seed,
+            config.per_image_norm,
+            config.data.feature_key,
+            config.crop,
         )
-    model.train()
-    iteration = start
-    progress = tqdm(
-        total=config.iterations,
-        initial=start,
-        disable=not runtime.is_main,
-        desc="segmenter",
-        dynamic_ncols=True,
-        file=sys.stdout,
-        mininterval=1.0 if sys.stdout.isatty() else 30.0,
-    )
-    stream = common.batch_stream(dataset, config.batch_size, config.seed, runtime, start, config.workers)
-    while iteration < config.iterations:
-        iteration, epoch, (x, mask) = next(stream)
+
+    def build_network(self) -> nn.Module:
+        return build_segmentation_model(self.config)
+
+    def forward_module(self) -> nn.Module:
+        return common.LogitsModel(self.net)
+
+    def build_optimizer(self, parameters: list[nn.Parameter]) -> torch.optim.Optimizer:
+        config = self.config
+        return torch.optim.Adam(
+            parameters, lr=config.lr, betas=tuple(config.betas), weight_decay=config.weight_decay
+        )
+
+    def total_iterations(self) -> int:
+        return self.config.iterations
+
+    def describe(self) -> str:
+        config = self.config
+        return (
+            f"segmenter {config.arch}: {count_parameters(self.net) / 1e6:.2f} M parameters, "
+            f"{len(self.train_records)} training / {len(self.val_records)} validation slices, "
+            f"{self.precision}, {self.runtime.world_size} process(es), "
+            f"iterations {self.start}→{config.iterations}"
+        )
+
+    def learning_rate(self, iteration: int) -> float:
+        config = self.config
         progress_it = iteration
         if config.schedule_by_time and config.time_limit_min > 0:
             # Poly decay over the larger of iteration and time progress, so a time-limited run still
             # ends with a fully decayed learning rate.
-            share = common.shared_max(timer.fraction(), runtime)
+            share = common.shared_max(self.timer.fraction(), self.runtime)
             progress_it = max(iteration, min(config.iterations, int(share * config.iterations)))
-        lr = warmup(
+        return warmup(
             poly_lr(config.lr, progress_it, config.iterations, config.poly_power),
             iteration,
             config.warmup_iterations,
         )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x = x.to(runtime.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        mask = mask.to(runtime.device, non_blocking=True)
-        with common.autocast(precision, runtime.device):
-            logits = model(x)
+
+    def step_losses(self, iteration: int, batch: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        device = self.runtime.device
+        x, mask = batch
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        mask = mask.to(device, non_blocking=True)
+        with common.autocast(self.precision, device):
+            logits = self.model(x)
         loss, parts = deep_supervision_loss(logits, mask)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        iteration += 1
-        progress.update(1)
-        if iteration % config.log_every == 0 or iteration == config.iterations:
-            row = {
-                "iteration": iteration,
-                "epoch": epoch,
-                "lr": lr,
-                "loss": float(loss.detach()),
-                **{f"side{k + 1}": v for k, v in enumerate(parts)},
-                "elapsed_s": round(timer.elapsed(), 1),
-            }
-            log.log(row)
-            progress.set_postfix(loss=f"{row['loss']:.3f}", lr=f"{lr:.2e}")
-        stop = common.agree(timer.expired(), runtime)
-        if runtime.is_main and (
-            iteration % config.checkpoint_every == 0 or stop or iteration == config.iterations
-        ):
-            common.save_checkpoint(
-                checkpoint_path,
-                model,
-                optimizer,
-                iteration,
-                to_dict(config),
-                {
-                    "kind": "segmenter",
-                    "elapsed_s": timer.elapsed(),
-                    "stopped_early": stop and iteration < config.iterations,
-                },
-                keep=config.keep_checkpoints,
+        return loss, {"loss": float(loss.detach()), **{f"side{k + 1}": v for k, v in enumerate(parts)}}
+
+    def progress_postfix(self, parts: dict[str, float], lr: float) -> dict[str, str]:
+        return {"loss": f"{parts['loss']:.3f}", "lr": f"{lr:.2e}"}
+
+    def checkpoint_due(self, iteration: int) -> bool:
+        return every(iteration, self.config.checkpoint_every)
+
+    def after_step(self, iteration: int) -> None:
+        if every(iteration, self.config.eval_every) and self.runtime.is_main and self.val_records:
+            scores = evaluate.segmentation_scores(
+                self.net, self.val_records, self.config, self.runtime.device, self.precision
             )
-        if config.eval_every and iteration % config.eval_every == 0 and runtime.is_main and val_records:
-            scores = evaluate.segmentation_scores(net, val_records, config, runtime.device, precision)
-            log.log({"iteration": iteration, "val_dice": scores["dice"]["mean"]})
+            self.log.log({"iteration": iteration, "val_dice": scores["dice"]["mean"]})
             tqdm.write(f"iteration {iteration}: validation Dice {scores['dice']['mean']:.4f}")
-            model.train()
-        if stop:
-            if runtime.is_main:
-                tqdm.write(f"time limit of {config.time_limit_min} min reached at iteration {iteration}")
-            break
-    progress.close()
-    log.close()
-    common.check_replicas(model, runtime)
-    if runtime.is_main and val_records:
-        report = evaluate.evaluate_segmenter_checkpoint(checkpoint_path, out_dir / "eval", runtime.device)
-        print(evaluate.format_segmentation_table({config.arch: report["validation"]}), flush=True)
-    common.shutdown(runtime)
-    return checkpoint_path
+            self.model.train()
+
+    def report(self) -> None:
+        out = self.out_dir / "eval"
+        report = evaluate.evaluate_segmenter_checkpoint(self.checkpoint_path, out, self.runtime.device)
+        print(evaluate.format_segmentation_table({self.config.arch: report["validation"]}), flush=True)
+
+
+def train(config: SegmenterConfig, resume: str | None = None) -> Path:
+    """Train to ``config.iterations`` (or the time limit); returns the path of the last checkpoint."""
+    return SegmenterTraining(config, resume).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,7 +69,8 @@ def grad_cam(
         raise ValueError(f"Grad-CAM score must be one of {GRADCAM_SCORES}, not {score!r}")
     if torch.is_inference_mode_enabled():
         raise RuntimeError("grad_cam needs autograd; call it outside torch.inference_mode()")
-    layer = classifier.layer4 if layer is None else layer
+    if layer is None:
+        layer = classifier.get_submodule("layer4")
     captured: list[torch.Tensor] = []
 
     def hook(_module: nn.Module, _inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:

@@ -191,7 +191,8 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
-    model = model.to(device=device, memory_format=torch.channels_last).eval()
+    # torch's stub of Module.to omits memory_format, which Module.to accepts
+    model = model.to(device=device, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     model.requires_grad_(False)
     return model
 

@@ -435,12 +435,12 @@ def near_lungs(lungs: np.ndarray, spacing_zyx: tuple[float, float, float], margi
     inside = lungs > 0
     if not inside.any():
         return near
-    box = []
+    sides = []
     for axis, step in enumerate(spacing_zyx):
         idx = np.flatnonzero(inside.any(axis=tuple(a for a in range(inside.ndim) if a != axis)))
         grow = math.ceil(margin_mm / step)
-        box.append(slice(max(int(idx[0]) - grow, 0), min(int(idx[-1]) + grow + 1, inside.shape[axis])))
-    box = tuple(box)
+        sides.append(slice(max(int(idx[0]) - grow, 0), min(int(idx[-1]) + grow + 1, inside.shape[axis])))
+    box = tuple(sides)
     near[box] = ndi.distance_transform_edt(~inside[box], sampling=spacing_zyx) <= margin_mm
     return near
 
@@ -583,7 +583,8 @@ def find_lungs(ct: Any) -> FoundLungs:
     segmented (...)"`` or ``"no lungs were found"``).
     """
     array = ct.axial_array()
-    spacing_zyx = tuple(float(v) for v in reversed(ct.axial_image().GetSpacing()))
+    sx, sy, sz = (float(v) for v in ct.axial_image().GetSpacing())
+    spacing_zyx = (sz, sy, sx)
     try:
         lungs = segment_lungs(array, spacing_zyx, is_hu=ct.is_hu)
     except InputError as exc:

@@ -202,7 +202,7 @@ def quantify(
     zones = lung_zones(lungs) if geo.volumetric else None
     peripheral = _peripheral(lesion, lungs > 0, geo.spacing_zyx, peripheral_mm) if geo.spacing_known else None
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     bbox = ndi.find_objects(lesion.astype(np.uint8))   # labelling only the lesions' bounding box
     crop = bbox[0] if bbox else (slice(0, 1),) * 3
     components, _ = ndi.label(lesion[crop], structure=np.ones((3, 3, 3), dtype=bool))

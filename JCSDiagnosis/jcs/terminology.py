@@ -96,12 +96,12 @@ def _find(
 def _spec(
     segment_id: str, name: str, label: int, type_value: str, modifier: str | None, region: bool
 ) -> SegmentSpec:
-    category, segment_type, type_modifier, rgb = _find(type_value, modifier)
+    category, segment_type, type_modifier, (red, green, blue) = _find(type_value, modifier)
     return SegmentSpec(
         segment_id=segment_id,
         name=name,
         label=label,
-        color=tuple(c / 255.0 for c in rgb),
+        color=(red / 255.0, green / 255.0, blue / 255.0),
         context=_context()["SegmentationCategoryTypeContextName"],
         category=category,
         type=segment_type,

@@ -22,7 +22,8 @@ import gzip
 import math
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -76,12 +77,42 @@ _CHUNK = 1 << 24
 # raw files
 
 
-def check_raw_file(path: Path) -> dict[str, object]:
+@dataclass(frozen=True)
+class RawFileInfo:
+    """What the raw-file checks found that later steps need.
+
+    ``spacing_stated``: False for a NRRD/MetaImage header without a voxel size (ITK reads 1 mm).
+    NIfTI: ``sform_spacing`` the sform's voxel size (x, y, z) or None, ``pixdim_ok`` whether pixdim
+    is a valid voxel size, ``pixdim`` its values.
+    """
+
+    spacing_stated: bool = True
+    sform_spacing: tuple[float, ...] | None = None
+    pixdim_ok: bool = True
+    pixdim: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class _NiftiHeader:
+    """The NIfTI-1 header fields the checks read."""
+
+    endian: str  # "<" or ">"
+    shape: tuple[int, ...]
+    datatype: int
+    bitpix: int
+    pixdim: tuple[float, ...]
+    vox_offset: float
+    scl_slope: float
+    sform_code: int
+    srow: np.ndarray  # (3, 4)
+
+
+def check_raw_file(path: Path) -> RawFileInfo:
     """Integrity of a NIfTI-1 or MetaImage file as stored; refuses truncation and stored NaN/inf.
 
-    Returns what later checks need (for NIfTI: ``{"sform_spacing": (x, y, z) or None, "pixdim_ok":
-    bool}``; for NRRD and MetaImage ``{"spacing_stated": bool}``: ITK reads a header without voxel size
-    as 1 mm). ITK's NRRD reader refuses truncation itself and NaN in NRRD/MHA survives reading, where
+    Returns what later checks need (NIfTI: the sform's and pixdim's voxel sizes; NRRD and MetaImage:
+    whether the header states a voxel size, as ITK reads a header without one as 1 mm). ITK's NRRD
+    reader refuses truncation itself and NaN in NRRD/MHA survives reading, where
     :func:`jcs.io.read_ct` refuses it.
     """
     name = path.name.lower()
@@ -92,11 +123,11 @@ def check_raw_file(path: Path) -> dict[str, object]:
     if name.endswith((".nrrd", ".nhdr")):
         fields = _text_header(path, separator=":", stop=b"")
         stated = any(key in fields for key in ("space directions", "spacings"))
-        return {"spacing_stated": stated}
+        return RawFileInfo(spacing_stated=stated)
     if name.endswith((".mha", ".mhd")):
         fields = _text_header(path, separator="=", stop=b"ElementDataFile")
-        return {"spacing_stated": "ElementSpacing" in fields or "ElementSize" in fields}
-    return {}
+        return RawFileInfo(spacing_stated="ElementSpacing" in fields or "ElementSize" in fields)
+    return RawFileInfo()
 
 
 def _text_header(path: Path, *, separator: str, stop: bytes) -> dict[str, str]:
@@ -115,14 +146,14 @@ def _text_header(path: Path, *, separator: str, stop: bytes) -> dict[str, str]:
     return fields
 
 
-def spacing_caution(info: dict[str, object]) -> str | None:
+def spacing_caution(info: RawFileInfo) -> str | None:
     """The caution for a NRRD/MetaImage header that states no voxel size (read as 1 mm), else None."""
-    if info.get("spacing_stated", True):
+    if info.spacing_stated:
         return None
     return "the file states no voxel size, so 1 mm was assumed: volumes, areas and distances may be wrong"
 
 
-def _nifti_header(raw: bytes, path: Path) -> dict[str, object] | None:
+def _nifti_header(raw: bytes, path: Path) -> _NiftiHeader | None:
     """Fields of a NIfTI-1 header (None for NIfTI-2 or anything else, left to the reader)."""
     if len(raw) < 348:
         raise CorruptFileError(f"{path}: truncated NIfTI file (header of {len(raw)} of 348 bytes)")
@@ -136,17 +167,17 @@ def _nifti_header(raw: bytes, path: Path) -> dict[str, object] | None:
     if not 1 <= ndim <= 7:
         raise CorruptFileError(f"{path}: damaged NIfTI header (dim[0] = {ndim})")
     srow = np.array(struct.unpack_from(f"{endian}12f", raw, 280), dtype=float).reshape(3, 4)
-    return {
-        "endian": endian,
-        "shape": tuple(int(d) for d in dims[1 : ndim + 1]),
-        "datatype": struct.unpack_from(f"{endian}h", raw, 70)[0],
-        "bitpix": struct.unpack_from(f"{endian}h", raw, 72)[0],
-        "pixdim": struct.unpack_from(f"{endian}3f", raw, 80),
-        "vox_offset": struct.unpack_from(f"{endian}f", raw, 108)[0],
-        "scl_slope": struct.unpack_from(f"{endian}f", raw, 112)[0],
-        "sform_code": struct.unpack_from(f"{endian}h", raw, 254)[0],
-        "srow": srow,
-    }
+    return _NiftiHeader(
+        endian=endian,
+        shape=tuple(int(d) for d in dims[1 : ndim + 1]),
+        datatype=struct.unpack_from(f"{endian}h", raw, 70)[0],
+        bitpix=struct.unpack_from(f"{endian}h", raw, 72)[0],
+        pixdim=struct.unpack_from(f"{endian}3f", raw, 80),
+        vox_offset=struct.unpack_from(f"{endian}f", raw, 108)[0],
+        scl_slope=struct.unpack_from(f"{endian}f", raw, 112)[0],
+        sform_code=struct.unpack_from(f"{endian}h", raw, 254)[0],
+        srow=srow,
+    )
 
 
 def _nifti_chunks(path: Path, offset: int) -> Iterator[bytes]:
@@ -161,23 +192,21 @@ def _nifti_chunks(path: Path, offset: int) -> Iterator[bytes]:
         raise CorruptFileError(f"{path}: truncated or damaged compressed file ({exc})") from exc
 
 
-def _check_nifti(path: Path) -> dict[str, object]:
+def _check_nifti(path: Path) -> RawFileInfo:
     opener = gzip.open if path.name.lower().endswith(".gz") else open
     try:
         with opener(path, "rb") as handle:
             head = handle.read(352)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError):
-        return {}  # not readable as NIfTI at all: the reader's own error names it
+        return RawFileInfo()  # not readable as NIfTI at all: the reader's own error names it
     header = _nifti_header(head, path)
     if header is None:
-        return {}
-    shape = header["shape"]
-    bitpix = int(header["bitpix"])
-    expected = math.prod(shape) * bitpix // 8
-    offset = max(int(header["vox_offset"]), 348)
-    dtype = _NIFTI_DTYPES.get(int(header["datatype"]))
+        return RawFileInfo()
+    expected = math.prod(header.shape) * header.bitpix // 8
+    offset = max(int(header.vox_offset), 348)
+    dtype = _NIFTI_DTYPES.get(header.datatype)
     is_float = dtype is not None and dtype.startswith("f")
-    scl = float(header["scl_slope"])
+    scl = header.scl_slope
     if not math.isfinite(scl):
         raise EmptyImageError(f"{path}: the NIfTI scaling slope scl_slope is {scl}")
     found, bad = 0, 0
@@ -187,7 +216,7 @@ def _check_nifti(path: Path) -> dict[str, object]:
             data = chunk[: expected - found]
             values = np.frombuffer(
                 data[: len(data) - len(data) % item],
-                dtype=np.dtype(dtype).newbyteorder(str(header["endian"])),
+                dtype=np.dtype(dtype).newbyteorder("<" if header.endian == "<" else ">"),
             )
             bad += int(values.size - np.count_nonzero(np.isfinite(values)))
         found += len(chunk)
@@ -201,14 +230,14 @@ def _check_nifti(path: Path) -> dict[str, object]:
     return _nifti_spacing(header, path)
 
 
-def _nifti_spacing(header: dict[str, object], path: Path) -> dict[str, object]:
+def _nifti_spacing(header: _NiftiHeader, path: Path) -> RawFileInfo:
     """Compare pixdim with the sform's voxel size; refuse two valid but different sizes."""
-    n = min(3, len(header["shape"]))  # type: ignore[arg-type]
-    pixdim = [float(v) for v in header["pixdim"]][:n]  # type: ignore[union-attr]
+    n = min(3, len(header.shape))
+    pixdim = [float(v) for v in header.pixdim][:n]
     pixdim_ok = all(math.isfinite(v) and v > 0 for v in pixdim)
     sform = None
-    if int(header["sform_code"]) > 0:  # type: ignore[call-overload]
-        norms = np.linalg.norm(np.asarray(header["srow"])[:, :3], axis=0)[:n]
+    if header.sform_code > 0:
+        norms = np.linalg.norm(header.srow[:, :3], axis=0)[:n]
         if np.isfinite(norms).all() and (norms > 0).all():
             sform = tuple(float(v) for v in norms)
     if sform is None and not pixdim_ok:
@@ -221,25 +250,23 @@ def _nifti_spacing(header: dict[str, object], path: Path) -> dict[str, object]:
                 f"{path}: the NIfTI header contradicts itself: pixdim gives voxels of {_mm(pixdim)} mm "
                 f"but the sform {_mm(sform)} mm; fix the header (volumes and distances depend on it)"
             )
-    return {"sform_spacing": sform, "pixdim_ok": pixdim_ok, "pixdim": tuple(pixdim)}
+    return RawFileInfo(sform_spacing=sform, pixdim_ok=pixdim_ok, pixdim=tuple(pixdim))
 
 
-def _mm(values: object) -> str:
-    return " x ".join(f"{float(v):g}" for v in values)  # type: ignore[attr-defined]
+def _mm(values: Sequence[float]) -> str:
+    return " x ".join(f"{float(v):g}" for v in values)
 
 
-def apply_nifti_spacing(
-    image: sitk.Image, info: dict[str, object], path: Path
-) -> tuple[sitk.Image, str | None]:
+def apply_nifti_spacing(image: sitk.Image, info: RawFileInfo, path: Path) -> tuple[sitk.Image, str | None]:
     """The image with the sform's voxel size where ITK took an invalid pixdim (it reads 0 as 1 mm),
     checked against the sform's mapping; returns (image, caution or None)."""
-    sform = info.get("sform_spacing")
-    if info.get("pixdim_ok", True) or sform is None:
+    sform = info.sform_spacing
+    if info.pixdim_ok or sform is None:
         return image, None
-    spacing = tuple(sform) + tuple(image.GetSpacing()[len(sform) :])  # type: ignore[arg-type]
+    spacing = sform + tuple(image.GetSpacing()[len(sform) :])
     image.SetSpacing(spacing[: image.GetDimension()])
     return image, (
-        f"the NIfTI pixdim gives voxels of {_mm(info['pixdim'])} mm (invalid); the voxel size "
+        f"the NIfTI pixdim gives voxels of {_mm(info.pixdim)} mm (invalid); the voxel size "
         f"{_mm(sform)} mm of its sform was used"
     )
 

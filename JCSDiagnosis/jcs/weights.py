@@ -206,43 +206,6 @@ def default_weights(kind: str) -> str | None:
     return None
 
 
-def build_model(kind: str, architecture: Mapping[str, Any]) -> nn.Module:
-    """Build an untrained model of ``kind`` from builder keyword arguments (``jcs.models.build_model``)."""
-    from jcs import models
-
-    if kind not in KINDS:
-        raise WeightsError(f"unknown model kind {kind!r}; expected one of {KINDS}")
-    try:
-        return models.build_model(kind, **dict(architecture))
-    except (TypeError, ValueError) as exc:
-        raise WeightsError(f"cannot build a {kind} from architecture {dict(architecture)}: {exc}") from exc
-
-
-def build_loaded_model(
-    kind: str, architecture: Mapping[str, Any], state: Mapping[str, torch.Tensor], source: str
-) -> nn.Module:
-    """Model of ``kind``/``architecture`` holding exactly ``state`` (strict: every key, every shape).
-
-    The model is built on the ``meta`` device and the state's tensors are assigned to it, which skips
-    random initialisation and a copy of every weight (seconds and a model's worth of memory for
-    the full-size networks).
-    """
-    from jcs.models import load_state_dict_strict
-    from jcs.models.checkpoint import state_dict_mismatch
-
-    with torch.device("meta"):
-        model = build_model(kind, architecture)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    if any(state_dict_mismatch(state, expected)):
-        load_state_dict_strict(model, state, source=source)  # raises WeightsError listing the keys
-    model.load_state_dict(dict(state), strict=True, assign=True)
-    unset = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if unset:
-        raise WeightsError(f"{source}: the weights leave model tensors unset ({', '.join(unset[:3])})")
-    flush_subnormals(model)
-    return model
-
-
 def flush_subnormals(model: nn.Module) -> int:
     """Set to zero, in place, every weight below float32's smallest normal number; returns how many.
 
@@ -283,8 +246,12 @@ def load_model(name: str, *, verify: bool = True) -> tuple[nn.Module, WeightsCar
         state = load_file(str(card.path))
     except (SafetensorError, OSError) as exc:
         raise WeightsError(f"weights file {card.path} is not a readable safetensors file: {exc}") from exc
+    from jcs.models import model_from_state_dict
+
     source = f"weights file {card.path} (card {card.card_path.name})"
-    return build_loaded_model(card.kind, card.architecture, state, source).eval(), card
+    model = model_from_state_dict(card.kind, state, source=source, **card.architecture)
+    flush_subnormals(model)
+    return model, card
 
 
 def save_weights(model: nn.Module, card: Mapping[str, Any], directory: Path | str) -> WeightsCard:
@@ -295,8 +262,9 @@ def save_weights(model: nn.Module, card: Mapping[str, Any], directory: Path | st
     ``card_version`` are filled in when absent.
     """
     data = dict(card)
-    if "architecture" not in data and isinstance(getattr(model, "architecture", None), dict):
-        data["architecture"] = dict(model.architecture)
+    architecture = getattr(model, "architecture", None)
+    if "architecture" not in data and isinstance(architecture, dict):
+        data["architecture"] = dict(architecture)
     for key in ("name", "kind", "architecture"):
         if key not in data:
             raise WeightsError(f"model card needs {key!r}")
@@ -398,8 +366,9 @@ def _import_locked(path: Path, name: str, target: Path) -> WeightsCard:
             f"({', '.join(models.OFFICIAL_FORMATS)}); {_official_mismatch(state)}"
         )
     kind, architecture = models.OFFICIAL_FORMATS[fmt]
-    model = build_loaded_model(kind, architecture, state, f"checkpoint {path}")
-    card = {
+    model = models.model_from_state_dict(kind, state, source=f"checkpoint {path}", **architecture)
+    flush_subnormals(model)
+    card: dict[str, Any] = {
         "name": name,
         "kind": kind,
         "architecture": architecture,

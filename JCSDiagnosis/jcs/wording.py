@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypedDict
 
 from jcs.decision import DEFAULT_THRESHOLD, SegmenterReading
 from jcs.options import AUTO, DecisionRule
@@ -71,7 +71,8 @@ class RuleWording:
         """The rule a run with these options will use, as `jcs.inference.DiagnosisEngine.from_registry`
         picks it: ``auto`` takes the classifier card's ``decision`` block when a segmenter is there."""
         card = card or {}
-        block = card.get("decision") if isinstance(card.get("decision"), Mapping) else {}
+        stated = card.get("decision")
+        block: Mapping[str, Any] = stated if isinstance(stated, Mapping) else {}
         if decision == AUTO:
             wanted = block.get("rule") == DecisionRule.SEGMENTER and has_segmenter
             decision = DecisionRule.SEGMENTER if wanted else DecisionRule.CLASSIFIER
@@ -304,7 +305,14 @@ class FieldWording:
         return str(value)
 
 
-_PERCENT = {"unit": "%", "decimals": 1}
+class _Style(TypedDict, total=False):
+    """Unit and decimals of a family of fields (keyword arguments of :class:`FieldWording`)."""
+
+    unit: str
+    decimals: int | None
+
+
+_PERCENT: _Style = {"unit": "%", "decimals": 1}
 _SUMMARY: dict[str, FieldWording] = {
     "positive": FieldWording("AI reading: COVID-19 positive", section=Section.READING),
     "positive_slice_count": FieldWording("Slices counted by the rule", section=Section.READING),
@@ -357,7 +365,7 @@ _SUMMARY: dict[str, FieldWording] = {
     "min_lesion_voxels": FieldWording("Smallest lesion counted", "voxels"),
     "lesion_connectivity": FieldWording("Lesion connectivity (neighbours)"),
 }
-_REGION_FIELDS = (
+_REGION_FIELDS: tuple[tuple[str, str, _Style], ...] = (
     ("opacification_percent_", "opacified", _PERCENT),
     ("severity_score_", "score", {}),
     ("opacification_volume_ml_", "opacification", {"unit": "mL", "decimals": 1}),

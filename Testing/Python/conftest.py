@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+from tiny_weights import TINY_CLASSIFIER_NAME, TINY_SEGMENTER_NAME, write_tiny_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("JCS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
@@ -25,3 +27,26 @@ def artifacts_dir() -> Path:
     path = REPO_ROOT / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry directory holding the tiny weights (`tiny_weights.py`), written once per session.
+
+    Shared by every test: read it, never write to it (`tiny_weights` gives each test its own copy).
+    """
+    directory = tmp_path_factory.mktemp("tiny-weights")
+    write_tiny_weights(directory)
+    return directory
+
+
+@pytest.fixture
+def tiny_weights(
+    tiny_weights_dir: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """Point JCS_WEIGHTS_DIR at this test's own copy of the tiny registry (it may add weights there);
+    returns {"classifier": name, "segmenter": name}."""
+    registry = tmp_path_factory.mktemp("registry")
+    shutil.copytree(tiny_weights_dir, registry, dirs_exist_ok=True)
+    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(registry))
+    return {"classifier": TINY_CLASSIFIER_NAME, "segmenter": TINY_SEGMENTER_NAME}

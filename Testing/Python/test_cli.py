@@ -17,7 +17,6 @@ from jcs import weights
 from jcs.cli import main
 from jcs.weights import find_weights
 from phantoms import make_chest_phantom
-from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
 
 TABLES = ("results.json", "results.csv", "summary.csv", "lesions.csv", "slices.csv")
 CORONAL_DIRECTION = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0)
@@ -104,7 +103,7 @@ def _diagnose_phantom(
 
 
 def test_diagnose_phantom_in_coronal_storage(
-    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     options = ["--segment", "always", "--threshold", "2"]
     stdout, results, out = _diagnose_phantom(
@@ -117,7 +116,7 @@ def test_diagnose_phantom_in_coronal_storage(
 
 
 def test_diagnose_by_the_segmenter_rule(
-    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     stdout, results, out = _diagnose_phantom(tmp_path, tiny_weights, capsys, ["--decision", "segmenter"])
     case = results["case"]
@@ -132,7 +131,7 @@ def test_diagnose_by_the_segmenter_rule(
 
 
 def test_diagnose_cohort_one_folder_per_case_and_a_table(
-    tiny_weights: dict[str, str],  # noqa: F811
+    tiny_weights: dict[str, str],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
@@ -219,7 +218,7 @@ def test_diagnose_cohort_one_folder_per_case_and_a_table(
 
 
 def test_diagnose_real_ct100_png(
-    shared_data: Path, tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    shared_data: Path, tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     png = shared_data / "covid19-ct100" / "images" / "ct100_0000.png"
     out = tmp_path / "png"
@@ -235,7 +234,7 @@ def test_diagnose_real_ct100_png(
 
 
 def test_diagnose_real_dicom_series(
-    shared_data: Path, tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    shared_data: Path, tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Twelve contiguous slices of the real P001 series (copied as they are), read as a DICOM folder."""
     with open(shared_data / "covid-ct-md" / "slice_labels.csv", newline="") as handle:
@@ -264,7 +263,7 @@ def test_diagnose_real_dicom_series(
 
 
 def test_diagnose_sample_classification_only(
-    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "sample"
     code, stdout, stderr = _diagnose(
@@ -295,7 +294,7 @@ def test_no_weights_gives_instructions(
 
 
 def test_user_errors_exit_2_without_traceback(
-    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, _, stderr = _diagnose([str(tmp_path / "absent.nii.gz"), "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and "absent.nii.gz" in stderr and stderr.count("\n") == 1
@@ -316,7 +315,7 @@ def test_user_errors_exit_2_without_traceback(
     assert "none of the official JCS formats" in capsys.readouterr().err
 
 
-def test_weights_list(tiny_weights: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
+def test_weights_list(tiny_weights: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["weights", "list"]) == 0
     out = capsys.readouterr().out
     assert "tiny-classifier" in out and "classifier" in out and "tiny-segmenter" in out

@@ -17,7 +17,6 @@ from jcs.io import CTVolume
 from jcs.models import build_segmenter
 from phantoms import make_chest_phantom
 from test_training_runs import classifier_config, seg_config
-from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
 
 from training import common, train_classifier, train_segmenter
 from training.config import SegmenterConfig, load_config
@@ -38,7 +37,7 @@ def phantom_ct() -> CTVolume:
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 def test_cuda_engine_matches_cpu(
-    tiny_weights_dir: Path,  # noqa: F811
+    tiny_weights_dir: Path,
     phantom_ct: CTVolume,
     monkeypatch: pytest.MonkeyPatch,
     precision: str,

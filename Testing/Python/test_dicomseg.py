@@ -16,7 +16,6 @@ from jcs.cli import main
 from jcs.dicomseg import check_referenceable, frame_masks, read_source_series
 from jcs.errors import CorruptFileError, InputError
 from phantoms import make_chest_phantom
-from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
 
 
 def test_seg_frames_follow_source_instances_whatever_the_mask_grid(tmp_path: Path) -> None:
@@ -58,7 +57,7 @@ def _diagnose(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int,
 
 
 def test_cli_writes_valid_seg_and_sr_of_its_reading(
-    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     phantom = make_chest_phantom(shape=(10, 96, 96), seed=2)
     files = write_image_series(phantom.image, tmp_path / "ct")
@@ -153,7 +152,7 @@ def test_quantify_writes_seg_and_sr_of_a_mask_the_user_made(
 
 
 def test_cli_dicom_seg_refuses_inputs_it_cannot_reference(
-    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]  # noqa: F811
+    tiny_weights: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     phantom = make_chest_phantom(shape=(10, 64, 64), seed=4)
     source = tmp_path / "phantom.nrrd"

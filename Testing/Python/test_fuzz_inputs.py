@@ -32,7 +32,6 @@ from jcs.cli import main
 from jcs.errors import OutputError
 from jcs.outputs import INCOMPLETE_MARKER, FolderLock, staged_folder
 from phantoms import make_chest_phantom
-from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
 
 SPACING_ZYX = (2.5, 1.5, 1.5)
 

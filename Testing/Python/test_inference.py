@@ -22,12 +22,7 @@ from jcs.io import CTVolume
 from jcs.preprocess import SEGMENTER_MEAN_BGR, SEGMENTER_STD_BGR, classifier_input, segmenter_input
 from jcs.weights import load_model, save_weights
 from phantoms import LesionSpec, make_chest_phantom
-from tiny_weights import (  # noqa: F401  (fixtures)
-    TINY_CLASSIFIER_ARCH,
-    make_tiny_classifier,
-    tiny_weights,
-    tiny_weights_dir,
-)
+from tiny_weights import TINY_CLASSIFIER_ARCH, make_tiny_classifier
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def phantom_ct() -> CTVolume:
 
 
 @pytest.fixture
-def models(tiny_weights: dict[str, str]) -> dict[str, object]:  # noqa: F811
+def models(tiny_weights: dict[str, str]) -> dict[str, object]:
     classifier, classifier_card = load_model(tiny_weights["classifier"])
     segmenter, segmenter_card = load_model(tiny_weights["segmenter"])
     return {
@@ -49,7 +44,7 @@ def models(tiny_weights: dict[str, str]) -> dict[str, object]:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def fp32_result(tiny_weights_dir: Path, phantom_ct: CTVolume):  # noqa: F811
+def fp32_result(tiny_weights_dir: Path, phantom_ct: CTVolume):
     """One fp32 run with segmentation forced, shared by several tests."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
@@ -227,7 +222,7 @@ def test_from_registry_without_weights(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_from_registry_uses_card_threshold_and_checks_kind(
-    tiny_weights: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tiny_weights: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(weights, "BUNDLED_DIR", tmp_path / "none")  # no bundled default segmenter
     engine = DiagnosisEngine.from_registry(tiny_weights["classifier"], device="cpu")
@@ -401,15 +396,15 @@ def test_segmenter_reading_by_hand() -> None:
 
 
 def test_decision_rule_from_the_classifier_card(
-    tiny_weights: dict[str, str], tiny_weights_dir: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    tiny_weights: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A classifier whose card says it should not decide defers to the segmenter rule under "auto"."""
-    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
-    monkeypatch.setattr(weights, "BUNDLED_DIR", tiny_weights_dir / "none")
+    registry = weights.user_dir()  # JCS_WEIGHTS_DIR: this test's copy of the tiny registry
+    monkeypatch.setattr(weights, "BUNDLED_DIR", registry / "none")
     classifier, card = load_model(tiny_weights["classifier"])
     block = {"rule": "segmenter", "min_lung_fraction": 0.05}
     deferring = {**card.data, "name": "tiny-deferring", "decision": block, "threshold": 3}
-    save_weights(classifier, deferring, tiny_weights_dir)
+    save_weights(classifier, deferring, registry)
     segmenter = tiny_weights["segmenter"]
     auto = DiagnosisEngine.from_registry("tiny-deferring", segmenter, device="cpu")
     assert (auto.decision, auto.min_lung_fraction, auto.threshold) == ("segmenter", 0.05, None)

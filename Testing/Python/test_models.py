@@ -24,7 +24,6 @@ from jcs.models import (
     build_segmenter,
     detect_official_format,
     expected_shapes,
-    fold_batchnorm,
     load_checkpoint,
     load_state_dict_strict,
     model_from_state_dict,
@@ -506,23 +505,3 @@ def test_joint_fuses_at_res2net_resolution():
     assert [f.shape[-1] for f in captured["fused"]] == [32, 16, 8, 4, 2]
     assert [f.shape[1] for f in captured["fused"]] == model.vgg16.out_channels
     assert captured["layer4"].shape[1] == model.res2net.stage_channels[-1] == 512
-
-
-@pytest.mark.parametrize("joint", [False, True])
-def test_fold_batchnorm_keeps_outputs(joint):
-    torch.manual_seed(12)
-    segmenter = randomize_batchnorm(build_segmenter(joint=joint, width_mult=0.25), seed=4).eval()
-    classifier = randomize_batchnorm(build_classifier(depth=50, width_mult=0.25), seed=5).eval()
-    x = torch.randn(1, 3, 64, 64)
-    with torch.no_grad():
-        before = segmenter.forward_logits(x), classifier(x)
-        fold_batchnorm(segmenter)
-        fold_batchnorm(classifier)
-        after = segmenter.forward_logits(x), classifier(x)
-        fold_batchnorm(segmenter)
-        fold_batchnorm(classifier)
-        torch.testing.assert_close(classifier(x), after[1], rtol=0, atol=0)
-    for a, b in zip(after, before, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
-    bn_types = (torch.nn.BatchNorm2d,)
-    assert not any(isinstance(m, bn_types) for m in (*segmenter.modules(), *classifier.modules()))

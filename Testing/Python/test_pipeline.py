@@ -22,7 +22,6 @@ from jcs.pipeline import RESULTS_CSV_FIELDS, TABLE_FILES, CaseResult, LesionRow,
 from jcs.quantify import LESION_FIELDS
 from jcs.sample import sample_path
 from phantoms import make_chest_phantom
-from tiny_weights import tiny_weights, tiny_weights_dir  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +152,7 @@ def test_options_take_strings_and_refuse_unknown_ones() -> None:
 
 @pytest.mark.parametrize("decision", ["classifier", "segmenter"])
 def test_run_case_finds_the_lungs_once(
-    decision: str, tiny_weights: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    decision: str, tiny_weights: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Under either rule the lungs are segmented once per case, and the reading's lungs and lesions are
     the ones its tables count."""

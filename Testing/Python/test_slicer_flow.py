@@ -29,13 +29,12 @@ from JCSDiagnosisLib import display, tables, volumes  # noqa: E402
 from JCSDiagnosisLib.logic import JCSDiagnosisSceneLogic  # noqa: E402
 from JCSDiagnosisLib.process import EngineError  # noqa: E402
 from phantoms import make_chest_phantom  # noqa: E402
-from tiny_weights import tiny_weights_dir  # noqa: E402, F401  (fixture)
 
 pytestmark = pytest.mark.slicer
 
 
 @pytest.fixture(scope="module")
-def weights(tiny_weights_dir):  # noqa: F811
+def weights(tiny_weights_dir):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
         yield {"classifier": "tiny-classifier", "segmenter": "tiny-segmenter"}
@@ -85,18 +84,29 @@ def _load_dicom(app, files) -> slicer.vtkMRMLScalarVolumeNode:
 
 
 @pytest.fixture(scope="module")
-def dicom_case(app, logic, weights, dicom_files):
+def dicom_run(app, logic, weights, dicom_files):
+    """One engine run on the DICOM phantom (the costly part), its output kept for this module."""
     volume = _load_dicom(app, dicom_files)
     progress = []
-    nodes = logic.diagnose(
+    run = logic.startDiagnosis(
         volume,
         device="cpu",
         segment_policy="always",
         onProgress=lambda s, f: progress.append((s, f)),
-        timeout=300,
         **weights,
     )
-    return volume, nodes, progress
+    try:
+        run.process.wait(timeout=300)
+        yield run, progress
+    finally:
+        shutil.rmtree(run.workDir, ignore_errors=True)
+
+
+@pytest.fixture
+def dicom_case(logic, dicom_run):
+    """Fresh result nodes of that run for each test: tests edit them, and none sees another's edits."""
+    run, progress = dicom_run
+    return run.volumeNode, logic.loadResults(run), progress
 
 
 def test_diagnosis_creates_linked_nodes_on_the_input_grid(app, logic, dicom_case, phantom):

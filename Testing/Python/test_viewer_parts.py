@@ -13,7 +13,6 @@ import SimpleITK as sitk
 
 pytest.importorskip("trame_slicer")
 from phantoms import make_chest_phantom  # noqa: E402
-from tiny_weights import tiny_weights_dir  # noqa: E402, F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +215,7 @@ def test_viewer_offers_dicom_seg_only_for_a_series_it_can_reference(monkeypatch,
     assert notes["chest.nrrd"] == (False, viewer_module.NO_DICOM_NOTE)
 
 
-def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_dir):  # noqa: F811
+def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_dir):
     """The page stays served while the edited segmentation is quantified: the event loop keeps
     running during the quantification, which runs in another thread, and the tables follow."""
     from jcs.io import CTVolume
@@ -304,7 +303,7 @@ def test_update_results_quantifies_in_a_worker_thread(monkeypatch, tiny_weights_
 
 
 @pytest.mark.slow  # two engine runs on the 48-slice sample (about a minute on two CPU cores)
-def test_downloaded_tables_are_the_clis_files_on_the_sample(monkeypatch, tmp_path, tiny_weights_dir):  # noqa: F811
+def test_downloaded_tables_are_the_clis_files_on_the_sample(monkeypatch, tmp_path, tiny_weights_dir):
     """The viewer's summary, lesion and slice CSVs are `jcs diagnose`'s files, byte for byte (one
     writer: `jcs.pipeline.CaseResult.write_tables`), on the bundled sample with the same options."""
     from jcs.cli import main as jcs_main

@@ -20,12 +20,7 @@ from jcs.weights import (
     sha256_file,
 )
 from safetensors import safe_open
-from tiny_weights import (  # noqa: F401  (fixtures)
-    TINY_CLASSIFIER_ARCH,
-    make_tiny_classifier,
-    tiny_weights,
-    tiny_weights_dir,
-)
+from tiny_weights import TINY_CLASSIFIER_ARCH, make_tiny_classifier
 
 REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
 MANIFEST = REFERENCE / "jcs_official_state_dict_manifest.json"
@@ -200,7 +195,7 @@ def test_import_refuses_non_official_and_unsafe(registry: Path, tmp_path: Path) 
     assert not list_weights()
 
 
-def test_tiny_weights_fixture(tiny_weights: dict[str, str]) -> None:  # noqa: F811
+def test_tiny_weights_fixture(tiny_weights: dict[str, str]) -> None:
     names = {c.name: c.kind for c in list_weights()}
     assert names[tiny_weights["classifier"]] == "classifier"
     assert names[tiny_weights["segmenter"]] == "segmenter"

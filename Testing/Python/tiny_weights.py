@@ -6,9 +6,9 @@ slices so activations stay in a sane range, and the output heads are centred and
 pixel probabilities spread away from 0.5. They mean nothing medically; they exercise the whole
 pipeline in seconds.
 
-Use the ``tiny_weights`` fixture (``from tiny_weights import tiny_weights  # noqa: F401``): it points
-``JCS_WEIGHTS_DIR`` at the registry and returns ``{"classifier": name, "segmenter": name}``. Other
-tools can call ``write_tiny_weights(directory)`` directly.
+Tests use the ``tiny_weights`` fixture (``conftest.py``): it points ``JCS_WEIGHTS_DIR`` at the
+registry and returns ``{"classifier": name, "segmenter": name}``; ``tiny_weights_dir`` is the registry
+folder. Other tools can call ``write_tiny_weights(directory)`` directly.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
 import torch
 from jcs.models import build_classifier, build_segmenter
@@ -168,19 +167,4 @@ def write_tiny_weights(directory: Path | str, seed: int = 0) -> dict[str, str]:
         },
         directory,
     )
-    return {"classifier": TINY_CLASSIFIER_NAME, "segmenter": TINY_SEGMENTER_NAME}
-
-
-@pytest.fixture(scope="session")
-def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry directory holding the tiny weights (written once per test session)."""
-    directory = tmp_path_factory.mktemp("tiny-weights")
-    write_tiny_weights(directory)
-    return directory
-
-
-@pytest.fixture
-def tiny_weights(tiny_weights_dir: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """Point JCS_WEIGHTS_DIR at the tiny registry; returns {"classifier": name, "segmenter": name}."""
-    monkeypatch.setenv("JCS_WEIGHTS_DIR", str(tiny_weights_dir))
     return {"classifier": TINY_CLASSIFIER_NAME, "segmenter": TINY_SEGMENTER_NAME}

@@ -17,7 +17,6 @@ from .checkpoint import (
     load_state_dict_strict,
     model_from_state_dict,
 )
-from .folding import fold_batchnorm
 from .jcs_net import AFF, GAM, AFFDecoder, JCSNet, JointFusion
 from .layers import BatchNormMode, FrozenBatchNorm2d, SEBlock
 from .res2net import Bottle2neck, Res2NetV1b
@@ -41,7 +40,6 @@ __all__ = [
     "build_segmenter",
     "detect_official_format",
     "expected_shapes",
-    "fold_batchnorm",
     "load_checkpoint",
     "load_state_dict_strict",
     "model_from_state_dict",

@@ -86,13 +86,18 @@ def load_checkpoint(path_or_obj: str | Path | Mapping[str, Any]) -> dict[str, to
     return _unwrap(obj, str(path))
 
 
+_BUILDERS: dict[str, type[nn.Module]] = {"classifier": Res2NetV1b, "segmenter": JCSNet}
+
+
+def _builder(kind: str) -> type[nn.Module]:
+    if kind not in _BUILDERS:
+        raise ValueError(f"unknown model kind {kind!r}; expected 'classifier' or 'segmenter'")
+    return _BUILDERS[kind]
+
+
 def build_model(kind: str, **architecture: Any) -> nn.Module:
     """Build a model from its kind (``"classifier"``/``"segmenter"``) and builder kwargs (model cards)."""
-    if kind == "classifier":
-        return Res2NetV1b(**architecture)
-    if kind == "segmenter":
-        return JCSNet(**architecture)
-    raise ValueError(f"unknown model kind {kind!r}; expected 'classifier' or 'segmenter'")
+    return _builder(kind)(**architecture)
 
 
 def expected_shapes(kind: str, **architecture: Any) -> dict[str, tuple[int, ...]]:
@@ -175,13 +180,24 @@ def load_state_dict_strict(
 def model_from_state_dict(
     kind: str, state_dict: Mapping[str, torch.Tensor], *, source: str = "weights", **architecture: Any
 ) -> nn.Module:
-    """Build a model (``kind`` + builder kwargs) directly from a state dict, in eval mode.
+    """Build a model (``kind`` + builder kwargs) holding exactly ``state_dict``, in eval mode.
 
     The model is built on the ``meta`` device and adopts the (float32-cast) tensors, so no weights are
-    allocated or randomly initialised first. Raises :class:`WeightsError` if the state dict does not fit.
+    allocated or randomly initialised first (seconds and a model's worth of memory for the full-size
+    networks). Raises :class:`WeightsError` if the builder arguments are invalid or the state dict does
+    not fit (every key, every shape), and ``ValueError`` for an unknown ``kind``.
     """
-    with torch.device("meta"):
-        model = build_model(kind, **architecture)
+    builder = _builder(kind)
+    try:
+        with torch.device("meta"):
+            model = builder(**architecture)
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(
+            f"{source}: cannot build a {kind} from architecture {architecture}: {exc}"
+        ) from exc
     tensors = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
     load_state_dict_strict(model, tensors, source=source, assign=True)
+    unset = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if unset:
+        raise WeightsError(f"{source}: the weights leave model tensors unset ({', '.join(unset[:3])})")
     return model.eval()

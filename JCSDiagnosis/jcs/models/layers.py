@@ -73,8 +73,11 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and not self.frozen:
             return super().forward(x)
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        mean, var = self.running_mean, self.running_var
+        if mean is None or var is None:  # never: built with track_running_stats=True
+            raise RuntimeError("FrozenBatchNorm2d has no running statistics")
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        shift = self.bias - mean * scale
         return x * scale.to(x.dtype).view(1, -1, 1, 1) + shift.to(x.dtype).view(1, -1, 1, 1)
 
 

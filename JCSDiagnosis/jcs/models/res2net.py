@@ -88,6 +88,12 @@ class Res2NetV1b(nn.Module):
     image resolution, the COVID-CS ``res2net_feats`` release); the stem keys are kept so checkpoints load.
     """
 
+    # the four stages, set in __init__ by name
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
+
     def __init__(
         self,
         depth: int = 101,

@@ -19,6 +19,21 @@ class VGG16BN(nn.Module):
     ``feature_input=True`` starts after block 1: the input is ``conv1_2`` (the COVID-CS ``vgg_feats``).
     """
 
+    # the convolutions, set in __init__ by name from BLOCKS
+    conv1_1: ConvBNReLU
+    conv1_2: ConvBNReLU
+    conv2_1: ConvBNReLU
+    conv2_2: ConvBNReLU
+    conv3_1: ConvBNReLU
+    conv3_2: ConvBNReLU
+    conv3_3: ConvBNReLU
+    conv4_1: ConvBNReLU
+    conv4_2: ConvBNReLU
+    conv4_3: ConvBNReLU
+    conv5_1: ConvBNReLU
+    conv5_2: ConvBNReLU
+    conv5_3: ConvBNReLU
+
     def __init__(
         self, *, width_mult: float = 1.0, feature_input: bool = False, batchnorm: BatchNormMode = "frozen"
     ) -> None:

@@ -74,6 +74,8 @@ def make_sample(source: Path = DEFAULT_SOURCE, out_dir: Path = OUT_DIR) -> list[
     if ct.image.GetDirection() != (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0):
         raise RuntimeError(f"{source}: expected an identity-direction axial series")
     hu = sitk.GetArrayFromImage(ct.axial_image()).astype(np.int16)[SLICES.start : SLICES.stop]
+    if ct.dicom_files is None:
+        raise RuntimeError(f"{source}: expected a DICOM series")
     files = ct.dicom_files[SLICES.start : SLICES.stop]
     body = body_mask(hu)
     rows = np.nonzero(body.any(axis=(0, 2)))[0]
