@@ -8,7 +8,7 @@ and reports iterations/s of the timed part; the ratio is loader/baseline.
 
 Run: ``python benchmarks/bench_training.py [--workers 6] [--iterations 40] [--set width_mult=1.0 ...]``
 from the repository root. Measured on an H100 (full width, 256², batch 8, bf16): 7.6 it/s without
-loader processes, 18.8 it/s with 12 (README, "Measured").
+loader processes, 18.8 it/s with 12 (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """CUDA paths of the engine and the training code; skipped on machines without a CUDA GPU.
 
-CI has no GPU: these run where one is lent (see README, "GPU"), with the rest of the suite.
+CI has no GPU: these run where one is lent (see docs/testing.md and
+docs/experiments/2026-11-23-engine-measurements.md), with the rest of the suite.
 """
 
 from __future__ import annotations
