@@ -17,6 +17,7 @@ import argparse
 import csv
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -440,7 +441,7 @@ def _slab_name(name: str, slab: int) -> str:
     return name if slab == 1 else f"{name}_slab{slab}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", action="append", default=[], help="training checkpoint (repeatable)")
     parser.add_argument("--weights", help="registry weights name; the split comes from its model card")
@@ -475,68 +476,57 @@ def main(argv: list[str] | None = None) -> int:
         choices=GRADCAM_SCORES,
         help="classifier checkpoints: Grad-CAM score (default logit)",
     )
-    args = parser.parse_args(argv)
-    out_dir = Path(args.out)
-    if not args.checkpoint and not args.weights:
-        parser.error("give --checkpoint and/or --weights")
-    seg_rows: dict[str, dict[str, Any]] = {}
-    pooled: list[dict[str, Any]] = []
-    extra_seg: dict[str, float] = {}
-    cross: list[dict[str, Any]] = []
-    for path in args.checkpoint:
-        kind, net, config = model_from_checkpoint(Path(path))
-        name = Path(path).parent.name
-        if kind == "segmenter":
-            config.test_time_flip = config.test_time_flip or args.test_time_flip
-            report = segmenter_report(net, config, out_dir, name)
-            seg_rows[name] = report["validation"]
-            extra_seg[name] = report["perturbed_mean_dice"]
-            if args.cross_source:
-                cross.append(cross_source_report(
-                    net, config, args.cross_source, out_dir, _slab_name(name, args.slab), slab=args.slab
-                ))
-        else:
-            pooled += classifier_predictions(net, config)
-            if args.explain:
-                card_data = {
-                    "input": input_spec("classifier", config),
-                    "gradcam": {"score": args.gradcam_score or "logit"},
-                }
-                spec = ClassifierSpec.from_card_data(card_data)
-                explain_classifier(net, spec, config, args.cross_source, out_dir, name)
-    if args.weights:
-        from jcs.weights import load_model
+    return parser
 
-        net, card = load_model(args.weights)
-        config = config_from_dict(card.kind, card.data["training"]["config"])
-        if args.split_from:  # another run's data and held-out patients (e.g. to compare weights on it)
-            config.data = load_config(type(config), args.split_from).data
-        if card.kind == "segmenter":
-            config.test_time_flip = bool(card.data["input"].get("test_time_flip")) or args.test_time_flip
-            report = segmenter_report(net, config, out_dir, card.name)
-            seg_rows[card.name] = report["validation"]
-            extra_seg[card.name] = report["perturbed_mean_dice"]
-            if args.cross_source:
-                cross.append(cross_source_report(
-                    net, config, args.cross_source, out_dir, _slab_name(card.name, args.slab), slab=args.slab
-                ))
-        else:
-            pooled += classifier_predictions(net, config)
-            if args.explain:
-                spec = ClassifierSpec.from_card(card)
-                explain_classifier(net, spec, config, args.cross_source, out_dir, card.name)
-    if seg_rows:
-        print(format_segmentation_table(seg_rows))
-        print(
-            "\nmean Dice on the perturbed copies: " + ", ".join(f"{k} {v:.4f}" for k, v in extra_seg.items())
-        )
-    for report in cross:
-        print("\n" + format_cross_source(report))
-    if pooled:
-        sources = [p["source"] for p in pooled]
+
+@dataclass
+class _Evaluation:
+    """What one ``training.evaluate`` command gathers over its checkpoints and weights."""
+
+    args: argparse.Namespace
+    seg_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    perturbed_dice: dict[str, float] = field(default_factory=dict)
+    cross: list[dict[str, Any]] = field(default_factory=list)
+    pooled: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.args.out)
+
+    def add_segmenter(self, net: torch.nn.Module, config: SegmenterConfig, name: str) -> None:
+        report = segmenter_report(net, config, self.out_dir, name)
+        self.seg_rows[name] = report["validation"]
+        self.perturbed_dice[name] = report["perturbed_mean_dice"]
+        if self.args.cross_source:
+            slab = self.args.slab
+            self.cross.append(
+                cross_source_report(
+                    net, config, self.args.cross_source, self.out_dir, _slab_name(name, slab), slab=slab
+                )
+            )
+
+    def add_classifier(
+        self, net: torch.nn.Module, config: ClassifierConfig, spec: ClassifierSpec, name: str
+    ) -> None:
+        self.pooled += classifier_predictions(net, config)
+        if self.args.explain:
+            explain_classifier(net, spec, config, self.args.cross_source, self.out_dir, name)
+
+    def print_segmenters(self) -> None:
+        if self.seg_rows:
+            print(format_segmentation_table(self.seg_rows))
+            dice = ", ".join(f"{k} {v:.4f}" for k, v in self.perturbed_dice.items())
+            print("\nmean Dice on the perturbed copies: " + dice)
+        for report in self.cross:
+            print("\n" + format_cross_source(report))
+
+    def print_classifiers(self) -> None:
+        if not self.pooled:
+            return
+        sources = [p["source"] for p in self.pooled]
         if len(set(sources)) != len(sources):
             raise ValueError("the classifier checkpoints' validation sets overlap; pool disjoint folds only")
-        report = classifier_report(pooled, out_dir, "classifier")
+        report = classifier_report(self.pooled, self.out_dir, "classifier")
         if "slice_auc" in report:
             print(
                 f"slice-level AUC {report['slice_auc']:.4f} over {report['slices']} held-out slices "
@@ -551,6 +541,46 @@ def main(argv: list[str] | None = None) -> int:
                 )
             print(format_patient_table(report["table_iv"]))
             print(f"recommended T (count > T): {report['recommended_threshold']}")
+
+
+def _add_checkpoint(evaluation: _Evaluation, path: Path) -> None:
+    kind, net, config = model_from_checkpoint(path)
+    args = evaluation.args
+    if isinstance(config, SegmenterConfig):
+        config.test_time_flip = config.test_time_flip or args.test_time_flip
+        evaluation.add_segmenter(net, config, path.parent.name)
+        return
+    card_data = {"input": input_spec(kind, config), "gradcam": {"score": args.gradcam_score or "logit"}}
+    evaluation.add_classifier(net, config, ClassifierSpec.from_card_data(card_data), path.parent.name)
+
+
+def _add_weights(evaluation: _Evaluation, name: str) -> None:
+    from jcs.weights import load_model
+
+    net, card = load_model(name)
+    config = config_from_dict(card.kind, card.data["training"]["config"])
+    if evaluation.args.split_from:  # another run's data and held-out patients (to compare weights on it)
+        config.data = load_config(type(config), evaluation.args.split_from).data
+    if isinstance(config, SegmenterConfig):
+        flip = bool(card.data["input"].get("test_time_flip")) or evaluation.args.test_time_flip
+        config.test_time_flip = flip
+        evaluation.add_segmenter(net, config, card.name)
+    else:
+        evaluation.add_classifier(net, config, ClassifierSpec.from_card(card), card.name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not args.checkpoint and not args.weights:
+        parser.error("give --checkpoint and/or --weights")
+    evaluation = _Evaluation(args)
+    for path in args.checkpoint:
+        _add_checkpoint(evaluation, Path(path))
+    if args.weights:
+        _add_weights(evaluation, args.weights)
+    evaluation.print_segmenters()
+    evaluation.print_classifiers()
     return 0
 
 
