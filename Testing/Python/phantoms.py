@@ -17,6 +17,7 @@ included, airways outside the lungs excluded).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -314,3 +315,22 @@ def _place(spec: LesionSpec, lungs: np.ndarray, extent: dict[str, tuple[int, int
     else:
         x = xs[-1] + 0.5 - spec.depth_mm / spacing[2]
     return (z, float(ly_c), float(x))
+
+
+def margin_case(seed: int = 5) -> tuple[Any, np.ndarray, tuple[int, int, int]]:
+    """A 16-slice phantom CT (a ``jcs.io.CTVolume``) with two 3×3 predicted blobs on one slice: one in
+    the right lung (its centre returned) and one in the body wall far below the lungs (for the
+    lung-margin filter)."""
+    from pathlib import Path
+
+    from jcs.io import CTVolume
+
+    phantom = make_chest_phantom(shape=(16, 96, 96), seed=seed)
+    ct = CTVolume(image=phantom.image, is_hu=True, path=Path("phantom.nrrd"))
+    lesion = np.zeros(phantom.lungs.shape, np.uint8)
+    right = np.argwhere(phantom.lungs == 1)
+    z, y, x = (int(v) for v in right[len(right) // 2])
+    lesion[z, y - 1 : y + 2, x - 1 : x + 2] = 1
+    lesion[z, 90:93, 45:48] = 1  # body wall, far below the lungs
+    assert not phantom.lungs[z, 90:93, 45:48].any()
+    return ct, lesion, (z, y, x)

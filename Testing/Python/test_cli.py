@@ -16,7 +16,7 @@ import torch
 from jcs import weights
 from jcs.cli import main
 from jcs.weights import find_weights
-from phantoms import make_chest_phantom
+from phantoms import make_chest_phantom, margin_case
 
 TABLES = ("results.json", "results.csv", "summary.csv", "lesions.csv", "slices.csv")
 CORONAL_DIRECTION = (1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -1.0, 0.0)
@@ -354,17 +354,10 @@ def test_console_script_error_is_one_line(tmp_path: Path) -> None:
 def test_predicted_lesions_far_from_the_lungs_are_dropped() -> None:
     """A blob in the lung is kept, one in the abdominal wall is dropped with a note; margin < 0 keeps all."""
     from jcs.inference import DiagnosisResult
-    from jcs.io import CTVolume
     from jcs.lung import find_lungs
     from jcs.pipeline import quantify_case
 
-    phantom = make_chest_phantom(shape=(16, 96, 96), seed=5)
-    ct = CTVolume(image=phantom.image, is_hu=True, path=Path("phantom.nrrd"))
-    lesion = np.zeros(phantom.lungs.shape, np.uint8)
-    z, y, x = np.argwhere(phantom.lungs == 1)[len(np.argwhere(phantom.lungs == 1)) // 2]
-    lesion[z, y - 1 : y + 2, x - 1 : x + 2] = 1
-    lesion[z, 90:93, 45:48] = 1  # body wall, far below the lungs
-    assert not (phantom.lungs[z, 90:93, 45:48]).any()
+    ct, lesion, (z, y, x) = margin_case()
 
     def run(margin: float) -> tuple[np.ndarray, dict, list[str]]:
         result = DiagnosisResult(

@@ -15,13 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from jcs.inference import DiagnosisResult
-from jcs.io import CTVolume
 from jcs.lung import find_lungs
 from jcs.options import DecisionRule, DiagnosisOptions, Precision, SegmentPolicy
 from jcs.pipeline import RESULTS_CSV_FIELDS, TABLE_FILES, CaseResult, LesionRow, quantify_case, run_case
 from jcs.quantify import LESION_FIELDS
 from jcs.sample import sample_path
-from phantoms import make_chest_phantom
+from phantoms import make_chest_phantom, margin_case
 
 
 @pytest.fixture(scope="module")
@@ -122,12 +121,7 @@ def test_progress_json_lines_reach_the_end(cli_sample: tuple[Path, str]) -> None
 
 def test_margin_filter_leaves_the_engine_result_alone() -> None:
     """The lung-margin filter drops a blob far from the lungs from the kept mask, not from the engine's."""
-    phantom = make_chest_phantom(shape=(16, 96, 96), seed=5)
-    ct = CTVolume(image=phantom.image, is_hu=True, path=Path("phantom.nrrd"))
-    lesion = np.zeros(phantom.lungs.shape, np.uint8)
-    z, y, x = np.argwhere(phantom.lungs == 1)[len(np.argwhere(phantom.lungs == 1)) // 2]
-    lesion[z, y - 1 : y + 2, x - 1 : x + 2] = 1
-    lesion[z, 90:93, 45:48] = 1  # body wall, far below the lungs
+    ct, lesion, _ = margin_case()
     result = DiagnosisResult(
         np.zeros(16), 0, 25, False, np.zeros(lesion.shape, np.float32), None, lesion.copy(), True, {}, {},
         "cpu", Precision.FP32,
