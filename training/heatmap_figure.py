@@ -4,7 +4,8 @@
 
 Reads ``jcs diagnose``'s ``heatmap.nrrd`` and ``lesions.nrrd`` (and ``lungs.nrrd`` when present) next to
 the CT it was made from, and draws evenly spaced axial slices through the lungs: the heatmap in
-colour (transparent where it is 0), the segmented lesions outlined in green and the lungs in white.
+colour on a fixed 0-1 scale (transparent at 0.05 and below; a slice's peak is its COVID-19
+probability), the segmented lesions outlined in green and the lungs in white.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def heatmap_figure(ct_input: Path, out_dir: Path, path: Path, count: int = 6, ti
             ax.contour(lungs[z], levels=[0.5], colors="white", linewidths=0.5)
         if lesions[z].any():
             ax.contour(lesions[z], levels=[0.5], colors="lime", linewidths=0.8)
-        ax.set_title(f"slice {z}", fontsize=8)
+        ax.set_title(f"slice {z}, heat peak {heat[z].max():.2f}", fontsize=8)  # = p(COVID-19)
         ax.axis("off")
     fig.suptitle(title or f"{ct_input.name}: Grad-CAM (colour), lesions (green), lungs (white)", fontsize=9)
     fig.tight_layout()

@@ -12,6 +12,12 @@ for ``input.whole_slice``) back onto the slice pixels it covers, and normalised 
 (divided by its maximum; slices without positive evidence stay 0). Weights built with
 ``output_stride=16`` give a 16x16 map for a 256 input instead of 8x8.
 
+The engine's heatmap is that normalised map weighted by the slice's COVID-19 probability
+(:func:`weight_by_probability`): eq. (2) says *where* the evidence for class c lies on a slice, its
+per-slice normalisation hides *how much* there is, so a slice the classifier calls negative would
+glow as brightly as a positive one. Weighted, a slice's peak equals p(COVID-19); where on the slice
+the heat lies (pointing game, share of heat on lesions) is unchanged.
+
 ``score="log-odds"`` uses the class's log-odds y^c - log sum_{j != c} exp(y^j) (for two classes
 y^1 - y^0) as the score instead of the bare logit. The decision p(c) > 0.5 depends only on this
 score, and it stays meaningful for a model whose class-1 logit is negative everywhere while it still
@@ -116,3 +122,16 @@ def cam_to_slices(cam: torch.Tensor, height: int, width: int, whole_slice: bool 
     up = torch.where(peak > 0, up / peak.clamp_min(torch.finfo(torch.float32).tiny), torch.zeros_like(up))
     out[:, y0:y1, x0:x1] = up.cpu().numpy()
     return out
+
+
+def weight_by_probability(heatmap: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Per-slice normalised heatmaps (N, H, W) times each slice's COVID-19 probability (N,).
+
+    The brightness of the overlay then reads as the classifier's confidence: a slice with
+    p(COVID-19) = 0.03 keeps its pattern at 3 % of the colour scale instead of at full heat.
+    """
+    weights = np.clip(np.asarray(probabilities, dtype=np.float32), 0.0, 1.0)
+    if weights.shape != heatmap.shape[:1]:
+        count = weights.shape[0] if weights.ndim else 0
+        raise ValueError(f"{count} probabilities for {heatmap.shape[0]} heatmaps")
+    return heatmap * weights[:, None, None]

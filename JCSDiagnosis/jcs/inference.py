@@ -44,7 +44,7 @@ from jcs.decision import (
     segmenter_reading,
 )
 from jcs.errors import CancelledError, JCSError, WeightsError
-from jcs.gradcam import COVID_CLASS, GRADCAM_SCORES, cam_to_slices, grad_cam
+from jcs.gradcam import COVID_CLASS, GRADCAM_SCORES, cam_to_slices, grad_cam, weight_by_probability
 from jcs.io import CTVolume
 from jcs.options import AUTO, DecisionRule, Device, Precision, SegmentPolicy, parse_choice
 from jcs.preprocess import SEGMENTER_SIZE, axial_slices_uint8, classifier_input, segmenter_input
@@ -432,7 +432,7 @@ class DiagnosisEngine:
         should_cancel: CancelCallback | None = None,
         notes: list[str] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """COVID-19 probability (Z,) and normalised Grad-CAM heatmap (Z, H, W) of uint8 slices."""
+        """COVID-19 probability (Z,) and Grad-CAM heatmap (Z, H, W; peak = probability) of uint8 slices."""
         n, height, width = slices.shape
         probabilities = np.zeros(n, dtype=np.float32)
         heatmap = np.zeros((n, height, width), dtype=np.float32)
@@ -445,7 +445,8 @@ class DiagnosisEngine:
             with self.autocast():
                 logits, cam = grad_cam(self.classifier, x, target_class=COVID_CLASS, score=spec.gradcam_score)
             probabilities[start:stop] = covid_probability(logits)
-            heatmap[start:stop] = cam_to_slices(cam.cpu(), height, width, bool(spec.whole_slice))
+            heat = cam_to_slices(cam.cpu(), height, width, bool(spec.whole_slice))
+            heatmap[start:stop] = weight_by_probability(heat, probabilities[start:stop])
 
         self._batches("classify", n, run, progress, should_cancel, [] if notes is None else notes)
         return probabilities, heatmap

@@ -25,17 +25,16 @@ def test_bundled_default_loads_with_its_card(kind: str) -> None:
 
 @pytest.mark.slow
 def test_bundled_weights_explain_the_real_sample() -> None:
-    """On 8 slices of the real COVID-19 sample the defaults give probabilities and a non-empty
-    Grad-CAM heatmap on the slices called positive."""
+    """On 8 slices of the real COVID-19 sample the default classifier gives probabilities and a
+    whole-slice Grad-CAM heatmap on every slice whose peak is the slice's probability."""
     ct = read_ct(sample_path())
     engine = DiagnosisEngine.from_registry(device="cpu", segment_policy="always")
     assert engine.classifier_spec.gradcam_score == "log-odds"  # named by the classifier's model card
+    assert engine.classifier_spec.whole_slice
     slices = ct.axial_array()[16:24]
     probabilities, heatmap = engine.classify_slices(window_to_uint8(slices))
-    assert probabilities.shape == (8,) and ((probabilities >= 0) & (probabilities <= 1)).all()
-    positive = probabilities > 0.5
-    assert positive.any()
-    assert (heatmap[positive].reshape(int(positive.sum()), -1).max(axis=1) == 1.0).all()
+    assert probabilities.shape == (8,) and ((probabilities > 0) & (probabilities < 1)).all()
+    np.testing.assert_allclose(heatmap.reshape(8, -1).max(axis=1), probabilities, rtol=1e-5)
     assert np.isfinite(heatmap).all() and heatmap.min() >= 0
 
 
@@ -83,13 +82,16 @@ def test_bundled_defaults_decide_real_scans_by_the_segmenter_rule(shared_data, t
     normal = engine.diagnose(read_ct(series))
     assert normal.decision == "segmenter" and normal.lungs.any()
     assert not normal.positive and normal.positive_slice_count <= 4
+    # the classifier is surer of the COVID-19 slices, and the heat (weighted by it) says so
+    assert np.median(normal.slice_probabilities) * 3 < np.median(covid.slice_probabilities)
+    assert np.percentile(normal.heatmap.reshape(48, -1).max(axis=1), 90) < 0.1
 
 
 @pytest.mark.slow
 def test_bundled_explanation_classifier_puts_its_heat_in_the_lungs_of_the_sample() -> None:
-    """jcs-cls-ctseg-r50w025-ws256 (eq. (4) from the first iteration, whole slices): on the real
-    sample its Grad-CAM covers the whole slice and lies in the lungs (measured: 86 % of the heat,
-    every slice's peak; the default classifier: 58 %, 23 of 48 peaks)."""
+    """jcs-cls-ctseg-r50w025-ws256 (the default; eq. (4) from the first iteration, whole slices): on
+    the real sample its Grad-CAM covers the whole slice and lies in the lungs (measured: 86 % of the
+    heat, every slice's peak; the earlier default jcs-cls-ctmd-ct100-r50w025: 58 %, 23 of 48)."""
     from jcs.lung import find_lungs
 
     ct = read_ct(sample_path())
@@ -98,7 +100,7 @@ def test_bundled_explanation_classifier_puts_its_heat_in_the_lungs_of_the_sample
     assert engine.decision == "segmenter"  # its card defers case decisions to the segmenter rule
     lungs = find_lungs(ct).labels > 0
     _, heatmap = engine.classify_slices(window_to_uint8(ct.axial_array()))
-    assert (heatmap.reshape(len(heatmap), -1).max(axis=1) == 1.0).all()  # heat on every slice
+    assert (heatmap.reshape(len(heatmap), -1).max(axis=1) > 0).all()  # heat on every slice
     peaks = [lungs[z].flat[int(np.argmax(heatmap[z]))] for z in range(len(heatmap))]
     assert np.mean(peaks) >= 0.9
     assert heatmap[lungs].sum() / heatmap.sum() > 0.75

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from captum.attr import LayerGradCam
-from jcs.gradcam import cam_to_slices, grad_cam
+from jcs.gradcam import cam_to_slices, grad_cam, weight_by_probability
 from jcs.preprocess import classifier_crop_box
 from tiny_weights import make_tiny_classifier
 
@@ -98,3 +98,15 @@ def test_log_odds_explains_a_model_whose_covid_logit_is_negative_everywhere(
     assert bool((logits[:, 1] < 0).all()) and bool((logits[:, 1] > logits[:, 0]).all())
     assert not cam_logit.any()
     assert bool((cam_log_odds.amax(dim=(1, 2)) > 0).any())
+
+
+def test_weight_by_probability_keeps_the_pattern_and_sets_the_peak() -> None:
+    heat = np.zeros((3, 4, 4), dtype=np.float32)
+    heat[0, 1, 2], heat[0, 0, 0] = 1.0, 0.5
+    heat[1, 3, 3] = 1.0  # the third slice has no positive evidence
+    weighted = weight_by_probability(heat, np.array([0.9, 0.03, 0.7]))
+    assert weighted[0, 1, 2] == pytest.approx(0.9) and weighted[0, 0, 0] == pytest.approx(0.45)
+    assert weighted[1].max() == pytest.approx(0.03) and not weighted[2].any()
+    assert (weighted[0] > 0).sum() == 2  # where the heat lies does not change
+    with pytest.raises(ValueError, match="2 probabilities for 3 heatmaps"):
+        weight_by_probability(heat, np.array([0.5, 0.5]))
