@@ -40,6 +40,7 @@ from jcs.decision import (
     DEFAULT_THRESHOLD,
     OPACIFIED_LUNG_FRACTION,
     SLICE_THRESHOLD,
+    oversized_components,
     scaled_threshold,
     segmenter_reading,
 )
@@ -604,6 +605,12 @@ class DiagnosisEngine:
                 reading.positive = reading.count > reading.threshold
             return
         rule = segmenter_reading(lesion_mask, lungs.labels, reading.threshold, self.min_lung_fraction)
+        single = lesion_mask.shape[0] == 1
+        if single and oversized_components(lesion_mask[0] > 0, int((lungs.labels > 0).sum())).any():
+            notes.append(
+                "single slice: an opacity larger than half of the slice's lung was not counted as a lesion "
+                "(at a lung base or apex it is usually liver, heart or diaphragm)"
+            )
         reading.fractions = rule.slice_lung_fraction
         reading.count, reading.positive = rule.positive_slice_count, rule.positive
         spacing = slice_spacing_mm(ct) if ct.is_hu and lesion_mask.shape[0] > 1 else float("nan")

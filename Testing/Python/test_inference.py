@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from jcs import weights
-from jcs.decision import segmenter_reading, slice_lung_fraction
+from jcs.decision import oversized_components, segmenter_reading, slice_lung_fraction
 from jcs.errors import CancelledError, JCSError, WeightsError
 from jcs.inference import (
     DiagnosisEngine,
@@ -395,6 +395,25 @@ def test_segmenter_reading_by_hand() -> None:
     np.testing.assert_allclose(reading.slice_lung_fraction, [0.2, 0.1, 0.0])
     assert (reading.positive_slice_count, reading.positive) == (1, False)  # 1 slice, not more than T = 1
     assert segmenter_reading(lesion, lungs, threshold=0, min_lung_fraction=0.05).positive_slice_count == 2
+
+
+
+def test_single_slice_leaves_out_opacity_larger_than_half_its_lung() -> None:
+    """On one 2-D slice a component bigger than half the lung (a liver dome under a thin lung) is not a
+    lesion; the same mask as one slice of a volume is counted as before, and a small lesion still is."""
+    lungs = np.zeros((1, 20, 20), dtype=np.uint8)
+    lungs[0, :4, :10] = 1  # 40 lung pixels
+    lesion = np.zeros_like(lungs)
+    lesion[0, 2:20, 0:10] = 1  # 180 pixels, 20 of them in the lung
+    lesion[0, 0, 15:18] = 1  # a separate 3-pixel spot outside the lung
+    assert oversized_components(lesion[0] > 0, 40).sum() == 180
+    assert segmenter_reading(lesion, lungs, threshold=0).slice_lung_fraction[0] == 0.0
+    volume = np.concatenate([lesion, lesion])
+    np.testing.assert_allclose(slice_lung_fraction(volume, np.concatenate([lungs, lungs])), [0.5, 0.5])
+    small = np.zeros_like(lungs)
+    small[0, 1:3, 2:6] = 1  # 8 of 40 lung pixels, a fifth of the lung
+    reading = segmenter_reading(small, lungs, threshold=0)
+    assert reading.slice_lung_fraction[0] == 0.2 and reading.positive
 
 
 def test_decision_rule_from_the_classifier_card(
