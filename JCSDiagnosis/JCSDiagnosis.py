@@ -16,6 +16,7 @@ import qt
 import slicer
 import vtk
 from jcs.options import AUTO, DecisionRule, Device, SegmentPolicy
+from jcs.wording import HEATMAP_LEGEND
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
@@ -132,6 +133,7 @@ class JCSDiagnosisWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.updateResultsButton.connect("clicked(bool)", self.onUpdateResults)
         self.ui.exportButton.connect("clicked(bool)", self.onExport)
         self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
+        self.ui.opacityLabel.toolTip = self.ui.opacitySliderWidget.toolTip = _(HEATMAP_LEGEND)
         self.ui.tableSelector.connect("currentIndexChanged(int)", self.onShowTable)
         self.ui.minLesionSpinBox.connect("valueChanged(double)", lambda _value: self.onShowTable())
         self.ui.tableView.connect("clicked(QModelIndex)", self.onTableClicked)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from jcs.wording import HEATMAP_LEGEND
 from trame.ui.vuetify3 import VAppLayout
 from trame.widgets import client, html
 from trame.widgets.vuetify3 import (
@@ -406,6 +407,7 @@ def _display_controls(n: PanelNames) -> None:
         hide_details=True,
         thumb_label=True,
     )
+    html.Div(HEATMAP_LEGEND, id="jcs-heatmap-legend", classes="text-caption mt-1", style="opacity: 0.75;")
     html.Div("3-D view", classes="jcs-section mt-4")
     for key, label in (
         ("lesions", "Lesion surfaces"),

@@ -30,6 +30,10 @@ SLICE_PROBABILITY_CUTOFF = 0.5
 DEFAULT_MIN_LESION_ML = 0.1
 """Lesions smaller than this are left out of the lesion table a reader sees (kept in the downloads)."""
 NOT_MEASURED = "—"
+HEATMAP_LEGEND = (
+    "Heat shows where the classifier sees COVID-19 on a slice; its brightness is the slice's COVID-19 "
+    "probability (0–1), so slices it calls negative stay dark."
+)
 
 
 class Section(str, Enum):

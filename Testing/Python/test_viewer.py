@@ -323,6 +323,8 @@ def test_viewer_full_flow(case, engine_result, viewer_url, artifacts_dir, tmp_pa
         expect(page.locator(f"#jcs-chart line[stroke='#f3d33a'][x1='{marker_x:.2f}']")).to_have_count(1)
         with_heatmap = _settled_frame(page, axial)
         page.screenshot(path=shots / "03-diagnosed-heatmap.png")
+        legend = page.locator("#jcs-heatmap-legend")
+        expect(legend).to_contain_text("brightness is the slice's COVID-19 probability")
         page.click("#jcs-heatmap-toggle")
         without_heatmap = _settled_frame(page, axial, with_heatmap)
         assert _changed(with_heatmap, without_heatmap) > 0.01, (
