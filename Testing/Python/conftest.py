@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,12 +66,10 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
     The slicer-core and trame-slicer tests leave VTK/MRML objects alive until the interpreter is torn
     down, in no fixed order; a clean-clone CI run (2026-12-03) crashed there with a segmentation fault
-    after all 389 tests had passed and the summary was printed, and three runs of the same commit did
+    after all 389 tests had passed and the summary was printed; two other runs of the same tests did
     not. Crashes *during* the tests are still caught and traced by pytest's faulthandler.
     """
     if _EXIT_STATUS:
-        import sys
-
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(_EXIT_STATUS[-1])
