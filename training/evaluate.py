@@ -39,6 +39,7 @@ from training.export import input_spec
 from training.models import config_from_dict, model_from_checkpoint
 
 MIN_VOLUME_SLICES = 10  # patients with fewer slices (single PNGs) get slice-level but no patient decisions
+SEGMENTATION_SCORES = ("dice", "iou", "e_measure")
 MIN_LESION_LUNG_FRACTION = 0.005  # cross-source check: a slice "has lesion" above 0.5 % of its lung area
 
 
@@ -121,7 +122,7 @@ def segmentation_scores(
         if keep_predictions:
             predictions.append((record.source, image, mask, pred))
     report: dict[str, Any] = {
-        k: metrics.summarize([r[k] for r in rows]) for k in ("dice", "iou", "e_measure")
+        k: metrics.summarize([r[k] for r in rows]) for k in SEGMENTATION_SCORES
     }
     report["per_image"] = rows
     if keep_predictions:
@@ -133,7 +134,7 @@ def format_segmentation_table(rows: dict[str, dict[str, Any]]) -> str:
     """Tables V–VII layout: one row per method, mean Dice / IoU / Eφ (± std) over the images."""
     lines = ["| Method | Dice | IoU | Eφ | images |", "|---|---|---|---|---|"]
     for name, r in rows.items():
-        cells = [f"{r[k]['mean']:.4f} ± {r[k]['std']:.3f}" for k in ("dice", "iou", "e_measure")]
+        cells = [f"{r[k]['mean']:.4f} ± {r[k]['std']:.3f}" for k in SEGMENTATION_SCORES]
         lines.append(f"| {name} | {' | '.join(cells)} | {r['dice']['n']} |")
     return "\n".join(lines)
 
@@ -147,6 +148,18 @@ def format_patient_table(rows: Sequence[dict[str, float]]) -> str:
             f"{r['patients_pos']} / {r['patients_neg']} |"
         )
     return "\n".join(lines)
+
+
+def scores_by_source(per_image: Sequence[dict[str, Any]], records: Sequence[SliceRecord]) -> dict[str, Any]:
+    """Mean Dice / IoU / Eφ of the held-out images per data source (``explanations.source_name``)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row, record in zip(per_image, records, strict=True):
+        groups.setdefault(explanations.source_name(record), []).append(row)
+    means = {
+        source: {k: float(np.mean([r[k] for r in rows])) for k in SEGMENTATION_SCORES}
+        for source, rows in groups.items()
+    }
+    return {source: {"images": len(groups[source]), **means[source]} for source in sorted(groups)}
 
 
 def validation_records(config: SegmenterConfig | ClassifierConfig) -> list[SliceRecord]:
@@ -192,12 +205,13 @@ def segmenter_report(
     )
     order = np.argsort(dice)[:worst]
     plots.write_overlays([(*predictions[i], dice[i]) for i in order], out_dir / f"{name}_worst")
-    summary = {k: main[k] for k in ("dice", "iou", "e_measure")}
-    perturbed_summary = {p: {k: r[k] for k in ("dice", "iou", "e_measure")} for p, r in perturbed.items()}
+    summary = {k: main[k] for k in SEGMENTATION_SCORES}
+    perturbed_summary = {p: {k: r[k] for k in SEGMENTATION_SCORES} for p, r in perturbed.items()}
     mean_perturbed = float(np.mean([r["dice"]["mean"] for r in perturbed.values()]))
     report = {
         "name": name,
         "validation": summary,
+        "by_source": scores_by_source(main["per_image"], val),
         "perturbed": perturbed_summary,
         "perturbed_mean_dice": mean_perturbed,
         "validation_images": [r.source for r in val],
@@ -486,6 +500,7 @@ class _Evaluation:
     args: argparse.Namespace
     seg_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     perturbed_dice: dict[str, float] = field(default_factory=dict)
+    dice_by_source: dict[str, dict[str, Any]] = field(default_factory=dict)
     cross: list[dict[str, Any]] = field(default_factory=list)
     pooled: list[dict[str, Any]] = field(default_factory=list)
 
@@ -497,6 +512,7 @@ class _Evaluation:
         report = segmenter_report(net, config, self.out_dir, name)
         self.seg_rows[name] = report["validation"]
         self.perturbed_dice[name] = report["perturbed_mean_dice"]
+        self.dice_by_source[name] = report["by_source"]
         if self.args.cross_source:
             slab = self.args.slab
             self.cross.append(
@@ -517,6 +533,9 @@ class _Evaluation:
             print(format_segmentation_table(self.seg_rows))
             dice = ", ".join(f"{k} {v:.4f}" for k, v in self.perturbed_dice.items())
             print("\nmean Dice on the perturbed copies: " + dice)
+            for name, sources in self.dice_by_source.items():
+                parts = ", ".join(f"{s} {r['dice']:.4f} ({r['images']})" for s, r in sources.items())
+                print(f"{name}, Dice by source (images): {parts}")
         for report in self.cross:
             print("\n" + format_cross_source(report))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
 from jcs.models import build_classifier, build_segmenter
 from torch import nn
 
@@ -75,17 +76,21 @@ def load_joint_backbone(model: nn.Module, checkpoint: str) -> None:
         )
 
 
-def load_initial_weights(model: nn.Module, source: str) -> None:
-    """Fine-tuning: copy into ``model`` (strictly) the weights of a training checkpoint (a path) or of
-    registry weights (a name, e.g. the bundled model); optimiser and schedule start afresh."""
+def source_state_dict(source: str) -> dict[str, torch.Tensor]:
+    """The weights of a training checkpoint (a path) or of registry weights (a name, SHA-256 checked)."""
     from jcs.weights import load_model
 
     from training.common import load_training_checkpoint
 
     if source.endswith(".pt") or Path(source).is_file():
-        state = load_training_checkpoint(source)["model"]
-    else:
-        state = load_model(source, verify=True)[0].state_dict()
+        return load_training_checkpoint(source)["model"]
+    return load_model(source, verify=True)[0].state_dict()
+
+
+def load_initial_weights(model: nn.Module, source: str) -> None:
+    """Fine-tuning: copy into ``model`` (strictly) the weights of a training checkpoint (a path) or of
+    registry weights (a name, e.g. the bundled model); optimiser and schedule start afresh."""
+    state = source_state_dict(source)
     target = model.state_dict()
     state = {k: v.to(target[k].dtype) if k in target else v for k, v in state.items()}
     try:

@@ -407,7 +407,12 @@ def test_evaluate_scores_a_segmenter_and_an_explaining_classifier(
     ])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "Dice" in printed and "pointing game" in printed
+    assert "Dice" in printed and "pointing game" in printed and "Dice by source" in printed
+    seg_metrics = json.loads((out / "run_metrics.json").read_text())
+    by_source = seg_metrics["by_source"]
+    assert sum(row["images"] for row in by_source.values()) == 2
+    pooled = np.mean([row["dice"] * row["images"] for row in by_source.values()]) * len(by_source) / 2
+    assert pooled == pytest.approx(seg_metrics["validation"]["dice"]["mean"])
     explained = json.loads((out / "cls_explanations.json").read_text())
     assert set(explained["per_source"]) and all(
         0.0 <= row["pointing_game"] <= 1.0 for row in explained["per_source"].values()
