@@ -41,22 +41,23 @@ def test_bundled_weights_explain_the_real_sample() -> None:
 @pytest.mark.slow
 def test_bundled_segmenter_reproduces_its_card_on_the_held_out_real_slices(shared_data) -> None:
     """The engine, fed as its card says (size, per-image standardisation, mirrored pass), scores the
-    card's validation Dice on the held-out COVID-19-CT100 slices the training never saw."""
+    card's validation Dice on the held-out COVID-19-CT100 slices neither mixed model saw."""
     from PIL import Image
 
     from training import metrics
 
     engine = DiagnosisEngine.from_registry(device="cpu", segment_policy="always")
     card = engine.segmenter_card
-    held_out = card.data["split"]["validation_patients"]
+    held_out = [n for n in card.data["split"]["validation_patients"] if n.startswith("ct100_")]
     folder = shared_data / "covid19-ct100"
     images = np.stack([np.array(Image.open(folder / "images" / f"{n}.png").convert("L")) for n in held_out])
     masks = [np.array(Image.open(folder / "masks" / f"{name}.png")) > 0 for name in held_out]
     lesion = engine.segment_slices(images) > 0.5
     dice = float(np.mean([metrics.dice(pred, truth) for pred, truth in zip(lesion, masks, strict=True)]))
-    expected = card.data["metrics"]["validation_ct100"]["validation"]["dice"]["mean"]
-    assert dice == pytest.approx(expected, abs=0.01)
-    assert dice > 0.65
+    by_source = card.data["metrics"]["validation_held_out"]["by_source"]
+    assert len(held_out) == by_source["covid19-ct100"]["images"] == 16
+    assert dice == pytest.approx(by_source["covid19-ct100"]["dice"], abs=0.01)
+    assert min(dice, by_source["covid19-ct-seg"]["dice"]) > 0.7  # both sources; either single model < 0.66
 
 
 @pytest.mark.slow
