@@ -6,8 +6,9 @@ Wortsman et al., "Robust fine-tuning of zero-shot models", CVPR 2022).
 
 Every floating-point tensor, batch-norm running statistics included, becomes
 ``(1 - alpha) * base + alpha * tuned``; integer buffers (``num_batches_tracked``) are the tuned
-model's. Only models of one architecture where one was fine-tuned from the other lie in one basin, so
-their mixture still works; the result must be evaluated like any other model. The output is a training
+model's. Only models of one architecture that share their start (a fine-tune and the model it started
+from, or two runs of one recipe from one initialisation) tend to lie in one basin, so that their mixture
+still works; the result must be evaluated like any other model. The output is a training
 checkpoint with the tuned model's config, so ``training.evaluate`` and ``training.export`` take it as is.
 """
 

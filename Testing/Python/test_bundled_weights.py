@@ -90,13 +90,13 @@ def test_bundled_defaults_decide_real_scans_by_the_segmenter_rule(shared_data, t
 
 @pytest.mark.slow
 def test_bundled_explanation_classifier_puts_its_heat_in_the_lungs_of_the_sample() -> None:
-    """jcs-cls-ctseg-r50w025-ws256 (the default; eq. (4) from the first iteration, whole slices): on
-    the real sample its Grad-CAM covers the whole slice and lies in the lungs (measured: 86 % of the
-    heat, every slice's peak; the earlier default jcs-cls-ctmd-ct100-r50w025: 58 %, 23 of 48)."""
+    """jcs-cls-ctseg-r50w025-ws256-mix (the default; eq. (4) from the first iteration, whole slices): on
+    the real sample its Grad-CAM covers the whole slice and lies in the lungs (the earlier default
+    jcs-cls-ctmd-ct100-r50w025: 58 % of the heat, 23 of 48 slices' peaks)."""
     from jcs.lung import find_lungs
 
     ct = read_ct(sample_path())
-    engine = DiagnosisEngine.from_registry("jcs-cls-ctseg-r50w025-ws256", device="cpu")
+    engine = DiagnosisEngine.from_registry("jcs-cls-ctseg-r50w025-ws256-mix", device="cpu")
     assert engine.classifier_spec.whole_slice and engine.classifier_spec.gradcam_score == "log-odds"
     assert engine.decision == "segmenter"  # its card defers case decisions to the segmenter rule
     lungs = find_lungs(ct).labels > 0
