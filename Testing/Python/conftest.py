@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,17 @@ from tiny_weights import TINY_CLASSIFIER_NAME, TINY_SEGMENTER_NAME, write_tiny_w
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("JCS_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(autouse=True)
+def torch_threads_restored() -> Iterator[None]:
+    """Training runs set torch's thread count from their config (tiny test runs: one thread); restore it,
+    so that a later engine run in this process sums as one in a fresh process (the viewer's engine)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -23,14 +23,6 @@ from training.data import SegmentationDataset, load_records
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (and leave the other core to the rest of the suite)."""
-    previous = torch.get_num_threads()
-    yield
-    torch.set_num_threads(previous)
-
-
 def seg_config(tmp_path: Path, **extra: object) -> Path:
     values = {
         "data": {"lists": [str(write_list(tmp_path, n=5, size=32))], "val_count": 0},
