@@ -61,6 +61,28 @@ def test_bundled_segmenter_reproduces_its_card_on_the_held_out_real_slices(share
 
 
 @pytest.mark.slow
+def test_bundled_segmenter_reproduces_its_card_on_the_other_held_out_source(shared_data) -> None:
+    """The same on the other look of CT: the 274 CLAHE-enhanced COVID-19-CT-Seg slices of the two
+    patients (coronacases_007, _008) that neither mixed model saw."""
+    from pathlib import Path
+
+    from training import metrics
+    from training.data import load_list_file
+
+    engine = DiagnosisEngine.from_registry(device="cpu", segment_policy="always")
+    card = engine.segmenter_card
+    held_out = set(card.data["split"]["validation_patients"])
+    listing = Path(__file__).resolve().parents[2] / "training" / "lists" / "covid19_ct_seg.txt"
+    records = [r for r in load_list_file(listing) if r.patient in held_out]
+    expected = card.data["metrics"]["validation_held_out"]["by_source"]["covid19-ct-seg"]
+    assert {r.patient for r in records} == {"coronacases_007", "coronacases_008"}
+    assert len(records) == expected["images"]
+    lesion = engine.segment_slices(np.stack([r.image for r in records])) > 0.5
+    dice = float(np.mean([metrics.dice(pred, r.mask > 0) for pred, r in zip(lesion, records, strict=True)]))
+    assert dice == pytest.approx(expected["dice"], abs=0.01)
+
+
+@pytest.mark.slow
 def test_bundled_defaults_decide_real_scans_by_the_segmenter_rule(shared_data, tmp_path) -> None:
     """The bundled classifier's card defers to the segmenter rule; on real scans the segmenter never
     saw, the COVID-19 sample is positive and a stretch of a normal scan negative."""
