@@ -97,7 +97,7 @@ def build_card(
         "intended_use": INTENDED_USE,
     }
     wise_ft = checkpoint["extra"].get("wise_ft")
-    if wise_ft is not None:  # training.soup: the tuned run's config, mixed with the model it started from
+    if wise_ft is not None:  # training.soup: the tuned run's config, mixed with a model of the same start
         card["training"]["wise_ft"] = wise_ft
         card["training"]["code"] += ", then python -m training.soup (WiSE-FT weight interpolation)"
     if threshold is not None:
