@@ -108,7 +108,14 @@ class TrainingLoop(ABC):
 
     # The loop.
     def run(self) -> Path:
-        """Train to the last iteration (or the time limit); returns the last checkpoint's path."""
+        """Train to the last iteration (or the time limit); returns the last checkpoint's path.
+
+        A resumed run that already reached either is left untouched (no further step, no report)."""
+        if self.start >= self.total or self.timer.expired():
+            if self.runtime.is_main:
+                print(f"{self.checkpoint_path}: already trained ({self.start} iterations); nothing to do")
+            common.shutdown(self.runtime)
+            return self.checkpoint_path
         if self.runtime.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             config_json = json.dumps(to_dict(self.config), indent=2) + "\n"

@@ -278,7 +278,9 @@ def save_weights(model: nn.Module, card: Mapping[str, Any], directory: Path | st
     card_path = directory / f"{name}.json"
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     tmp = weights_path.with_suffix(".safetensors.tmp")
-    save_file(tensors, str(tmp), metadata={"name": name, "kind": str(data["kind"])})
+    # one metadata key: safetensors writes a metadata map in no fixed order, so two keys would make
+    # byte-identical weights hash differently from one save to the next
+    save_file(tensors, str(tmp), metadata={"name": name})
     os.replace(tmp, weights_path)
     data["file"] = weights_path.name
     data["sha256"] = sha256_file(weights_path)

@@ -56,6 +56,13 @@ def test_save_and_load_round_trip(registry: Path) -> None:
     assert [c.name for c in list_weights()] == ["clf"]
 
 
+def test_saving_the_same_weights_again_gives_the_same_file(registry: Path) -> None:
+    """A re-export of unchanged weights keeps its SHA-256 (safetensors writes a metadata map in no
+    fixed order, so the file carries a single metadata key)."""
+    hashes = {_save_tiny(registry / str(i)).sha256 for i in range(4)}
+    assert len(hashes) == 1
+
+
 def test_subnormal_weights_are_flushed_on_load(registry: Path) -> None:
     """Weights under float32's smallest normal (x86 computes with them many times slower) load as 0."""
     model = make_tiny_classifier()
